@@ -1,0 +1,107 @@
+"""A crowd: routes each query to k labelers, never asks twice, never shows a holdout item."""
+from __future__ import annotations
+
+from collections import defaultdict
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from robust_al.annotators.base import Annotator, Answer, item_rng
+from robust_al.store import RunStore
+
+
+class HoldoutLeak(RuntimeError):
+    """Raised when a secured-holdout item is about to be sent to an annotator."""
+
+
+class Crowd:
+    """Sends queries to annotators and records every answer in the store the moment it arrives.
+
+    Before asking worker w about item i the store is consulted: an answer stored by an earlier (killed) run
+    is reused, so no annotator is ever asked the same question twice. Labelers whose trust is under
+    ``threshold`` stop receiving queries when ``routing`` is on.
+    """
+
+    def __init__(self, annotators: Sequence[Annotator], store: RunStore, seed: int = 0, k: int = 1,
+                 threshold: float = 0.0, routing: bool = True):
+        ids = [a.worker_id for a in annotators]
+        if len(set(ids)) != len(ids):
+            raise ValueError("annotator ids must be unique")
+        self.annotators = {a.worker_id: a for a in annotators}
+        self.store, self.seed, self.k = store, seed, k
+        self.threshold, self.routing = threshold, routing
+        self.forbidden: set[int] = set()
+        self.asked = 0  # questions actually put to annotators by this process (not served from the store)
+
+    @property
+    def workers(self) -> list[str]:
+        return list(self.annotators)
+
+    def eligible(self, item_id: int, trust: Callable[[str], float], exclude: Iterable[str] = ()) -> list[str]:
+        excl = set(exclude)
+        return [w for w, a in self.annotators.items()
+                if w not in excl and a.can_answer(item_id)
+                and (not self.routing or trust(w) >= self.threshold)]
+
+    def eligible_workers(self, trust: Callable[[str], float]) -> list[str]:
+        """Labelers who currently receive queries."""
+        return [w for w in self.annotators if not self.routing or trust(w) >= self.threshold]
+
+    def answerable(self, item_ids: np.ndarray, trust: Callable[[str], float]) -> np.ndarray:
+        """Mask of ``item_ids`` that at least one eligible labeler can be asked about (vectorized)."""
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        mask = np.zeros(len(item_ids), dtype=bool)
+        for w, a in self.annotators.items():
+            if self.routing and trust(w) < self.threshold:
+                continue
+            known = a.known_items()
+            if known is None:
+                return ~np.isin(item_ids, list(self.forbidden))
+            mask |= np.isin(item_ids, known)
+        return mask & ~np.isin(item_ids, list(self.forbidden))
+
+    def assign(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
+               n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None
+               ) -> list[tuple[int, str]]:
+        """Who is asked about what: ``n_per_item`` (default k) distinct eligible labelers per item.
+
+        The choice depends only on (seed, iteration, purpose, item) and the eligible set, so a resumed run
+        makes the same assignments as the run it replaces.
+        """
+        n = self.k if n_per_item is None else n_per_item
+        pairs = []
+        for i in item_ids:
+            i = int(i)
+            if i in self.forbidden:
+                raise HoldoutLeak(f"item {i} belongs to the secured holdout and must never reach an annotator")
+            cand = self.eligible(i, trust, (exclude or {}).get(i, ()))
+            if not cand:
+                continue
+            rng = item_rng(self.seed, "assign", purpose, iteration, i)
+            for j in rng.permutation(len(cand))[:n]:
+                pairs.append((i, cand[int(j)]))
+        return pairs
+
+    def collect(self, pairs: Sequence[tuple[int, str]], iteration: int, purpose: str) -> list[Answer]:
+        """Answers for (item, worker) pairs: from the store when already paid for, else from the annotator."""
+        answers: list[Answer] = []
+        todo: dict[str, list[int]] = defaultdict(list)
+        for i, w in pairs:
+            if i in self.forbidden:
+                raise HoldoutLeak(f"item {i} belongs to the secured holdout and must never reach an annotator")
+            stored = self.store.get_annotation(i, w)
+            if stored is None:
+                todo[w].append(i)
+            else:
+                answers.append(Answer(i, w, stored))
+        for w, items in todo.items():
+            for a in self.annotators[w].annotate(items):
+                self.store.add_annotation(a.item_id, a.worker, a.label, iteration, purpose)
+                self.asked += 1
+                answers.append(a)
+        return answers
+
+    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
+            n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
+        return self.collect(self.assign(item_ids, iteration, purpose, trust, n_per_item, exclude),
+                            iteration, purpose)

@@ -1,0 +1,449 @@
+"""The campaign loop of the robust-active-learning paper (section III, Fig. 2).
+
+Each iteration: embed and cluster the unlabeled pool in the current model's feature space, pick per-cluster
+queries farthest from what is labeled, send them to the crowd, infer labels with trust-weighted Dawid-Skene,
+train the next model on them and on adversarial examples made at no labeling cost, check it against the
+secured holdout S; if S accuracy drops, roll back, re-examine the batch with h independent labelers and cut
+the trust of contradicted labelers; move trust with agreement; craft adversarial examples of the new items
+(their minimal perturbation is their vulnerability); stop when robust enough, accurate enough, or out of
+budget. Everything is written to the run's SQLite store as it happens; a killed campaign resumes where it
+stopped without asking any annotator again.
+"""
+from __future__ import annotations
+
+import logging
+import platform
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+
+from robust_al.annotators import Crowd
+from robust_al.annotators.base import item_rng
+from robust_al.annotators.factory import build_annotators
+from robust_al.augment import Augmenter
+from robust_al.config import CampaignConfig, ConfigError, load_config
+from robust_al.crowd import MODEL_WORKER, CrowdClassifier, NetworkTrainer, TrustWeightedDS
+from robust_al.data.holdout import draw_holdout
+from robust_al.data.loaders import load_dataset
+from robust_al.data.pool import Dataset
+from robust_al.query import MinDistance, QueryContext, make_strategy
+from robust_al.store import RunStore
+from robust_al.trust import TrustLedger, independent_labelers
+
+log = logging.getLogger(__name__)
+
+LABELED, DISCARDED, HOLDOUT, RETIRED = "labeled", "discarded", "holdout", "retired"
+
+
+@dataclass
+class IterationResult:
+    iteration: int
+    metrics: dict
+    stop: str | None
+
+
+def versions() -> dict[str, str]:
+    import art
+    import crowdkit
+    import sklearn
+    import torch
+
+    import robust_al
+
+    return {"robust_al": robust_al.__version__, "python": platform.python_version(), "numpy": np.__version__,
+            "torch": torch.__version__, "art": art.__version__, "sklearn": sklearn.__version__,
+            "crowdkit": getattr(crowdkit, "__version__", "?"), "pandas": pd.__version__}
+
+
+class Campaign:
+    """One labeling campaign, persisted in ``run_dir``. Use :meth:`create` or :meth:`resume`, then :meth:`run`."""
+
+    def __init__(self, cfg: CampaignConfig, run_dir: Path, dataset: Dataset | None = None,
+                 echo: Callable[[str], None] | None = print):
+        self.cfg, self.run_dir = cfg, Path(run_dir)
+        self.echo = echo or (lambda s: None)
+        self.store = RunStore(self.run_dir)
+        self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
+        pool = self.pool = self.dataset.train
+        self.seed = cfg.seed
+        self.annotators = build_annotators(cfg.annotators, self.dataset, cfg.seed)
+        self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
+                           threshold=cfg.trust.threshold, routing=cfg.trust.routing)
+        m = cfg.model
+        self.trainer = NetworkTrainer(pool.input_shape, pool.n_classes, m.network, m.hidden, m.dropout, m.epochs,
+                                      m.batch_size, m.lr, m.weight_decay, m.device, seed=cfg.seed)
+        self.initial_state = self.trainer.state_dict()
+        self.learner = CrowdClassifier(self.trainer, TrustWeightedDS(pool.n_classes, cfg.aggregation.method,
+                                                                     threshold=cfg.trust.threshold))
+        a = cfg.augment
+        self.augmenter = (Augmenter(self.trainer.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
+                                    a.noise_scale, a.noise_copies) if a.enabled else None)
+        self.strategy = make_strategy(cfg.query.strategy, method=cfg.query.clustering,
+                                      n_clusters=cfg.query.n_clusters, max_clusters=cfg.query.max_clusters)
+        self.mind: MinDistance | None = None
+
+    # -- construction ---------------------------------------------------------------------------------------
+    @classmethod
+    def create(cls, cfg: CampaignConfig, run_dir: str | Path | None = None, **kw) -> "Campaign":
+        run_dir = Path(run_dir) if run_dir else cfg.resolved_run_dir()
+        if (run_dir / "campaign.sqlite").exists():
+            raise FileExistsError(f"{run_dir} already holds a campaign; continue it with --resume {run_dir}")
+        self = cls(cfg, run_dir, **kw)
+        self.store.set_meta("config", cfg.model_dump(mode="json"))
+        self.store.set_meta("seed", cfg.seed)
+        self.store.set_meta("versions", versions())
+        self.store.set_meta("created_at", time.time())
+        (run_dir / "config.yaml").write_text(_yaml(cfg.model_dump(mode="json")))
+        return self
+
+    @classmethod
+    def resume(cls, run_dir: str | Path, **kw) -> "Campaign":
+        run_dir = Path(run_dir)
+        if not (run_dir / "campaign.sqlite").exists():
+            raise FileNotFoundError(f"{run_dir} holds no campaign (no campaign.sqlite)")
+        raw = RunStore(run_dir).get_meta("config")
+        if raw is None:
+            raise ConfigError(f"{run_dir}/campaign.sqlite has no stored config")
+        return cls(load_config(data=raw), run_dir, **kw)
+
+    # -- state ----------------------------------------------------------------------------------------------
+    def _load_state(self) -> int:
+        """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
+        start = self.store.drop_incomplete()
+        self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial, self.cfg.trust.eta)
+        self.status = self.store.statuses()
+        self.crowd.forbidden = {i for i, s in self.status.items() if s in (HOLDOUT, RETIRED)}
+        self.prev_metrics: dict = {}
+        self.prev_state: dict = {}
+        if start > 0:
+            self.prev_metrics, self.prev_state, ckpt = self.store.iteration_state(start - 1)
+            self.trainer.load_state_dict(ckpt)
+        return start
+
+    def ids_with(self, status: str) -> np.ndarray:
+        return np.array(sorted(i for i, s in self.status.items() if s == status), dtype=np.int64)
+
+    def _set_status(self, ids, status: str, iteration: int) -> None:
+        ids = [int(i) for i in ids]
+        self.store.set_status(ids, status, iteration)
+        for i in ids:
+            self.status[i] = status
+        if status in (HOLDOUT, RETIRED):
+            self.crowd.forbidden.update(ids)
+
+    def labels_used(self) -> int:
+        return int(self.store.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+
+    def _rng(self, *keys) -> np.random.Generator:
+        return item_rng(self.seed, *keys)
+
+    def _train_seed(self, iteration: int, attempt: int = 0) -> int:
+        return int(self._rng("train", iteration, attempt).integers(2**31))
+
+    # -- steps ------------------------------------------------------------------------------------------------
+    def _secure_holdout(self, iteration: int) -> None:
+        """Set S aside at the start and refresh it every q iterations; old S items are retired for good."""
+        q = self.cfg.holdout.refresh_every
+        current = self.ids_with(HOLDOUT)
+        if len(current) and not (q and iteration > 0 and iteration % q == 0):
+            return
+        taken = {i for i, s in self.status.items()}
+        free = np.array([i for i in self.pool.ids if int(i) not in taken], dtype=np.int64)
+        if len(current):
+            self._set_status(current, RETIRED, iteration)
+        new = draw_holdout(self.pool, free, self.cfg.holdout.size, self._rng("holdout", iteration))
+        self._set_status(new, HOLDOUT, iteration)
+
+    def _candidates(self) -> np.ndarray:
+        ids = self.pool.ids
+        free = np.array([int(i) not in self.status for i in ids]) if self.status else np.ones(len(ids), bool)
+        cand = ids[free]
+        return cand[self.crowd.answerable(cand, self.ledger)]
+
+    def _affordable(self, n_items: int) -> int:
+        left = self.cfg.stop.budget - self.labels_used()
+        return max(0, min(n_items, left // self.cfg.annotators.k))
+
+    def _annotations(self) -> pd.DataFrame:
+        """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker."""
+        labeled = self.ids_with(LABELED)
+        ann = self.store.annotations(labeled)[["task", "worker", "label"]]
+        if self.cfg.aggregation.model_as_worker:
+            pred = self.store.predictions()
+            pred = pred[pred["item_id"].isin(labeled)]
+            ann = pd.concat([ann, pd.DataFrame({"task": pred["item_id"], "worker": MODEL_WORKER,
+                                                "label": pred["label"]})], ignore_index=True)
+        return ann
+
+    def _fit(self, iteration: int, attempt: int, prev_state: dict | None) -> pd.DataFrame:
+        """Infer labels and train F_i on the labeled items and every stored augmentation of them."""
+        post = self.learner.aggregate(self._annotations(), self.ledger)
+        if self.cfg.model.warm_start and prev_state is not None:
+            self.trainer.load_state_dict(prev_state)
+        else:
+            self.trainer.load_state_dict(self.initial_state)
+        labeled = self.ids_with(LABELED)
+        aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
+        keep = np.isin(aug_ids, labeled)
+        self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, None, self.ledger,
+                         extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,
+                         seed=self._train_seed(iteration, attempt))
+        return post
+
+    def _secured_accuracy(self) -> tuple[float, np.ndarray]:
+        S = self.pool.subset(self.ids_with(HOLDOUT))
+        correct = self.learner.predict(S.X) == S.y
+        return float(correct.mean()), correct
+
+    def _test_accuracy(self) -> float:
+        T = self.dataset.test
+        known = T.y >= 0
+        return float((self.learner.predict(T.X[known]) == T.y[known]).mean()) if known.any() else float("nan")
+
+    def _query(self, iteration: int, n: int, info: dict) -> np.ndarray:
+        """Choose up to n unlabeled items with the configured strategy, in F_{i-1}'s feature space."""
+        cand = self._candidates()
+        if len(cand) == 0 or n == 0:
+            return np.zeros(0, dtype=np.int64)
+        self._refresh_distances(iteration)
+        pos = self.pool.positions(cand)
+        S = self.pool.subset(self.ids_with(HOLDOUT))
+        prev_aug = self.prev_state.get("vulnerability", {})
+        v_ids = np.array([int(k) for k in prev_aug], dtype=np.int64)
+        v_norm = np.array(list(prev_aug.values()), dtype=float)
+        ctx = QueryContext(
+            positions=pos, embed=self.mind.E[pos], rng=self._rng("query", iteration),
+            proba=(self.learner.predict_proba(self.pool.X[pos])
+                   if self.cfg.query.strategy in ("entropy", "margin") else None),
+            mind=self.mind, secured_embed=self.learner.embed(S.X),
+            secured_correct=self.learner.predict(S.X) == S.y,
+            vuln_embed=self.mind.E[self.pool.positions(v_ids)] if len(v_ids) else None,
+            vuln_norm=v_norm if len(v_ids) else None, info=info)
+        picked = cand[self.strategy.query(ctx, n)]
+        return picked
+
+    def _refresh_distances(self, iteration: int) -> None:
+        """Keep min distances to the labeled set; re-embed every ``query.refresh_every`` iterations.
+
+        Between refreshes only the items labeled since are folded in, so the cost per iteration does not
+        grow with the labeled set. A resumed run replays the same resets and additions.
+        """
+        r = self.cfg.query.refresh_every
+        last_refresh = 1 + ((iteration - 1) // r) * r
+        if self.mind is not None and self._mind_iter == iteration - 1 and iteration != last_refresh:
+            return  # up to date: additions were folded in at the end of the previous iteration
+        # rebuild: embed with F_{last_refresh-1}, reset with what was labeled before, replay additions since
+        current = self.trainer.state_dict()
+        if last_refresh != iteration:
+            self.trainer.load_state_dict(self.store.iteration_state(last_refresh - 1)[2])
+        E = self.learner.embed(self.pool.X)
+        self.trainer.load_state_dict(current)
+        by_iter = self.store.db.execute(
+            "SELECT item_id, iteration FROM items WHERE status=? ORDER BY seq", (LABELED,)).fetchall()
+        before = [i for i, it in by_iter if it < last_refresh]
+        self.mind = MinDistance(E, self.cfg.query.chunk_size)
+        self.mind.reset(E, E[self.pool.positions(before)] if before else np.zeros((0, E.shape[1]), np.float32))
+        for it in range(last_refresh, iteration):
+            self.mind.add_positions(self.pool.positions([i for i, j in by_iter if j == it]))
+        self._mind_iter = iteration - 1
+
+    def _reexamine(self, iteration: int, batch: np.ndarray, rejected_proba: np.ndarray, info: dict) -> None:
+        """Secured-check failure (section III-B, Fig. 3): h independent labelers relabel the batch D'."""
+        cfg = self.cfg.trust
+        h = independent_labelers(self.ledger.p1(self.crowd.eligible_workers(self.ledger)), cfg.p_h)
+        ann = self.store.annotations(batch)
+        ann = ann[ann["purpose"] == "query"]
+        original = {int(i): dict(zip(g["worker"], g["label"])) for i, g in ann.groupby("task")}
+        answers = self.crowd.ask(batch, iteration, "reexam", self.ledger, n_per_item=h,
+                                 exclude={i: set(w) for i, w in original.items()})
+        relabels: dict[int, list[int]] = {}
+        for a in answers:
+            relabels.setdefault(a.item_id, []).append(a.label)
+        pos_of = {int(i): k for k, i in enumerate(batch)}
+        discarded, contradicted, unverified, flagged = [], 0, 0, set()
+        for item in map(int, batch):
+            labels = relabels.get(item, [])
+            if not labels:  # no independent labeler can be asked about it (a replayed crowd): unverified
+                unverified += 1
+                continue
+            if len(set(labels)) != 1:  # the relabels disagree: discard the item
+                discarded.append(item)
+                continue
+            consensus = labels[0]
+            p = rejected_proba[pos_of[item]]
+            pred, conf = int(p.argmax()), float(p.max())
+            for worker, label in sorted(original.get(item, {}).items()):
+                if int(label) != consensus:
+                    contradicted += 1
+                    self.ledger.penalize(iteration, worker, conf, self.pool.n_classes, cfg.penalty, item)
+                    if pred != consensus and conf >= cfg.high_confidence:
+                        flagged.add(worker)
+        if discarded:
+            self._set_status(discarded, DISCARDED, iteration)
+        for worker in sorted(flagged):
+            self.store.add_flag(iteration, worker, "F_i misclassified with high confidence after its label")
+            self._audit(iteration, worker, h)
+        info.update(reexamined=len(batch), h=h, discarded=len(discarded), contradicted=contradicted, unverified=unverified,
+                    flagged=sorted(flagged))
+
+    def _audit(self, iteration: int, worker: str, h: int) -> None:
+        """Immediate check of a flagged labeler: h others relabel some of its past items; trust is capped at
+        the share of those it got right."""
+        n = self.cfg.trust.audit_size
+        ann = self.store.annotations()
+        mine = ann[(ann["worker"] == worker) & ann["task"].isin(self.ids_with(LABELED))]
+        if n == 0 or mine.empty:
+            return
+        rng = self._rng("audit", iteration, worker)
+        pick = mine.iloc[np.sort(rng.choice(len(mine), size=min(n, len(mine)), replace=False))]
+        others = {int(t): set(ann.loc[ann["task"] == t, "worker"]) for t in pick["task"]}
+        answers = self.crowd.ask(pick["task"].to_numpy(), iteration, f"audit:{worker}", self.ledger,
+                                 n_per_item=h, exclude=others)
+        by_item: dict[int, list[int]] = {}
+        for a in answers:
+            by_item.setdefault(a.item_id, []).append(a.label)
+        checked = [(int(t), int(l)) for t, l in zip(pick["task"], pick["label"])
+                   if len(set(by_item.get(int(t), []))) == 1]
+        if checked:
+            right = np.mean([by_item[t][0] == l for t, l in checked])
+            if right < self.ledger(worker):
+                self.ledger.set(iteration, worker, float(right), f"audit: {right:.2f} of {len(checked)} right")
+
+    def _augment(self, iteration: int, new_items: np.ndarray, post: pd.DataFrame) -> np.ndarray:
+        """Adversarial examples (and noisy copies) of the newly labeled items on the accepted model F_i."""
+        if self.augmenter is None or len(new_items) == 0:
+            return np.zeros(0)
+        new_items = new_items[np.isin(new_items, post.index.to_numpy())]
+        X = self.pool.X[self.pool.positions(new_items)]
+        labels = post.loc[new_items].to_numpy().argmax(axis=1)
+        norms = []
+        for aug in self.augmenter.adversarial(new_items, X, labels):
+            self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
+            norms.append(aug.norms)
+        for aug in self.augmenter.noise(new_items, X, self._rng("noise", iteration)):
+            self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
+        # an item's vulnerability: its smallest perturbation over the attacks
+        return np.min(np.stack(norms), axis=0) if norms else np.zeros(0)
+
+    # -- the loop ---------------------------------------------------------------------------------------------
+    def iterate(self, iteration: int) -> IterationResult:
+        cfg, t0 = self.cfg, time.time()
+        info: dict = {}
+        self._secure_holdout(iteration)
+        prev_state = None if iteration == 0 else self.trainer.state_dict()
+        if iteration == 0:
+            # m items at random before there is any model
+            cand = self._candidates()
+            n = self._affordable(min(cfg.query.initial, len(cand)))
+            batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
+            prev_acc = None
+        else:
+            prev_acc, _ = self._secured_accuracy()
+            batch = self._query(iteration, self._affordable(cfg.query.batch), info)
+            proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
+            for item, p in zip(batch, proba):  # F_{i-1}'s out-of-sample opinion, kept as evidence
+                self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
+        answers = self.crowd.ask(batch, iteration, "query", self.ledger)
+        answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
+        self._set_status(answered, LABELED, iteration)
+        if self.mind is not None:
+            self.mind.add_positions(self.pool.positions(answered))
+            self._mind_iter = iteration
+
+        post = self._fit(iteration, 0, prev_state)
+        acc_s, _ = self._secured_accuracy()
+        info["secured_check"] = "accepted"
+        if prev_acc is not None and prev_acc - acc_s > cfg.trust.epsilon and len(answered):
+            # F_i lost more than epsilon on S: roll back to F_{i-1} and re-examine D'
+            rejected = self.learner.predict_proba(self.pool.X[self.pool.positions(answered)])
+            info.update(secured_check="re-examined", rejected_secured_acc=acc_s)
+            self.trainer.load_state_dict(prev_state)
+            self._reexamine(iteration, answered, rejected, info)
+            post = self._fit(iteration, 1, prev_state)
+            acc_s, _ = self._secured_accuracy()
+
+        this_iter = self.store.annotations()
+        this_iter = this_iter[this_iter["iteration"] == iteration]
+        estimate = {int(t): int(l) for t, l in post.idxmax(axis=1).items()} if len(post) else {}
+        self.ledger.agreement_update(iteration, list(zip(this_iter["task"], this_iter["worker"], this_iter["label"])),
+                                     estimate)
+        still = answered[np.isin(answered, self.ids_with(LABELED))]
+        vuln = self._augment(iteration, still, post)
+        finite = vuln[np.isfinite(vuln)]
+
+        y_true = self.pool.y[self.pool.positions(self.ids_with(LABELED))]
+        est = post.idxmax(axis=1).reindex(self.ids_with(LABELED)).to_numpy()
+        metrics = {
+            "labels_used": self.labels_used(), "labeled_items": int(len(self.ids_with(LABELED))),
+            "new_items": int(len(answered)), "secured_acc": acc_s, "test_acc": self._test_accuracy(),
+            "label_acc": float(np.mean(est[y_true >= 0] == y_true[y_true >= 0])) if (y_true >= 0).any() else None,
+            "mean_min_perturbation": float(finite.mean()) if len(finite) else None,
+            "min_perturbation": float(vuln.min()) if len(vuln) else None,
+            "attack_failures": int((~np.isfinite(vuln)).sum()),
+            "trust": self.ledger.table(), "seconds": time.time() - t0, **info,
+        }
+        stop = self._stop_reason(iteration, metrics, vuln)
+        metrics["stop"] = stop
+        state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
+        self.store.complete_iteration(iteration, metrics, state, self.trainer.state_dict())
+        self.prev_metrics, self.prev_state = metrics, state
+        return IterationResult(iteration, metrics, stop)
+
+    def _stop_reason(self, iteration: int, metrics: dict, vuln: np.ndarray) -> str | None:
+        s = self.cfg.stop
+        if s.target_accuracy is not None and metrics["secured_acc"] >= s.target_accuracy:
+            return f"target accuracy reached on S ({metrics['secured_acc']:.3f} >= {s.target_accuracy})"
+        if s.tau is not None and len(vuln) and float(vuln.min()) > s.tau:
+            return f"every adversarial perturbation exceeds tau ({float(vuln.min()):.3f} > {s.tau})"
+        if self._affordable(1) == 0:
+            return f"label budget spent ({metrics['labels_used']} of {s.budget})"
+        if iteration + 1 >= s.max_iterations:
+            return f"max_iterations ({s.max_iterations}) reached"
+        if len(self._candidates()) == 0:
+            return "no unlabeled item left that an eligible labeler can answer"
+        return None
+
+    def run(self, progress: bool = True) -> IterationResult | None:
+        from tqdm import tqdm
+
+        start = self._load_state()
+        if self.prev_metrics.get("stop"):
+            self.echo(f"campaign already finished: {self.prev_metrics['stop']}")
+            return None
+        if start > 0:
+            self.echo(f"resuming at iteration {start} ({self.labels_used()} labels already stored)")
+        result = None
+        bar = tqdm(total=self.cfg.stop.max_iterations, initial=start, desc="iterations", disable=not progress,
+                   leave=False)
+        for iteration in range(start, self.cfg.stop.max_iterations):
+            result = self.iterate(iteration)
+            bar.update(1)
+            bar.clear()
+            self.echo(format_metrics(iteration, result.metrics, self.cfg.stop.budget))
+            bar.refresh()
+            if result.stop:
+                break
+        bar.close()
+        if result is not None:
+            self.echo(f"stopped: {result.stop}")
+        return result
+
+
+def format_metrics(iteration: int, m: dict, budget: int) -> str:
+    pert = m.get("mean_min_perturbation")
+    trust = " ".join(f"{w}={t:.2f}" for w, t in m["trust"].items())
+    check = "" if m.get("secured_check", "accepted") == "accepted" else (
+        f" | RE-EXAMINED h={m.get('h')} discarded={m.get('discarded')} flagged={m.get('flagged')}")
+    return (f"iter {iteration:3d} | labels {m['labels_used']:5d}/{budget} | S acc {m['secured_acc']:.3f} | "
+            f"test acc {m['test_acc']:.3f} | mean min-pert {'n/a' if pert is None else f'{pert:.3f}'}{check}\n"
+            f"         trust: {trust}")
+
+
+def _yaml(d: dict) -> str:
+    import yaml
+
+    return yaml.safe_dump(d, sort_keys=False)

@@ -1,0 +1,72 @@
+"""Command line: ``robust-al run CONFIG [--set key=value] | --resume RUN_DIR``, ``status``, ``trust``."""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+
+from robust_al.config import ConfigError, load_config
+
+
+def _run(args: argparse.Namespace) -> int:
+    from robust_al.campaign import Campaign
+
+    if args.resume:
+        if args.config or args.set:
+            print("error: --resume takes the run directory only; its stored config is used", file=sys.stderr)
+            return 2
+        campaign = Campaign.resume(args.resume)
+    else:
+        if not args.config:
+            print("error: give a CONFIG file or --resume RUN_DIR", file=sys.stderr)
+            return 2
+        cfg = load_config(args.config, args.set)
+        campaign = Campaign.create(cfg, args.run_dir)
+    print(f"run directory: {campaign.run_dir}")
+    campaign.run(progress=not args.no_progress)
+    return 0
+
+
+def _status(args: argparse.Namespace) -> int:
+    from robust_al.report import status_text
+
+    print(status_text(Path(args.run_dir)))
+    return 0
+
+
+def _trust(args: argparse.Namespace) -> int:
+    from robust_al.report import trust_text
+
+    print(trust_text(Path(args.run_dir)))
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="robust-al", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+    run = sub.add_parser("run", help="run (or --resume) a campaign")
+    run.add_argument("config", nargs="?", help="campaign YAML config")
+    run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                     help="override a config key, e.g. --set query.batch=20 (repeatable)")
+    run.add_argument("--run-dir", help="where to write the run (default: runs/<name>-seed<seed>)")
+    run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped campaign")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.set_defaults(fn=_run)
+    st = sub.add_parser("status", help="iterations, labels used and accuracies of a run")
+    st.add_argument("run_dir")
+    st.set_defaults(fn=_status)
+    tr = sub.add_parser("trust", help="the trust table of a run, with its history")
+    tr.add_argument("run_dir")
+    tr.set_defaults(fn=_trust)
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return args.fn(args)
+    except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

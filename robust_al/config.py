@@ -1,0 +1,165 @@
+"""Campaign configuration: YAML validated by pydantic; errors name the bad key and value."""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal, Optional
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class DataConfig(_Strict):
+    name: Literal["digits", "generic", "labelme", "cifar2", "cifar10n"] = "digits"
+    options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
+
+
+class HoldoutConfig(_Strict):
+    size: int = Field(100, ge=2, description="items in the secured set S")
+    refresh_every: Optional[int] = Field(None, ge=1, description="q: draw a new S every q iterations; null = never")
+
+
+class LabelerConfig(_Strict):
+    kind: Literal["benign", "malicious", "spammer", "colluding"]
+    count: int = Field(1, ge=0)
+    pr: float = Field(0.05, ge=0.0, le=1.0)
+    target: Optional[int] = None  # malicious: the class c_t it mislabels...
+    to: Optional[int] = None      # ...always as c'_t
+    rate: float = Field(0.3, ge=0.0, le=1.0)  # colluding: share of items the group lies about
+    group: str = "g0"
+    name: Optional[str] = None    # id prefix (default: the kind)
+
+    @model_validator(mode="after")
+    def _malicious_needs_classes(self) -> "LabelerConfig":
+        if self.kind == "malicious" and (self.target is None or self.to is None):
+            raise ValueError("a malicious labeler needs 'target' (c_t) and 'to' (c'_t)")
+        return self
+
+
+class AnnotatorsConfig(_Strict):
+    kind: Literal["simulated", "replay"] = "simulated"
+    k: int = Field(1, ge=1, description="labelers asked per query")
+    labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
+    inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
+
+
+class QueryConfig(_Strict):
+    strategy: Literal["maxmin", "random", "entropy", "margin", "coreset"] = "maxmin"
+    initial: int = Field(50, ge=1, description="m: items labeled at random before the first model")
+    batch: int = Field(50, ge=1, description="items queried per iteration (shared as N_c across clusters)")
+    clustering: Literal["kmeans", "kmedoids", "agglomerative"] = "kmeans"
+    n_clusters: Optional[int] = Field(None, ge=1, description="null = chosen by silhouette")
+    max_clusters: int = Field(10, ge=2)
+    refresh_every: int = Field(1, ge=1, description="re-embed the pool in the model's feature space every r iterations")
+    chunk_size: int = Field(65536, ge=1)
+
+
+class AugmentConfig(_Strict):
+    attacks: list[Literal["deepfool", "cw", "pgd", "bim"]] = Field(default_factory=lambda: ["deepfool"])
+    eps: float = Field(0.5, gt=0, description="L2 radius for pgd/bim")
+    noise_scale: float = Field(0.05, ge=0)
+    noise_copies: int = Field(1, ge=0)
+    enabled: bool = True
+
+
+class ModelConfig(_Strict):
+    network: Literal["auto", "mlp", "cnn"] = "auto"
+    hidden: list[int] = Field(default_factory=lambda: [128])
+    dropout: float = Field(0.2, ge=0, lt=1)
+    epochs: int = Field(30, ge=1)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    device: str = "auto"
+    warm_start: bool = True
+
+
+class AggregationConfig(_Strict):
+    method: Literal["ds", "mv"] = "ds"
+    model_as_worker: bool = Field(True, description="enter F_{i-1}'s prediction at query time as one more worker")
+
+
+class TrustConfig(_Strict):
+    initial: float = Field(0.9, ge=0, le=1)
+    eta: float = Field(0.05, ge=0, le=1, description="step of the agreement update")
+    threshold: float = Field(0.5, ge=0, le=1, description="below it a labeler gets no queries")
+    routing: bool = True
+    epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")
+    p_h: float = Field(0.9995, gt=0, lt=1, description="P_h of eq. 3")
+    penalty: float = Field(0.3, ge=0, le=1, description="a at chance-level model confidence")
+    high_confidence: float = Field(0.9, gt=0, le=1, description="model confidence that flags a labeler for a check")
+    audit_size: int = Field(10, ge=0, description="past items of a flagged labeler re-examined at once")
+
+
+class StopConfig(_Strict):
+    budget: int = Field(600, ge=1, description="labels (annotations) the campaign may buy")
+    target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="accuracy on S that ends the campaign")
+    tau: Optional[float] = Field(None, gt=0, description="stop when every adversarial perturbation exceeds tau")
+    max_iterations: int = Field(100, ge=1)
+
+
+class CampaignConfig(_Strict):
+    name: str = "campaign"
+    seed: int = 0
+    run_dir: Optional[str] = None
+    data: DataConfig = Field(default_factory=DataConfig)
+    holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
+    annotators: AnnotatorsConfig = Field(default_factory=AnnotatorsConfig)
+    query: QueryConfig = Field(default_factory=QueryConfig)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
+    trust: TrustConfig = Field(default_factory=TrustConfig)
+    stop: StopConfig = Field(default_factory=StopConfig)
+
+    def resolved_run_dir(self) -> Path:
+        return Path(self.run_dir or f"runs/{self.name}-seed{self.seed}")
+
+
+class ConfigError(ValueError):
+    """A config that does not validate; the message names each bad key, its value and what was expected."""
+
+
+def _set_path(d: dict, dotted: str, value: Any) -> None:
+    keys = dotted.split(".")
+    for k in keys[:-1]:
+        d = d.setdefault(k, {})
+        if not isinstance(d, dict):
+            raise ConfigError(f"--set {dotted}: {k!r} is not a section")
+    d[keys[-1]] = value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | None = None,
+                data: dict | None = None) -> CampaignConfig:
+    """Read a YAML config (or a dict), apply ``key.sub=value`` overrides, validate."""
+    raw: dict = {}
+    if path is not None:
+        p = Path(path)
+        if not p.exists():
+            raise ConfigError(f"config file {p} does not exist")
+        try:
+            raw = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config file {p} is not valid YAML: {e}") from None
+        if not isinstance(raw, dict):
+            raise ConfigError(f"config file {p} must hold a mapping at the top level")
+    if data:
+        raw.update(data)
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set query.batch=20")
+        key, value = item.split("=", 1)
+        _set_path(raw, key.strip(), yaml.safe_load(value))
+    try:
+        return CampaignConfig.model_validate(raw)
+    except ValidationError as e:
+        lines = []
+        for err in e.errors():
+            key = ".".join(str(x) for x in err["loc"])
+            got = err.get("input")
+            lines.append(f"  {key or '(top level)'} = {got!r}: {err['msg']}")
+        where = f" in {path}" if path else ""
+        raise ConfigError(f"invalid config{where}:\n" + "\n".join(lines)) from None

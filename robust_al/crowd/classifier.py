@@ -1,0 +1,57 @@
+"""The estimator the campaign trains: fit on items + crowd annotations; predict_proba; embed.
+
+Crowd-robust learners (A-LFC, MALC...) implement the same interface and plug into the loop.
+"""
+from __future__ import annotations
+
+from typing import Callable, Mapping
+
+import numpy as np
+import pandas as pd
+
+from robust_al.crowd.aggregate import TrustWeightedDS
+from robust_al.crowd.network import NetworkTrainer
+
+
+class CrowdClassifier:
+    """Two-stage learner: trust-weighted Dawid-Skene posteriors, then a network trained on them.
+
+    ``fit(X, item_ids, annotations)`` takes items row-aligned with ``item_ids`` and annotations in crowd-kit's
+    long (task, worker, label) form; extra examples (adversarial / noisy copies of labeled items, no labeling
+    cost) are trained on with the posterior of the item they were made from. Fitted: ``posteriors_``,
+    ``labels_``, ``confusions_``, ``loss_history_``.
+    """
+
+    def __init__(self, trainer: NetworkTrainer, aggregator: TrustWeightedDS):
+        self.trainer, self.aggregator = trainer, aggregator
+
+    def aggregate(self, annotations: pd.DataFrame,
+                  trust: Callable[[str], float] | Mapping[str, float] | None = None) -> pd.DataFrame:
+        self.aggregator.fit(annotations, trust)
+        self.posteriors_ = self.aggregator.posteriors_
+        self.labels_ = self.aggregator.labels_
+        self.confusions_ = self.aggregator.confusions_
+        return self.posteriors_
+
+    def fit(self, X: np.ndarray, item_ids: np.ndarray, annotations: pd.DataFrame,
+            trust: Callable[[str], float] | Mapping[str, float] | None = None,
+            extra_X: np.ndarray | None = None, extra_items: np.ndarray | None = None,
+            posteriors: pd.DataFrame | None = None, seed: int = 0) -> "CrowdClassifier":
+        post = self.aggregate(annotations, trust) if posteriors is None else posteriors
+        keep = np.isin(item_ids, post.index.to_numpy())
+        X_all, T_all = X[keep], post.loc[item_ids[keep]].to_numpy(dtype=np.float32)
+        if extra_X is not None and len(extra_X):
+            ok = np.isin(extra_items, post.index.to_numpy())
+            X_all = np.concatenate([X_all, extra_X[ok]])
+            T_all = np.concatenate([T_all, post.loc[extra_items[ok]].to_numpy(dtype=np.float32)])
+        self.loss_history_ = self.trainer.fit(X_all, T_all, seed=seed)
+        return self
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self.trainer.predict_proba(X)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        return self.trainer.embed(X)

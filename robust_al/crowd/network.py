@@ -1,0 +1,140 @@
+"""The classifier networks and their training loop (PyTorch; CUDA when present, else CPU)."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    """``auto`` takes CUDA when a GPU is present, else the CPU."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+class MLP(nn.Module):
+    """Features -> hidden layers (ReLU, dropout) = ``features`` (the penultimate layer) -> ``head``."""
+
+    def __init__(self, d_in: int, n_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.2):
+        super().__init__()
+        layers: list[nn.Module] = []
+        for h in hidden:
+            layers += [nn.Linear(d_in, h), nn.ReLU(), nn.Dropout(dropout)]
+            d_in = h
+        self.features = nn.Sequential(*layers)
+        self.head = nn.Linear(d_in, n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+class SmallCNN(nn.Module):
+    """Two conv blocks and a dense layer (``features``, penultimate) -> ``head``; for 32x32 or 8x8 images."""
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (128,),
+                 dropout: float = 0.2, channels: Sequence[int] = (32, 64)):
+        super().__init__()
+        c, h, w = in_shape
+        c1, c2 = channels
+        self.features = nn.Sequential(
+            nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+            nn.Flatten(), nn.Linear(c2 * (h // 4) * (w // 4), hidden[0]), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(hidden[0], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(x))
+
+
+def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto",
+                  hidden: Sequence[int] = (128,), dropout: float = 0.2) -> nn.Module:
+    if kind == "auto":
+        kind = "cnn" if len(input_shape) == 3 else "mlp"
+    if kind == "mlp":
+        return MLP(int(np.prod(input_shape)), n_classes, hidden, dropout)
+    if kind == "cnn":
+        if len(input_shape) != 3:
+            raise ValueError(f"model.network 'cnn' needs images (c, h, w), got inputs of shape {tuple(input_shape)}")
+        return SmallCNN(input_shape, n_classes, hidden, dropout)
+    raise ValueError(f"model.network must be 'auto', 'mlp' or 'cnn', got {kind!r}")
+
+
+class NetworkTrainer:
+    """Trains a network on soft targets with per-example weights; predicts, embeds.
+
+    Training minimizes sum_i w_i * CE(q_i, f(x_i)) / sum_i w_i with Adam, where q_i is a (possibly soft)
+    target distribution, so a crowd posterior can be learned directly.
+    """
+
+    def __init__(self, input_shape: Sequence[int], n_classes: int, network: str = "auto",
+                 hidden: Sequence[int] = (128,), dropout: float = 0.2, epochs: int = 30, batch_size: int = 64,
+                 lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", seed: int = 0):
+        self.input_shape, self.n_classes = tuple(input_shape), n_classes
+        self.network, self.hidden, self.dropout = network, tuple(hidden), dropout
+        self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
+        self.device = pick_device(device)
+        self.seed = seed
+        torch.manual_seed(seed)
+        self.model = build_network(self.input_shape, n_classes, network, self.hidden, dropout).to(self.device)
+
+    def state_dict(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def reinitialize(self, seed: int) -> None:
+        torch.manual_seed(seed)
+        self.model = build_network(self.input_shape, self.n_classes, self.network, self.hidden,
+                                   self.dropout).to(self.device)
+
+    def fit(self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None, seed: int = 0,
+            epochs: int | None = None) -> list[float]:
+        """Train on X with ``targets`` (n, C) probabilities or (n,) class ids; returns the loss per epoch."""
+        X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+        T = np.asarray(targets)
+        if T.ndim == 1:
+            T = np.eye(self.n_classes, dtype=np.float32)[T]
+        T_t = torch.as_tensor(T.astype(np.float32), device=self.device)
+        w = np.ones(len(X), np.float32) if weights is None else np.asarray(weights, np.float32)
+        W_t = torch.as_tensor(w, device=self.device)
+        gen = torch.Generator(device="cpu").manual_seed(seed)
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        history = []
+        self.model.train()
+        torch.manual_seed(seed)  # dropout masks
+        for _ in range(self.epochs if epochs is None else epochs):
+            perm = torch.randperm(len(X_t), generator=gen).to(self.device)
+            total = 0.0
+            for s in range(0, len(perm), self.batch_size):
+                b = perm[s:s + self.batch_size]
+                logp = torch.log_softmax(self.model(X_t[b]), dim=1)
+                loss = -(W_t[b] * (T_t[b] * logp).sum(1)).sum() / W_t[b].sum().clamp_min(1e-8)
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(b)
+            history.append(total / max(len(perm), 1))
+        self.model.eval()
+        return history
+
+    @torch.no_grad()
+    def _batched(self, X: np.ndarray, fn, batch: int = 4096) -> np.ndarray:
+        self.model.eval()
+        outs = []
+        for s in range(0, len(X), batch):
+            xb = torch.as_tensor(np.asarray(X[s:s + batch], dtype=np.float32), device=self.device)
+            outs.append(fn(xb).cpu().numpy())
+        if not outs:
+            return np.zeros((0, self.n_classes), np.float32)
+        return np.concatenate(outs)
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        return self._batched(X, lambda x: torch.softmax(self.model(x), dim=1))
+
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        """Penultimate-layer features (the space the query strategy measures distances in)."""
+        return self._batched(X, self.model.features)

@@ -1,0 +1,85 @@
+"""Clustering of the unlabeled pool in the model's feature space (section III-C)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
+from sklearn.metrics import silhouette_score
+
+from robust_al.query.distance import min_sq_distances
+
+METHODS = ("kmeans", "kmedoids", "agglomerative")
+
+
+def _nearest(E: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    out = np.empty(len(E), dtype=np.int64)
+    cc = np.einsum("ij,ij->i", centers, centers)
+    for s in range(0, len(E), chunk):
+        X = E[s:s + chunk]
+        out[s:s + chunk] = np.argmin(cc[None, :] - 2.0 * X @ centers.T, axis=1)
+    return out
+
+
+def _kmedoids(E: np.ndarray, n: int, rng: np.random.Generator, iters: int = 20) -> np.ndarray:
+    """Alternating k-medoids (Park & Jun 2009) on E; returns medoid rows.
+
+    Hand-written because scikit-learn-extra's KMedoids does not import under numpy 2.
+    """
+    D = np.sqrt(np.maximum(min_sq_distances_all(E), 0))
+    medoids = rng.choice(len(E), size=n, replace=False)
+    for _ in range(iters):
+        lab = np.argmin(D[:, medoids], axis=1)
+        new = medoids.copy()
+        for c in range(n):
+            members = np.flatnonzero(lab == c)
+            if len(members):
+                new[c] = members[np.argmin(D[np.ix_(members, members)].sum(axis=1))]
+        if np.array_equal(new, medoids):
+            break
+        medoids = new
+    return E[medoids]
+
+
+def min_sq_distances_all(E: np.ndarray) -> np.ndarray:
+    sq = np.einsum("ij,ij->i", E, E)
+    return sq[:, None] + sq[None, :] - 2.0 * E @ E.T
+
+
+def _centers(E: np.ndarray, n: int, method: str, seed: int, sample: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    S = E if len(E) <= sample else E[rng.choice(len(E), sample, replace=False)]
+    if method == "kmeans":
+        if len(E) > 20000:
+            km = MiniBatchKMeans(n, random_state=seed, n_init=3, batch_size=4096).fit(E)
+        else:
+            km = KMeans(n, random_state=seed, n_init=3).fit(E)
+        return km.cluster_centers_.astype(np.float32)
+    if method == "kmedoids":
+        return _kmedoids(S, n, rng)
+    if method == "agglomerative":
+        lab = AgglomerativeClustering(n_clusters=n, linkage="ward").fit_predict(S)
+        return np.stack([S[lab == c].mean(axis=0) for c in range(n)]).astype(np.float32)
+    raise ValueError(f"query.clustering must be one of {METHODS}, got {method!r}")
+
+
+def cluster_pool(E: np.ndarray, method: str = "kmeans", n_clusters: int | None = None,
+                 max_clusters: int = 10, seed: int = 0, sample: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """Cluster rows of E; returns (labels, centers). With ``n_clusters`` None, n maximizes the silhouette
+    (computed on a sample of at most ``sample`` points) over 2..max_clusters."""
+    E = np.ascontiguousarray(E, dtype=np.float32)
+    if len(E) < 4:
+        return np.zeros(len(E), dtype=np.int64), E.mean(axis=0, keepdims=True)
+    if n_clusters is None:
+        rng = np.random.default_rng(seed)
+        S = E if len(E) <= sample else E[rng.choice(len(E), sample, replace=False)]
+        best, best_score = 2, -np.inf
+        for n in range(2, min(max_clusters, len(S) - 1) + 1):
+            lab = _nearest(S, _centers(S, n, method, seed, sample))
+            if len(np.unique(lab)) < 2:
+                continue
+            score = silhouette_score(S, lab)
+            if score > best_score:
+                best, best_score = n, score
+        n_clusters = best
+    n_clusters = max(1, min(n_clusters, len(E)))
+    centers = _centers(E, n_clusters, method, seed, max(sample, 5000))
+    return _nearest(E, centers), centers

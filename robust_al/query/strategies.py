@@ -1,0 +1,161 @@
+"""Query strategies: one class each, one ``query`` method (the small-text convention)."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from robust_al.query.cluster import cluster_pool
+from robust_al.query.distance import MinDistance
+
+
+@dataclass
+class QueryContext:
+    """What a strategy may look at when choosing among the candidates (all arrays row-aligned).
+
+    ``positions`` index the pool rows of the candidates; ``mind`` holds min distances of every pool row to
+    the labeled set in the current feature space; ``proba`` the current model's class probabilities for the
+    candidates; ``cluster_error`` / ``cluster_perturbation`` map a point of the feature space to the
+    model's error and vulnerability near it (from the secured set and the previous iteration's attacks).
+    """
+
+    positions: np.ndarray
+    embed: np.ndarray
+    rng: np.random.Generator
+    proba: np.ndarray | None = None
+    mind: MinDistance | None = None
+    secured_embed: np.ndarray | None = None
+    secured_correct: np.ndarray | None = None
+    vuln_embed: np.ndarray | None = None
+    vuln_norm: np.ndarray | None = None
+    info: dict = field(default_factory=dict)
+
+
+class QueryStrategy(ABC):
+    @abstractmethod
+    def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        """Indices into ``ctx.positions`` of the ``n`` candidates to label next."""
+
+
+class RandomSampling(QueryStrategy):
+    """The paper's baseline."""
+
+    def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        return ctx.rng.choice(len(ctx.positions), size=min(n, len(ctx.positions)), replace=False)
+
+
+class EntropySampling(QueryStrategy):
+    def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        p = np.clip(ctx.proba, 1e-12, 1.0)
+        score = -(p * np.log(p)).sum(axis=1)
+        return np.argsort(-score, kind="stable")[:n]
+
+
+class MarginSampling(QueryStrategy):
+    def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        top2 = np.sort(ctx.proba, axis=1)[:, -2:]
+        return np.argsort(top2[:, 1] - top2[:, 0], kind="stable")[:n]
+
+
+def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int) -> list[int]:
+    """Greedy max-min within ``members`` (indices into the candidates): pick argmax_x min_y d(x, y), then
+    treat the pick as labeled so the next pick is far from it too. Only the members' distances move."""
+    pos = ctx.positions[members]
+    d = ctx.mind.d[pos].copy()
+    E = ctx.mind.E[pos]
+    picks: list[int] = []
+    for _ in range(min(n, len(members))):
+        j = int(np.argmax(d))
+        picks.append(int(members[j]))
+        diff = E - E[j]
+        np.minimum(d, np.einsum("ij,ij->i", diff, diff), out=d)
+        d[j] = -np.inf
+    return picks
+
+
+class CoreSet(QueryStrategy):
+    """Greedy k-center core-set (Sener & Savarese 2018): max-min over the whole pool, no clusters."""
+
+    def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        return np.array(_greedy_farthest(ctx, np.arange(len(ctx.positions)), n), dtype=np.int64)
+
+
+def allocate(budget: int, sizes: np.ndarray, error: np.ndarray, perturbation: np.ndarray) -> np.ndarray:
+    """N_c per cluster: the iteration budget shared in proportion to
+    n_c * (error_c + 0.05) * (mean perturbation / perturbation_c),
+    so larger, less accurate and more vulnerable (smaller perturbation) clusters get more queries
+    (section III-C). Largest-remainder rounding; no cluster gets more than it holds."""
+    sizes = np.asarray(sizes, dtype=float)
+    pert = np.asarray(perturbation, dtype=float)
+    ref = np.nanmean(pert) if np.isfinite(pert).any() else 1.0
+    pert = np.where(np.isfinite(pert) & (pert > 0), pert, ref)
+    w = sizes * (np.asarray(error, dtype=float) + 0.05) * (ref / pert)
+    budget = int(min(budget, sizes.sum()))
+    out = np.zeros(len(sizes), dtype=np.int64)
+    while out.sum() < budget:
+        room = sizes - out
+        active = room > 0
+        share = np.where(active, w, 0.0)
+        if share.sum() <= 0:
+            share = active.astype(float)
+        want = (budget - out.sum()) * share / share.sum()
+        add = np.minimum(np.floor(want).astype(np.int64), room.astype(np.int64))
+        if add.sum() == 0:  # hand the remainder out by largest fractional part
+            order = np.argsort(-(want - np.floor(want)), kind="stable")
+            for c in order:
+                if active[c] and out.sum() < budget:
+                    out[c] += 1
+            continue
+        out += add
+    return out
+
+
+class ClusterMaxMin(QueryStrategy):
+    """The project's strategy (eq. 4): cluster the candidates in the model's feature space, then per cluster
+    c pick N_c items maximizing the min distance to the labeled set D."""
+
+    def __init__(self, method: str = "kmeans", n_clusters: int | None = None, max_clusters: int = 10,
+                 seed: int = 0):
+        self.method, self.n_clusters, self.max_clusters, self.seed = method, n_clusters, max_clusters, seed
+
+    def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        labels, centers = cluster_pool(ctx.embed, self.method, self.n_clusters, self.max_clusters,
+                                       seed=int(ctx.rng.integers(2**31)))
+        k = len(centers)
+        sizes = np.bincount(labels, minlength=k)
+        error = self._per_cluster(ctx.secured_embed, None if ctx.secured_correct is None
+                                  else 1.0 - ctx.secured_correct.astype(float), centers)
+        pert = self._per_cluster(ctx.vuln_embed, ctx.vuln_norm, centers)
+        n_c = allocate(n, sizes, error, pert)
+        ctx.info.update(n_clusters=int(k), n_per_cluster=n_c.tolist())
+        picks: list[int] = []
+        for c in range(k):
+            if n_c[c]:
+                picks += _greedy_farthest(ctx, np.flatnonzero(labels == c), int(n_c[c]))
+        return np.array(picks, dtype=np.int64)
+
+    @staticmethod
+    def _per_cluster(E: np.ndarray | None, values: np.ndarray | None, centers: np.ndarray) -> np.ndarray:
+        """Mean of ``values`` over the points of E nearest each center (NaN-free: global mean fallback)."""
+        k = len(centers)
+        if E is None or values is None or len(E) == 0:
+            return np.full(k, np.nan)
+        v = np.asarray(values, dtype=float)
+        ok = np.isfinite(v)
+        if not ok.any():
+            return np.full(k, np.nan)
+        near = np.argmin(((E[ok, None, :] - centers[None]) ** 2).sum(-1), axis=1)
+        sums = np.bincount(near, weights=v[ok], minlength=k)
+        cnt = np.bincount(near, minlength=k)
+        return np.where(cnt > 0, sums / np.maximum(cnt, 1), v[ok].mean())
+
+
+STRATEGIES = {"maxmin": ClusterMaxMin, "random": RandomSampling, "entropy": EntropySampling,
+              "margin": MarginSampling, "coreset": CoreSet}
+
+
+def make_strategy(name: str, **kwargs) -> QueryStrategy:
+    if name not in STRATEGIES:
+        raise ValueError(f"query.strategy must be one of {sorted(STRATEGIES)}, got {name!r}")
+    return STRATEGIES[name](**kwargs) if name == "maxmin" else STRATEGIES[name]()

@@ -1,0 +1,4 @@
+"""Persistence: every annotation, trust change, metric and checkpoint, written when it happens."""
+from robust_al.store.sqlite import RunStore
+
+__all__ = ["RunStore"]

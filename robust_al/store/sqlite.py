@@ -1,0 +1,190 @@
+"""An embedded SQLite store (WAL) in the run directory.
+
+Annotations cost money, so they are written one by one, each in its own transaction, the moment an
+annotator answers, and are never deleted. Everything else (trust events, item states, augmentations,
+metrics, checkpoints) is derived from them and the seed; on resume, derived rows of an iteration that did
+not complete are dropped and that iteration is recomputed, reusing the stored annotations.
+"""
+from __future__ import annotations
+
+import io
+import json
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any, Iterable
+
+import numpy as np
+import pandas as pd
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS annotations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    item_id INTEGER NOT NULL, worker TEXT NOT NULL, label INTEGER NOT NULL,
+    iteration INTEGER NOT NULL, purpose TEXT NOT NULL, created_at REAL NOT NULL,
+    external_id TEXT, UNIQUE (item_id, worker));
+CREATE TABLE IF NOT EXISTS predictions (
+    item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, label INTEGER NOT NULL, score REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS items (
+    item_id INTEGER NOT NULL, iteration INTEGER NOT NULL, status TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT);
+CREATE TABLE IF NOT EXISTS trust_events (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, iteration INTEGER NOT NULL, worker TEXT NOT NULL,
+    delta REAL NOT NULL, trust REAL NOT NULL, reason TEXT NOT NULL, item_id INTEGER, created_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS flags (
+    iteration INTEGER NOT NULL, worker TEXT NOT NULL, reason TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS augmentations (
+    iteration INTEGER NOT NULL, item_id INTEGER NOT NULL, method TEXT NOT NULL,
+    x BLOB NOT NULL, norm REAL);  -- NULL: not an attack (noise)
+CREATE TABLE IF NOT EXISTS iterations (
+    iteration INTEGER PRIMARY KEY, metrics TEXT NOT NULL, state TEXT NOT NULL,
+    checkpoint BLOB NOT NULL, completed_at REAL NOT NULL);
+CREATE INDEX IF NOT EXISTS ann_item ON annotations(item_id);
+CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
+"""
+
+# tables holding derived rows keyed by iteration, dropped for an iteration that did not complete
+DERIVED = ("predictions", "items", "trust_events", "flags", "augmentations")
+
+
+class RunStore:
+    """One campaign's SQLite database, ``RUN_DIR/campaign.sqlite``."""
+
+    def __init__(self, run_dir: str | Path):
+        self.run_dir = Path(run_dir)
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.run_dir / "campaign.sqlite"
+        # autocommit mode: every statement outside an explicit transaction is durable on return
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def set_meta(self, key: str, value: Any) -> None:
+        self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
+
+    def get_meta(self, key: str, default: Any = None) -> Any:
+        row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return json.loads(row[0]) if row else default
+
+    # -- annotations (never deleted) ----------------------------------------------------------------------
+    def add_annotation(self, item_id: int, worker: str, label: int, iteration: int, purpose: str,
+                       external_id: str | None = None) -> None:
+        """Store one answer durably; a second answer by the same worker on the same item is an error."""
+        self.db.execute(
+            "INSERT INTO annotations (item_id, worker, label, iteration, purpose, created_at, external_id)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (int(item_id), str(worker), int(label), int(iteration), purpose, time.time(), external_id),
+        )
+
+    def get_annotation(self, item_id: int, worker: str) -> int | None:
+        row = self.db.execute(
+            "SELECT label FROM annotations WHERE item_id=? AND worker=?", (int(item_id), str(worker))
+        ).fetchone()
+        return None if row is None else int(row[0])
+
+    def annotations(self, item_ids: Iterable[int] | None = None) -> pd.DataFrame:
+        """All annotations (or those on ``item_ids``) in crowd-kit's long format plus bookkeeping columns."""
+        df = pd.read_sql_query(
+            "SELECT id, item_id AS task, worker, label, iteration, purpose, created_at FROM annotations"
+            " ORDER BY id", self.db)
+        if item_ids is not None:
+            df = df[df["task"].isin(list(item_ids))]
+        return df.reset_index(drop=True)
+
+    # -- derived rows ---------------------------------------------------------------------------------------
+    def set_prediction(self, item_id: int, iteration: int, label: int, score: float) -> None:
+        self.db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)",
+                        (int(item_id), int(iteration), int(label), float(score)))
+
+    def predictions(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM predictions ORDER BY item_id", self.db)
+
+    def set_status(self, item_ids: Iterable[int], status: str, iteration: int) -> None:
+        with self.db:
+            self.db.executemany("INSERT INTO items (item_id, iteration, status) VALUES (?, ?, ?)",
+                                [(int(i), int(iteration), status) for i in item_ids])
+
+    def statuses(self) -> dict[int, str]:
+        """Current status per item (the latest event wins)."""
+        rows = self.db.execute("SELECT item_id, status FROM items ORDER BY seq").fetchall()
+        return {int(i): s for i, s in rows}
+
+    def add_trust_event(self, iteration: int, worker: str, delta: float, trust: float, reason: str,
+                        item_id: int | None = None) -> None:
+        self.db.execute(
+            "INSERT INTO trust_events (iteration, worker, delta, trust, reason, item_id, created_at)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            (int(iteration), str(worker), float(delta), float(trust), reason,
+             None if item_id is None else int(item_id), time.time()))
+
+    def trust_events(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM trust_events ORDER BY id", self.db)
+
+    def add_flag(self, iteration: int, worker: str, reason: str) -> None:
+        self.db.execute("INSERT INTO flags VALUES (?, ?, ?)", (int(iteration), str(worker), reason))
+
+    def flags(self) -> pd.DataFrame:
+        return pd.read_sql_query("SELECT * FROM flags", self.db)
+
+    def add_augmentations(self, iteration: int, item_ids: np.ndarray, method: str, X: np.ndarray,
+                          norms: np.ndarray) -> None:
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        with self.db:
+            self.db.executemany(
+                "INSERT INTO augmentations VALUES (?, ?, ?, ?, ?)",
+                [(int(iteration), int(i), method, X[k].tobytes(), float(n))
+                 for k, (i, n) in enumerate(zip(item_ids, norms))])
+
+    def augmentations(self, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """(item_ids, X, methods, norms) of every stored augmentation."""
+        rows = self.db.execute("SELECT item_id, method, x, norm FROM augmentations ORDER BY rowid").fetchall()
+        if not rows:
+            return (np.zeros(0, np.int64), np.zeros((0, *input_shape), np.float32), [], np.zeros(0))
+        ids = np.array([r[0] for r in rows], dtype=np.int64)
+        X = np.stack([np.frombuffer(r[2], dtype=np.float32).reshape(input_shape) for r in rows])
+        norms = np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=float)
+        return ids, X, [r[1] for r in rows], norms
+
+    # -- iterations ----------------------------------------------------------------------------------------
+    def complete_iteration(self, iteration: int, metrics: dict, state: dict, checkpoint: dict) -> None:
+        """Mark ``iteration`` complete with its metrics, loop state and model weights, atomically."""
+        buf = io.BytesIO()
+        import torch  # local: the store itself does not need torch
+
+        torch.save(checkpoint, buf)
+        self.db.execute(
+            "INSERT OR REPLACE INTO iterations VALUES (?, ?, ?, ?, ?)",
+            (int(iteration), json.dumps(metrics), json.dumps(state), buf.getvalue(), time.time()))
+
+    def last_iteration(self) -> int | None:
+        row = self.db.execute("SELECT MAX(iteration) FROM iterations").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def iteration_state(self, iteration: int) -> tuple[dict, dict, dict]:
+        """(metrics, state, checkpoint) of a completed iteration."""
+        import torch
+
+        row = self.db.execute("SELECT metrics, state, checkpoint FROM iterations WHERE iteration=?",
+                              (int(iteration),)).fetchone()
+        if row is None:
+            raise KeyError(f"iteration {iteration} is not complete in {self.path}")
+        ckpt = torch.load(io.BytesIO(row[2]), map_location="cpu", weights_only=True)
+        return json.loads(row[0]), json.loads(row[1]), ckpt
+
+    def metrics(self) -> list[dict]:
+        rows = self.db.execute("SELECT iteration, metrics FROM iterations ORDER BY iteration").fetchall()
+        return [{"iteration": i, **json.loads(m)} for i, m in rows]
+
+    def drop_incomplete(self) -> int:
+        """Drop derived rows of iterations after the last completed one; returns the iteration to redo."""
+        last = self.last_iteration()
+        after = -1 if last is None else last
+        with self.db:
+            for table in DERIVED:
+                self.db.execute(f"DELETE FROM {table} WHERE iteration > ?", (after,))
+        return after + 1
