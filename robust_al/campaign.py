@@ -114,7 +114,8 @@ class Campaign:
     def _load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
-        self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial, self.cfg.trust.eta)
+        self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial,
+                                  self.cfg.trust.prior_strength)
         self.status = self.store.statuses()
         self.crowd.forbidden = {i for i, s in self.status.items() if s in (HOLDOUT, RETIRED)}
         self.prev_metrics: dict = {}
@@ -251,19 +252,29 @@ class Campaign:
             self.mind.add_positions(self.pool.positions([i for i, j in by_iter if j == it]))
         self._mind_iter = iteration - 1
 
-    def _reexamine(self, iteration: int, batch: np.ndarray, rejected_proba: np.ndarray, info: dict) -> None:
+    def _reexamine(self, iteration: int, answered: np.ndarray, rejected_proba: np.ndarray, info: dict) -> None:
         """Secured-check failure (section III-B, Fig. 3): h independent labelers relabel the batch D'."""
         cfg = self.cfg.trust
         h = independent_labelers(self.ledger.p1(self.crowd.eligible_workers(self.ledger)), cfg.p_h)
+        batch = answered
         ann = self.store.annotations(batch)
         ann = ann[ann["purpose"] == "query"]
         original = {int(i): dict(zip(g["worker"], g["label"])) for i, g in ann.groupby("task")}
+        # the budget may not cover h relabels of the whole batch: re-examine the most suspicious items first
+        # (a label F_{i-1} disagreed with out of sample); of the rest, keep only labels F_{i-1} agreed with
+        oos = self.store.predictions().set_index("item_id")["label"].to_dict()
+        suspicious = {i: any(int(l) != oos.get(i, int(l)) for l in original.get(i, {}).values())
+                      for i in map(int, batch)}
+        order = sorted(map(int, batch), key=lambda i: (not suspicious[i], i))
+        n_afford = max(0, (self.cfg.stop.budget - self.labels_used()) // h)
+        batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
+        dropped = [i for i in skipped if suspicious[i]]
         answers = self.crowd.ask(batch, iteration, "reexam", self.ledger, n_per_item=h,
                                  exclude={i: set(w) for i, w in original.items()})
         relabels: dict[int, list[int]] = {}
         for a in answers:
             relabels.setdefault(a.item_id, []).append(a.label)
-        pos_of = {int(i): k for k, i in enumerate(batch)}
+        pos_of = {int(i): k for k, i in enumerate(answered)}
         discarded, contradicted, unverified, flagged = [], 0, 0, set()
         for item in map(int, batch):
             labels = relabels.get(item, [])
@@ -282,18 +293,19 @@ class Campaign:
                     self.ledger.penalize(iteration, worker, conf, self.pool.n_classes, cfg.penalty, item)
                     if pred != consensus and conf >= cfg.high_confidence:
                         flagged.add(worker)
+        discarded += dropped
         if discarded:
             self._set_status(discarded, DISCARDED, iteration)
         for worker in sorted(flagged):
             self.store.add_flag(iteration, worker, "F_i misclassified with high confidence after its label")
             self._audit(iteration, worker, h)
-        info.update(reexamined=len(batch), h=h, discarded=len(discarded), contradicted=contradicted, unverified=unverified,
-                    flagged=sorted(flagged))
+        info.update(reexamined=len(batch), not_reexamined=len(skipped), h=h, discarded=len(discarded),
+                    contradicted=contradicted, unverified=unverified, flagged=sorted(flagged))
 
     def _audit(self, iteration: int, worker: str, h: int) -> None:
         """Immediate check of a flagged labeler: h others relabel some of its past items; trust is capped at
         the share of those it got right."""
-        n = self.cfg.trust.audit_size
+        n = min(self.cfg.trust.audit_size, max(0, (self.cfg.stop.budget - self.labels_used()) // h))
         ann = self.store.annotations()
         mine = ann[(ann["worker"] == worker) & ann["task"].isin(self.ids_with(LABELED))]
         if n == 0 or mine.empty:
@@ -366,11 +378,8 @@ class Campaign:
             post = self._fit(iteration, 1, prev_state)
             acc_s, _ = self._secured_accuracy()
 
-        this_iter = self.store.annotations()
-        this_iter = this_iter[this_iter["iteration"] == iteration]
-        estimate = {int(t): int(l) for t, l in post.idxmax(axis=1).items()} if len(post) else {}
-        self.ledger.agreement_update(iteration, list(zip(this_iter["task"], this_iter["worker"], this_iter["label"])),
-                                     estimate)
+        # trust moves with agreement: every label against the other evidence on its item
+        self.ledger.agreement_update(iteration, self.learner.aggregator.leave_one_out())
         still = answered[np.isin(answered, self.ids_with(LABELED))]
         vuln = self._augment(iteration, still, post)
         finite = vuln[np.isfinite(vuln)]

@@ -84,7 +84,7 @@ class AggregationConfig(_Strict):
 
 class TrustConfig(_Strict):
     initial: float = Field(0.9, ge=0, le=1)
-    eta: float = Field(0.05, ge=0, le=1, description="step of the agreement update")
+    prior_strength: float = Field(10.0, gt=0, description="labels' worth of the prior at 'initial' trust")
     threshold: float = Field(0.5, ge=0, le=1, description="below it a labeler gets no queries")
     routing: bool = True
     epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")

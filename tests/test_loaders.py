@@ -8,10 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-# the package is not installed in the venv; make the repo root importable
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from robust_al.data.loaders import (  # noqa: E402
+from robust_al.data.loaders import (
     CIFAR10_CLASSES,
     TEST_ID_OFFSET,
     default_datasets_dir,

@@ -82,9 +82,31 @@ class TrustWeightedDS:
             logq = np.tile(np.log(self.priors_), (len(tasks), 1))
             # sum_w t_w * log pi_w[:, l_w] for each item
             np.add.at(logq, rows, t[:, None] * np.log(pi[wpos, :, labels]))
+        self._fit_rows = (df, rows, labels, t, logq.copy(), None if self.method == "mv" else pi[wpos, :, labels])
         logq -= logq.max(axis=1, keepdims=True)
         q = np.exp(logq)
         q /= q.sum(axis=1, keepdims=True)
         self.posteriors_ = pd.DataFrame(q, index=pd.Index(tasks, name="task"), columns=range(C))
         self.labels_ = pd.Series(q.argmax(axis=1), index=self.posteriors_.index, name="label")
         return self
+
+    def leave_one_out(self) -> pd.DataFrame:
+        """For every fitted annotation, q_i^{-w}(l_wi): the probability the *other* evidence on item i (the
+        other labelers and the model) gives to the label w chose. It measures agreement without letting a
+        labeler vouch for itself, which matters when an item has a single human label."""
+        df, rows, labels, t, logq, own = self._fit_rows
+        if own is None:  # majority vote: remove the worker's own (trust-weighted) vote
+            counts = np.exp(logq) - 1e-3
+            counts[rows, labels] -= t
+            counts = np.clip(counts, 0, None) + 1e-3
+            loo = counts / counts.sum(axis=1, keepdims=True)
+            q = loo[rows, labels]
+        else:
+            lq = logq[rows] - t[:, None] * np.log(own)
+            lq -= lq.max(axis=1, keepdims=True)
+            p = np.exp(lq)
+            p /= p.sum(axis=1, keepdims=True)
+            q = p[np.arange(len(rows)), labels]
+        out = df[["task", "worker", "label"]].copy()
+        out["agreement"] = q
+        return out.reset_index(drop=True)

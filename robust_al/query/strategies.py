@@ -90,20 +90,21 @@ def allocate(budget: int, sizes: np.ndarray, error: np.ndarray, perturbation: np
     pert = np.asarray(perturbation, dtype=float)
     ref = np.nanmean(pert) if np.isfinite(pert).any() else 1.0
     pert = np.where(np.isfinite(pert) & (pert > 0), pert, ref)
-    w = sizes * (np.asarray(error, dtype=float) + 0.05) * (ref / pert)
+    err = np.asarray(error, dtype=float)
+    err = np.where(np.isfinite(err), err, np.nanmean(err) if np.isfinite(err).any() else 0.0)
+    w = sizes * (err + 0.05) * (ref / pert)
     budget = int(min(budget, sizes.sum()))
     out = np.zeros(len(sizes), dtype=np.int64)
     while out.sum() < budget:
         room = sizes - out
         active = room > 0
         share = np.where(active, w, 0.0)
-        if share.sum() <= 0:
+        if not share.sum() > 0:
             share = active.astype(float)
         want = (budget - out.sum()) * share / share.sum()
         add = np.minimum(np.floor(want).astype(np.int64), room.astype(np.int64))
-        if add.sum() == 0:  # hand the remainder out by largest fractional part
-            order = np.argsort(-(want - np.floor(want)), kind="stable")
-            for c in order:
+        if add.sum() == 0:  # hand the remainder out by largest fractional part, one each
+            for c in np.argsort(-(want - np.floor(want)), kind="stable"):
                 if active[c] and out.sum() < budget:
                     out[c] += 1
             continue

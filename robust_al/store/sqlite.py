@@ -30,7 +30,8 @@ CREATE TABLE IF NOT EXISTS items (
     item_id INTEGER NOT NULL, iteration INTEGER NOT NULL, status TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT);
 CREATE TABLE IF NOT EXISTS trust_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, iteration INTEGER NOT NULL, worker TEXT NOT NULL,
-    delta REAL NOT NULL, trust REAL NOT NULL, reason TEXT NOT NULL, item_id INTEGER, created_at REAL NOT NULL);
+    delta REAL NOT NULL, trust REAL NOT NULL, reason TEXT NOT NULL, item_id INTEGER, created_at REAL NOT NULL,
+    agree REAL NOT NULL DEFAULT 0, n REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS flags (
     iteration INTEGER NOT NULL, worker TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS augmentations (
@@ -115,12 +116,13 @@ class RunStore:
         return {int(i): s for i, s in rows}
 
     def add_trust_event(self, iteration: int, worker: str, delta: float, trust: float, reason: str,
-                        item_id: int | None = None) -> None:
+                        item_id: int | None = None, agree: float = 0.0, n: float = 0.0) -> None:
+        """One change of a labeler's trust; ``agree``/``n`` are its agreement tallies after the change."""
         self.db.execute(
-            "INSERT INTO trust_events (iteration, worker, delta, trust, reason, item_id, created_at)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO trust_events (iteration, worker, delta, trust, reason, item_id, created_at, agree, n)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (int(iteration), str(worker), float(delta), float(trust), reason,
-             None if item_id is None else int(item_id), time.time()))
+             None if item_id is None else int(item_id), time.time(), float(agree), float(n)))
 
     def trust_events(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM trust_events ORDER BY id", self.db)

@@ -2,9 +2,10 @@
 from __future__ import annotations
 
 import math
-from typing import Iterable, Mapping
+from typing import Iterable
 
 import numpy as np
+import pandas as pd
 
 from robust_al.store import RunStore
 
@@ -22,17 +23,24 @@ def independent_labelers(p1: float, ph: float = 0.9995) -> int:
 
 
 class TrustLedger:
-    """Trust in [0, 1] per labeler; every change is an event written to the store when it happens."""
+    """Trust in [0, 1] per labeler; every change is an event written to the store when it happens.
+
+    trust_w = (n0 * initial + A_w) / (n0 + N_w) + offset_w, where A_w sums the agreement of w's N_w labels
+    with the other evidence on the same items (a Beta posterior mean of w's accuracy with a prior
+    worth ``n0`` labels at ``initial``), and offset_w collects the cuts of the secured-check re-examination
+    (Fig. 3) and audits. All of it is rebuilt from the stored events on resume.
+    """
 
     def __init__(self, workers: Iterable[str], store: RunStore | None, initial: float = 0.9,
-                 eta: float = 0.05):
+                 prior_strength: float = 10.0):
         self.store = store
-        self.initial, self.eta = initial, eta
+        self.initial, self.n0 = initial, prior_strength
         self.trust: dict[str, float] = {str(w): initial for w in workers}
+        self.tally: dict[str, tuple[float, float]] = {w: (0.0, 0.0) for w in self.trust}
         if store is not None:
-            # replay the stored events (of completed iterations) to rebuild the table
             for row in store.trust_events().itertuples():
                 self.trust[row.worker] = float(row.trust)
+                self.tally[row.worker] = (float(row.agree), float(row.n))
 
     def __call__(self, worker: str) -> float:
         return self.trust.get(worker, self.initial)
@@ -40,12 +48,17 @@ class TrustLedger:
     def table(self) -> dict[str, float]:
         return dict(sorted(self.trust.items()))
 
+    def _beta(self, worker: str) -> float:
+        a, n = self.tally.get(worker, (0.0, 0.0))
+        return (self.n0 * self.initial + a) / (self.n0 + n)
+
     def change(self, iteration: int, worker: str, delta: float, reason: str, item_id: int | None = None) -> float:
         before = self(worker)
         after = float(np.clip(before + delta, 0.0, 1.0))
         self.trust[worker] = after
         if self.store is not None:
-            self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id)
+            a, n = self.tally.get(worker, (0.0, 0.0))
+            self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, a, n)
         return after
 
     def set(self, iteration: int, worker: str, value: float, reason: str) -> float:
@@ -56,23 +69,20 @@ class TrustLedger:
         ws = list(self.trust) if workers is None else list(workers)
         return float(np.mean([self(w) for w in ws])) if ws else self.initial
 
-    def agreement_update(self, iteration: int, answers: Iterable[tuple[int, str, int]],
-                         estimate: Mapping[int, int]) -> None:
-        """Move each labeler's trust toward its agreement with the current label estimate.
-
-        One aggregated event per labeler and iteration: t <- t + eta * sum_j (1[agree_j] - t), applied
-        answer by answer (an exponential moving average of agreement, so trust tracks accuracy).
-        """
-        per_worker: dict[str, list[bool]] = {}
-        for item, worker, label in answers:
-            if item in estimate:
-                per_worker.setdefault(worker, []).append(int(label) == int(estimate[item]))
-        for worker in sorted(per_worker):
-            t = self(worker)
-            for agree in per_worker[worker]:
-                t += self.eta * (float(agree) - t)
-            n = len(per_worker[worker])
-            self.change(iteration, worker, t - self(worker), f"agreement {sum(per_worker[worker])}/{n}")
+    def agreement_update(self, iteration: int, agreement: pd.DataFrame) -> None:
+        """Re-score every labeler on all its labels: ``agreement`` has columns worker and agreement (in [0, 1],
+        the leave-one-out posterior of each label given, from the current aggregation). Scores are recomputed
+        with each new model rather than frozen when a label arrives, so early, poorly informed estimates stop
+        counting once better ones exist. One event per labeler whose score moved."""
+        sums = agreement.groupby("worker")["agreement"].agg(["sum", "count"])
+        for worker in sorted(self.trust):
+            old = self._beta(worker)
+            a, n = (float(sums.loc[worker, "sum"]), float(sums.loc[worker, "count"])) if worker in sums.index \
+                else (0.0, 0.0)
+            if (a, n) == self.tally.get(worker):
+                continue
+            self.tally[worker] = (a, n)
+            self.change(iteration, worker, self._beta(worker) - old, f"agreement {a:.1f}/{n:.0f}")
 
     def penalize(self, iteration: int, worker: str, confidence: float, n_classes: int, amount: float,
                  item_id: int | None = None) -> float:

@@ -1,0 +1,100 @@
+"""Query strategies: max-min selection (eq. 4), incremental min distances, N_c allocation."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra.numpy import arrays
+
+from robust_al.query import (ClusterMaxMin, CoreSet, EntropySampling, MarginSampling, MinDistance,
+                             QueryContext, RandomSampling, allocate, min_sq_distances)
+
+
+def _ctx(E, labeled_pos, candidates, seed=0, proba=None):
+    mind = MinDistance(E)
+    mind.reset(E, E[labeled_pos])
+    return QueryContext(positions=np.asarray(candidates), embed=E[candidates], rng=np.random.default_rng(seed),
+                        mind=mind, proba=proba)
+
+
+def test_maxmin_picks_the_farthest_item_on_a_hand_made_example():
+    # labeled points at 0 and 10 on a line; candidates at 1, 4, 6, 9 and 25: 25 is farthest (15 from 10),
+    # then, with 25 taken as labeled, 4 and 6 tie at distance 4 and the first of them wins
+    E = np.array([[0.0], [10.0], [1.0], [4.0], [6.0], [9.0], [25.0]], dtype=np.float32)
+    ctx = _ctx(E, [0, 1], np.arange(2, 7))
+    picks = CoreSet().query(ctx, 2)
+    assert E[ctx.positions[picks[0]], 0] == 25.0
+    assert E[ctx.positions[picks[1]], 0] in (4.0, 6.0)
+
+
+def test_cluster_maxmin_takes_the_farthest_item_of_each_cluster():
+    # two well separated clusters; in each, one candidate is clearly farthest from the labeled point
+    E = np.array([[0, 0], [0.1, 0], [0.2, 0], [1.0, 0],        # cluster A: labeled at 0, farthest 1.0
+                  [50, 50], [50.1, 50], [50, 51.5], [50.2, 50.1]], dtype=np.float32)  # B: labeled at (50, 50)
+    ctx = _ctx(E, [0, 4], [1, 2, 3, 5, 6, 7])
+    picks = ClusterMaxMin(n_clusters=2).query(ctx, 2)
+    chosen = {tuple(E[ctx.positions[p]]) for p in picks}
+    assert chosen == {(1.0, 0.0), (50.0, 51.5)}
+
+
+@settings(max_examples=30, deadline=None)
+@given(arrays(np.float32, st.tuples(st.integers(5, 60), st.integers(1, 6)),
+              elements=st.floats(-100, 100, width=32)),
+       st.lists(st.integers(0, 10_000), min_size=1, max_size=4), st.integers(1, 7))
+def test_incremental_min_distances_equal_brute_force(E, batch_seeds, chunk):
+    n = len(E)
+    mind = MinDistance(E, chunk=chunk)
+    labeled = []
+    for s in batch_seeds:
+        new = list(np.random.default_rng(s).choice(n, size=min(3, n), replace=False))
+        mind.add_positions(np.array(new))
+        labeled += new
+    E64 = E.astype(np.float64)
+    brute = ((E64[:, None, :] - E64[None, labeled, :]) ** 2).sum(-1).min(axis=1)
+    scale = max(1.0, float(np.abs(E64).max()) ** 2)
+    np.testing.assert_allclose(mind.d, brute, atol=1e-4 * scale)
+
+
+def test_chunked_distances_match_unchunked():
+    rng = np.random.default_rng(0)
+    X, Y = rng.normal(size=(1000, 16)).astype(np.float32), rng.normal(size=(70, 16)).astype(np.float32)
+    np.testing.assert_allclose(min_sq_distances(X, Y, chunk=37), min_sq_distances(X, Y, chunk=10_000), rtol=1e-5)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.integers(0, 200), st.lists(st.integers(0, 50), min_size=1, max_size=8), st.integers(0, 1000))
+def test_allocation_spends_the_budget_and_respects_cluster_sizes(budget, sizes, seed):
+    rng = np.random.default_rng(seed)
+    sizes = np.array(sizes)
+    n_c = allocate(budget, sizes, rng.random(len(sizes)), rng.random(len(sizes)) + 0.01)
+    assert n_c.sum() == min(budget, sizes.sum())
+    assert (n_c <= sizes).all() and (n_c >= 0).all()
+
+
+def test_allocation_favours_inaccurate_and_vulnerable_clusters():
+    sizes = np.array([100, 100, 100])
+    n_err = allocate(30, sizes, np.array([0.0, 0.0, 0.5]), np.array([1.0, 1.0, 1.0]))
+    n_vul = allocate(30, sizes, np.array([0.1, 0.1, 0.1]), np.array([1.0, 1.0, 0.2]))
+    assert n_err[2] > n_err[0] and n_vul[2] > n_vul[0]
+
+
+@pytest.mark.parametrize("strategy", [RandomSampling(), EntropySampling(), MarginSampling(), CoreSet(),
+                                      ClusterMaxMin(n_clusters=3), ClusterMaxMin()])
+def test_every_strategy_returns_distinct_candidates_within_budget(strategy):
+    # the shared template every strategy must pass
+    rng = np.random.default_rng(1)
+    E = rng.normal(size=(200, 5)).astype(np.float32)
+    proba = rng.dirichlet(np.ones(4), size=150)
+    ctx = _ctx(E, np.arange(50), np.arange(50, 200), proba=proba)
+    picks = strategy.query(ctx, 20)
+    assert len(picks) == 20 and len(set(picks.tolist())) == 20
+    assert ((picks >= 0) & (picks < 150)).all()
+
+
+def test_uncertainty_strategies_pick_the_least_certain():
+    proba = np.array([[0.98, 0.02], [0.5, 0.5], [0.7, 0.3]])
+    E = np.zeros((3, 1), np.float32)
+    ctx = _ctx(E, [], [0, 1, 2], proba=proba)
+    assert EntropySampling().query(ctx, 1)[0] == 1
+    assert MarginSampling().query(ctx, 1)[0] == 1
