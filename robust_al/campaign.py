@@ -379,7 +379,7 @@ class Campaign:
             acc_s, _ = self._secured_accuracy()
 
         # trust moves with agreement: every label against the other evidence on its item
-        self.ledger.agreement_update(iteration, self.learner.aggregator.leave_one_out())
+        self.ledger.agreement_update(iteration, self.learner.aggregator.leave_one_out(), self.pool.n_classes)
         still = answered[np.isin(answered, self.ids_with(LABELED))]
         vuln = self._augment(iteration, still, post)
         finite = vuln[np.isfinite(vuln)]

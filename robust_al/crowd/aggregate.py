@@ -91,22 +91,19 @@ class TrustWeightedDS:
         return self
 
     def leave_one_out(self) -> pd.DataFrame:
-        """For every fitted annotation, q_i^{-w}(l_wi): the probability the *other* evidence on item i (the
-        other labelers and the model) gives to the label w chose. It measures agreement without letting a
-        labeler vouch for itself, which matters when an item has a single human label."""
+        """For every fitted annotation, the posterior of item i from the *other* evidence on it (the other
+        labelers and the model): columns task, worker, label, q0..q{C-1}, and ``agreement`` = q_{l_wi}. It
+        measures a labeler without letting it vouch for itself, which matters when an item has one label."""
         df, rows, labels, t, logq, own = self._fit_rows
         if own is None:  # majority vote: remove the worker's own (trust-weighted) vote
-            counts = np.exp(logq) - 1e-3
-            counts[rows, labels] -= t
-            counts = np.clip(counts, 0, None) + 1e-3
-            loo = counts / counts.sum(axis=1, keepdims=True)
-            q = loo[rows, labels]
+            counts = np.exp(logq[rows]) - 1e-3
+            counts[np.arange(len(rows)), labels] -= t
+            p = np.clip(counts, 0, None) + 1e-3
         else:
             lq = logq[rows] - t[:, None] * np.log(own)
-            lq -= lq.max(axis=1, keepdims=True)
-            p = np.exp(lq)
-            p /= p.sum(axis=1, keepdims=True)
-            q = p[np.arange(len(rows)), labels]
-        out = df[["task", "worker", "label"]].copy()
-        out["agreement"] = q
-        return out.reset_index(drop=True)
+            p = np.exp(lq - lq.max(axis=1, keepdims=True))
+        p /= p.sum(axis=1, keepdims=True)
+        out = df[["task", "worker", "label"]].reset_index(drop=True)
+        out = pd.concat([out, pd.DataFrame(p, columns=[f"q{c}" for c in range(self.n_classes)])], axis=1)
+        out["agreement"] = p[np.arange(len(rows)), labels]
+        return out

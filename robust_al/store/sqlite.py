@@ -31,7 +31,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS trust_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, iteration INTEGER NOT NULL, worker TEXT NOT NULL,
     delta REAL NOT NULL, trust REAL NOT NULL, reason TEXT NOT NULL, item_id INTEGER, created_at REAL NOT NULL,
-    agree REAL NOT NULL DEFAULT 0, n REAL NOT NULL DEFAULT 0);
+    score REAL, n REAL NOT NULL DEFAULT 0);
 CREATE TABLE IF NOT EXISTS flags (
     iteration INTEGER NOT NULL, worker TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS augmentations (
@@ -116,13 +116,13 @@ class RunStore:
         return {int(i): s for i, s in rows}
 
     def add_trust_event(self, iteration: int, worker: str, delta: float, trust: float, reason: str,
-                        item_id: int | None = None, agree: float = 0.0, n: float = 0.0) -> None:
-        """One change of a labeler's trust; ``agree``/``n`` are its agreement tallies after the change."""
+                        item_id: int | None = None, score: float | None = None, n: float = 0.0) -> None:
+        """One change of a labeler's trust; ``score``/``n``: its agreement score and label count after it."""
         self.db.execute(
-            "INSERT INTO trust_events (iteration, worker, delta, trust, reason, item_id, created_at, agree, n)"
+            "INSERT INTO trust_events (iteration, worker, delta, trust, reason, item_id, created_at, score, n)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (int(iteration), str(worker), float(delta), float(trust), reason,
-             None if item_id is None else int(item_id), time.time(), float(agree), float(n)))
+             None if item_id is None else int(item_id), time.time(), score, float(n)))
 
     def trust_events(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM trust_events ORDER BY id", self.db)

@@ -22,13 +22,38 @@ def independent_labelers(p1: float, ph: float = 0.9995) -> int:
     return max(1, math.ceil(round(math.log(1 - ph) / math.log(1 - p1), 9)))
 
 
+def reliability(loo: pd.DataFrame, n_classes: int, initial: float = 0.9, prior_strength: float = 10.0
+                ) -> pd.DataFrame:
+    """Agreement score per labeler from leave-one-out posteriors (columns worker, label, q0..q{C-1}).
+
+    With q_i the posterior of item i from the other evidence, and a prior worth n0 labels at ``initial``:
+      overall   a_w   = (n0 * initial + sum_i q_i(l_wi)) / (n0 + N_w)           (accuracy)
+      per class r_w(y) = (n0 * initial + sum_i q_i(y) 1[l_wi = y]) / (n0 + sum_i q_i(y))   (pi_w[y, y])
+      score_w = min(a_w, min_y r_w(y))
+    The per-class term is what exposes a targeted labeler: always labeling c_t as c'_t costs little overall
+    accuracy but drives pi_w[c_t, c_t] to 0, while an honest labeler's errors spread over all classes.
+    """
+    Q = loo[[f"q{c}" for c in range(n_classes)]].to_numpy()
+    lab = loo["label"].to_numpy().astype(int)
+    rows = []
+    for worker, idx in loo.groupby("worker").indices.items():
+        q, l = Q[idx], lab[idx]
+        prior = prior_strength * initial
+        overall = (prior + q[np.arange(len(idx)), l].sum()) / (prior_strength + len(idx))
+        mass = q.sum(axis=0)
+        hit = np.bincount(l, weights=q[np.arange(len(idx)), l], minlength=n_classes)
+        per_class = (prior + hit) / (prior_strength + mass)
+        rows.append((worker, float(min(overall, per_class.min())), float(overall), int(per_class.argmin()),
+                     len(idx)))
+    return pd.DataFrame(rows, columns=["worker", "score", "accuracy", "worst_class", "n"]).set_index("worker")
+
+
 class TrustLedger:
     """Trust in [0, 1] per labeler; every change is an event written to the store when it happens.
 
-    trust_w = (n0 * initial + A_w) / (n0 + N_w) + offset_w, where A_w sums the agreement of w's N_w labels
-    with the other evidence on the same items (a Beta posterior mean of w's accuracy with a prior
-    worth ``n0`` labels at ``initial``), and offset_w collects the cuts of the secured-check re-examination
-    (Fig. 3) and audits. All of it is rebuilt from the stored events on resume.
+    trust_w = score_w + offset_w: ``score_w`` is the agreement score of :func:`reliability` over all of w's
+    labels (recomputed with each new aggregation), ``offset_w`` collects the cuts of the secured-check
+    re-examination (Fig. 3) and audits. Both are rebuilt from the stored events on resume.
     """
 
     def __init__(self, workers: Iterable[str], store: RunStore | None, initial: float = 0.9,
@@ -36,11 +61,12 @@ class TrustLedger:
         self.store = store
         self.initial, self.n0 = initial, prior_strength
         self.trust: dict[str, float] = {str(w): initial for w in workers}
-        self.tally: dict[str, tuple[float, float]] = {w: (0.0, 0.0) for w in self.trust}
+        self.score: dict[str, tuple[float, float]] = {w: (initial, 0.0) for w in self.trust}
         if store is not None:
             for row in store.trust_events().itertuples():
                 self.trust[row.worker] = float(row.trust)
-                self.tally[row.worker] = (float(row.agree), float(row.n))
+                if row.score is not None and not np.isnan(row.score):
+                    self.score[row.worker] = (float(row.score), float(row.n))
 
     def __call__(self, worker: str) -> float:
         return self.trust.get(worker, self.initial)
@@ -48,17 +74,13 @@ class TrustLedger:
     def table(self) -> dict[str, float]:
         return dict(sorted(self.trust.items()))
 
-    def _beta(self, worker: str) -> float:
-        a, n = self.tally.get(worker, (0.0, 0.0))
-        return (self.n0 * self.initial + a) / (self.n0 + n)
-
     def change(self, iteration: int, worker: str, delta: float, reason: str, item_id: int | None = None) -> float:
         before = self(worker)
         after = float(np.clip(before + delta, 0.0, 1.0))
         self.trust[worker] = after
         if self.store is not None:
-            a, n = self.tally.get(worker, (0.0, 0.0))
-            self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, a, n)
+            score, n = self.score.get(worker, (self.initial, 0.0))
+            self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, score, n)
         return after
 
     def set(self, iteration: int, worker: str, value: float, reason: str) -> float:
@@ -69,20 +91,23 @@ class TrustLedger:
         ws = list(self.trust) if workers is None else list(workers)
         return float(np.mean([self(w) for w in ws])) if ws else self.initial
 
-    def agreement_update(self, iteration: int, agreement: pd.DataFrame) -> None:
-        """Re-score every labeler on all its labels: ``agreement`` has columns worker and agreement (in [0, 1],
-        the leave-one-out posterior of each label given, from the current aggregation). Scores are recomputed
-        with each new model rather than frozen when a label arrives, so early, poorly informed estimates stop
-        counting once better ones exist. One event per labeler whose score moved."""
-        sums = agreement.groupby("worker")["agreement"].agg(["sum", "count"])
+    def agreement_update(self, iteration: int, loo: pd.DataFrame, n_classes: int) -> None:
+        """Re-score every labeler on all its labels from leave-one-out posteriors (see :func:`reliability`).
+        Scores are recomputed with each new model rather than frozen when a label arrives, so early, poorly
+        informed estimates stop counting once better ones exist. One event per labeler whose score moved."""
+        table = reliability(loo, n_classes, self.initial, self.n0)
         for worker in sorted(self.trust):
-            old = self._beta(worker)
-            a, n = (float(sums.loc[worker, "sum"]), float(sums.loc[worker, "count"])) if worker in sums.index \
-                else (0.0, 0.0)
-            if (a, n) == self.tally.get(worker):
+            if worker not in table.index:
                 continue
-            self.tally[worker] = (a, n)
-            self.change(iteration, worker, self._beta(worker) - old, f"agreement {a:.1f}/{n:.0f}")
+            new = (float(table.loc[worker, "score"]), float(table.loc[worker, "n"]))
+            old = self.score.get(worker, (self.initial, 0.0))
+            if new == old:
+                continue
+            self.score[worker] = new
+            row = table.loc[worker]
+            self.change(iteration, worker, new[0] - old[0],
+                        f"agreement {row['accuracy']:.3f} over {int(row['n'])} labels, worst class "
+                        f"{int(row['worst_class'])}")
 
     def penalize(self, iteration: int, worker: str, confidence: float, n_classes: int, amount: float,
                  item_id: int | None = None) -> float:

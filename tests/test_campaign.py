@@ -1,0 +1,142 @@
+"""The campaign loop end to end on tiny digits campaigns: trust, the secured holdout, kill -9 and resume."""
+from __future__ import annotations
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from conftest import tiny_config
+from robust_al.campaign import Campaign
+from robust_al.config import load_config
+from robust_al.store import RunStore
+from robust_al.trust import TrustLedger
+
+
+def final_state(run_dir):
+    store = RunStore(run_dir)
+    labeled = sorted(i for i, s in store.statuses().items() if s == "labeled")
+    ann = store.annotations()
+    trust = TrustLedger(sorted(ann["worker"].unique()), store).table()
+    return labeled, trust, ann
+
+
+def test_malicious_labeler_ends_with_the_lowest_trust(tmp_path, tiny):
+    result = Campaign.create(tiny(), tmp_path / "run", echo=None).run(progress=False)
+    trust = result.metrics["trust"]
+    honest = [t for w, t in trust.items() if w.startswith("benign")]
+    assert trust["malicious0"] < min(honest)
+    assert result.metrics["test_acc"] > 0.8
+    assert result.stop.startswith("label budget spent")
+
+
+def test_holdout_items_never_reach_any_annotator(tmp_path, tiny):
+    # refresh S every iteration so that many different items are held out over the campaign
+    camp = Campaign.create(tiny(**{"holdout.refresh_every": 1, "stop.budget": 240}), tmp_path / "run", echo=None)
+    camp.run(progress=False)
+    store = RunStore(tmp_path / "run")
+    held = store.db.execute("SELECT DISTINCT item_id FROM items WHERE status IN ('holdout', 'retired')").fetchall()
+    held = {i for (i,) in held}
+    assert len(held) >= 3 * 60  # S was drawn anew at least three times
+    assert held.isdisjoint(set(store.annotations()["task"]))
+
+
+def test_labeler_under_the_threshold_gets_no_more_queries(tmp_path, tiny):
+    # a spammer's trust falls under the threshold early; after that it must receive nothing
+    cfg = tiny(**{"annotators.labelers": [{"kind": "benign", "count": 6, "pr": 0.05},
+                                          {"kind": "spammer", "count": 2}],
+                  "trust.threshold": 0.6, "stop.budget": 450})
+    Campaign.create(cfg, tmp_path / "run", echo=None).run(progress=False)
+    store = RunStore(tmp_path / "run")
+    ev, ann = store.trust_events(), store.annotations()
+    for spammer in ("spammer0", "spammer1"):
+        below = ev[(ev["worker"] == spammer) & (ev["trust"] < 0.6)]
+        assert not below.empty, f"{spammer}'s trust never fell under the threshold"
+        first = int(below["iteration"].min())
+        assert ann[(ann["worker"] == spammer) & (ann["iteration"] > first)].empty
+
+
+def _run_cli(args, **kw):
+    return subprocess.Popen([sys.executable, "-m", "robust_al.cli", "run", *args, "--no-progress"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def test_kill_9_mid_iteration_then_resume_loses_nothing_and_asks_nothing_twice(tmp_path):
+    cfg_path = tmp_path / "tiny.yaml"
+    cfg_path.write_text(yaml.safe_dump(tiny_config(**{"holdout.refresh_every": 2})))
+    whole, killed = tmp_path / "whole", tmp_path / "killed"
+    assert _run_cli([str(cfg_path), "--run-dir", str(whole)]).wait(timeout=600) == 0
+
+    proc = _run_cli([str(cfg_path), "--run-dir", str(killed)])
+    db_path = killed / "campaign.sqlite"
+    deadline = time.time() + 300
+    while time.time() < deadline:  # wait until iteration 2 has stored answers but is not complete
+        if db_path.exists():
+            try:
+                db = sqlite3.connect(db_path, timeout=1)
+                asked = db.execute("SELECT COUNT(*) FROM annotations WHERE iteration = 2").fetchone()[0]
+                done = db.execute("SELECT COUNT(*) FROM iterations WHERE iteration >= 2").fetchone()[0]
+                db.close()
+                if asked and not done:
+                    break
+            except sqlite3.OperationalError:
+                pass
+        time.sleep(0.01)
+    else:
+        pytest.fail("the campaign never reached iteration 2")
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    before = RunStore(killed).annotations()
+    assert (before["iteration"] == 2).any()
+
+    out = _run_cli(["--resume", str(killed)])
+    log = out.communicate(timeout=600)[0]
+    assert out.returncode == 0, log
+    assert "resuming at iteration 2" in log
+
+    labeled_w, trust_w, ann_w = final_state(whole)
+    labeled_k, trust_k, ann_k = final_state(killed)
+    # every answer stored before the kill is still there, unchanged (same row, same timestamp)
+    kept = before.merge(ann_k, on=["id", "task", "worker", "label", "iteration", "purpose", "created_at"])
+    assert len(kept) == len(before)
+    # nothing was asked twice (the store's (item, worker) key would have refused it) and nothing extra
+    cols = ["task", "worker", "label", "iteration", "purpose"]
+    pd.testing.assert_frame_equal(ann_k[cols].sort_values(cols).reset_index(drop=True),
+                                  ann_w[cols].sort_values(cols).reset_index(drop=True))
+    # and the campaign ends exactly where the uninterrupted one did
+    assert labeled_k == labeled_w
+    assert trust_k == trust_w
+
+
+def test_resuming_a_finished_campaign_changes_nothing(tmp_path, tiny):
+    Campaign.create(tiny(**{"stop.budget": 120}), tmp_path / "run", echo=None).run(progress=False)
+    n = len(RunStore(tmp_path / "run").annotations())
+    msgs = []
+    Campaign.resume(tmp_path / "run", echo=msgs.append).run(progress=False)
+    assert msgs and msgs[0].startswith("campaign already finished")
+    assert len(RunStore(tmp_path / "run").annotations()) == n
+
+
+def test_secured_check_reexamines_and_cuts_only_the_liar(tmp_path, tiny):
+    # one labeler lies on 90% of its items; with epsilon = 0 any drop on S triggers re-examination by h
+    # independent labelers, whose consistent relabels may contradict only the liar
+    cfg = tiny(**{"annotators.k": 1, "annotators.labelers": [
+        {"kind": "benign", "count": 5, "pr": 0.0},
+        {"kind": "colluding", "count": 1, "rate": 0.9, "pr": 0.0, "name": "liar"}],
+        "trust.epsilon": 0.0, "stop.budget": 400, "query.initial": 60})
+    result = Campaign.create(cfg, tmp_path / "run", echo=None).run(progress=False)
+    store = RunStore(tmp_path / "run")
+    assert any(m["secured_check"] == "re-examined" for m in store.metrics())
+    assert (store.annotations()["purpose"] == "reexam").any()
+    cuts = store.trust_events()
+    cuts = cuts[cuts["reason"].str.startswith("contradicted")]
+    assert not cuts.empty and (cuts["worker"] == "liar0").all()
+    trust = result.metrics["trust"]
+    assert trust["liar0"] < min(t for w, t in trust.items() if w != "liar0")
