@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import platform
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -210,7 +211,8 @@ class Campaign:
         cand = self._candidates()
         if len(cand) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
-        self._refresh_distances(iteration)
+        with self._stage("embed"):
+            self._refresh_distances(iteration)
         pos = self.pool.positions(cand)
         S = self.pool.subset(self.ids_with(HOLDOUT))
         prev_aug = self.prev_state.get("vulnerability", {})
@@ -342,65 +344,92 @@ class Campaign:
         return np.min(np.stack(norms), axis=0) if norms else np.zeros(0)
 
     # -- the loop ---------------------------------------------------------------------------------------------
+    @contextmanager
+    def _stage(self, name: str):
+        t = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.timings[name] = self.timings.get(name, 0.0) + time.perf_counter() - t
+
     def iterate(self, iteration: int) -> IterationResult:
-        cfg, t0 = self.cfg, time.time()
-        info: dict = {}
+        """One pass of Fig. 2: query -> label -> train -> secured check -> trust -> adversarial crafting."""
+        cfg, info, self.timings = self.cfg, {}, {}
+        t0 = time.perf_counter()
         self._secure_holdout(iteration)
         prev_state = None if iteration == 0 else self.trainer.state_dict()
-        if iteration == 0:
-            # m items at random before there is any model
-            cand = self._candidates()
-            n = self._affordable(min(cfg.query.initial, len(cand)))
-            batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
-            prev_acc = None
-        else:
-            prev_acc, _ = self._secured_accuracy()
-            batch = self._query(iteration, self._affordable(cfg.query.batch), info)
-            proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
-            for item, p in zip(batch, proba):  # F_{i-1}'s out-of-sample opinion, kept as evidence
-                self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
-        answers = self.crowd.ask(batch, iteration, "query", self.ledger)
-        answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
-        self._set_status(answered, LABELED, iteration)
-        if self.mind is not None:
-            self.mind.add_positions(self.pool.positions(answered))
-            self._mind_iter = iteration
+        prev_acc = None if iteration == 0 else self._secured_accuracy()[0]
 
-        post = self._fit(iteration, 0, prev_state)
-        acc_s, _ = self._secured_accuracy()
-        info["secured_check"] = "accepted"
-        if prev_acc is not None and prev_acc - acc_s > cfg.trust.epsilon and len(answered):
-            # F_i lost more than epsilon on S: roll back to F_{i-1} and re-examine D'
-            rejected = self.learner.predict_proba(self.pool.X[self.pool.positions(answered)])
-            info.update(secured_check="re-examined", rejected_secured_acc=acc_s)
-            self.trainer.load_state_dict(prev_state)
-            self._reexamine(iteration, answered, rejected, info)
-            post = self._fit(iteration, 1, prev_state)
+        with self._stage("query"):
+            if iteration == 0:  # m items at random before there is any model
+                cand = self._candidates()
+                n = self._affordable(min(cfg.query.initial, len(cand)))
+                batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
+            else:
+                batch = self._query(iteration, self._affordable(cfg.query.batch), info)
+                self._record_predictions(iteration, batch)
+
+        with self._stage("annotate"):
+            answers = self.crowd.ask(batch, iteration, "query", self.ledger)
+            answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
+            self._set_status(answered, LABELED, iteration)
+            if self.mind is not None:
+                self.mind.add_positions(self.pool.positions(answered))
+                self._mind_iter = iteration
+
+        with self._stage("train"):
+            post = self._fit(iteration, 0, prev_state)
+        with self._stage("secured_check"):
             acc_s, _ = self._secured_accuracy()
+            info["secured_check"] = "accepted"
+            if prev_acc is not None and prev_acc - acc_s > cfg.trust.epsilon and len(answered):
+                # F_i lost more than epsilon on S: roll back to F_{i-1} and re-examine D'
+                rejected = self.learner.predict_proba(self.pool.X[self.pool.positions(answered)])
+                info.update(secured_check="re-examined", rejected_secured_acc=acc_s)
+                self.trainer.load_state_dict(prev_state)
+                self._reexamine(iteration, answered, rejected, info)
+                post = self._fit(iteration, 1, prev_state)
+                acc_s, _ = self._secured_accuracy()
 
-        # trust moves with agreement: every label against the other evidence on its item
-        self.ledger.agreement_update(iteration, self.learner.aggregator.leave_one_out(), self.pool.n_classes)
-        still = answered[np.isin(answered, self.ids_with(LABELED))]
-        vuln = self._augment(iteration, still, post)
-        finite = vuln[np.isfinite(vuln)]
+        with self._stage("trust"):
+            # trust moves with agreement: every label against the other evidence on its item
+            self.ledger.agreement_update(iteration, self.learner.aggregator.leave_one_out(), self.pool.n_classes)
+        with self._stage("augment"):
+            still = answered[np.isin(answered, self.ids_with(LABELED))]
+            vuln = self._augment(iteration, still, post)
 
-        y_true = self.pool.y[self.pool.positions(self.ids_with(LABELED))]
-        est = post.idxmax(axis=1).reindex(self.ids_with(LABELED)).to_numpy()
-        metrics = {
-            "labels_used": self.labels_used(), "labeled_items": int(len(self.ids_with(LABELED))),
-            "new_items": int(len(answered)), "secured_acc": acc_s, "test_acc": self._test_accuracy(),
-            "label_acc": float(np.mean(est[y_true >= 0] == y_true[y_true >= 0])) if (y_true >= 0).any() else None,
-            "mean_min_perturbation": float(finite.mean()) if len(finite) else None,
-            "min_perturbation": float(vuln.min()) if len(vuln) else None,
-            "attack_failures": int((~np.isfinite(vuln)).sum()),
-            "trust": self.ledger.table(), "seconds": time.time() - t0, **info,
-        }
-        stop = self._stop_reason(iteration, metrics, vuln)
-        metrics["stop"] = stop
+        with self._stage("evaluate"):
+            metrics = self._metrics(answered, post, acc_s, vuln, info)
+            metrics["stop"] = stop = self._stop_reason(iteration, metrics, vuln)
+        metrics["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
+        metrics["seconds"] = time.perf_counter() - t0
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
         self.store.complete_iteration(iteration, metrics, state, self.trainer.state_dict())
         self.prev_metrics, self.prev_state = metrics, state
         return IterationResult(iteration, metrics, stop)
+
+    def _record_predictions(self, iteration: int, batch: np.ndarray) -> None:
+        """F_{i-1}'s out-of-sample opinion on the queried items, kept as evidence (and as pre-annotations)."""
+        proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
+        for item, p in zip(batch, proba):
+            self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
+
+    def _metrics(self, answered: np.ndarray, post: pd.DataFrame, acc_s: float, vuln: np.ndarray,
+                 info: dict) -> dict:
+        labeled = self.ids_with(LABELED)
+        y_true = self.pool.y[self.pool.positions(labeled)]
+        est = post.idxmax(axis=1).reindex(labeled).to_numpy()
+        known = y_true >= 0
+        finite = vuln[np.isfinite(vuln)]
+        return {
+            "labels_used": self.labels_used(), "labeled_items": int(len(labeled)),
+            "new_items": int(len(answered)), "secured_acc": acc_s, "test_acc": self._test_accuracy(),
+            "label_acc": float(np.mean(est[known] == y_true[known])) if known.any() else None,
+            "mean_min_perturbation": float(finite.mean()) if len(finite) else None,
+            "min_perturbation": float(vuln.min()) if len(vuln) else None,
+            "attack_failures": int((~np.isfinite(vuln)).sum()),
+            "trust": self.ledger.table(), **info,
+        }
 
     def _stop_reason(self, iteration: int, metrics: dict, vuln: np.ndarray) -> str | None:
         s = self.cfg.stop
