@@ -76,10 +76,11 @@ class Campaign:
                            threshold=cfg.trust.threshold, routing=cfg.trust.routing)
         m = cfg.model
         self.trainer = NetworkTrainer(pool.input_shape, pool.n_classes, m.network, m.hidden, m.dropout, m.epochs,
-                                      m.batch_size, m.lr, m.weight_decay, m.device, seed=cfg.seed)
+                                      m.batch_size, m.lr, m.weight_decay, m.device, seed=cfg.seed,
+                                      min_steps=m.min_steps)
+        self.trainer.set_input_statistics(pool.X)
         self.initial_state = self.trainer.state_dict()
-        self.learner = CrowdClassifier(self.trainer, TrustWeightedDS(pool.n_classes, cfg.aggregation.method,
-                                                                     threshold=cfg.trust.threshold))
+        self.learner = CrowdClassifier(self.trainer, TrustWeightedDS(pool.n_classes, cfg.aggregation.method))
         a = cfg.augment
         self.augmenter = (Augmenter(self.trainer.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
                                     a.noise_scale, a.noise_copies) if a.enabled else None)
@@ -177,13 +178,22 @@ class Campaign:
         if self.cfg.aggregation.model_as_worker:
             pred = self.store.predictions()
             pred = pred[pred["item_id"].isin(labeled)]
-            ann = pd.concat([ann, pd.DataFrame({"task": pred["item_id"], "worker": MODEL_WORKER,
+            ann = pd.concat([ann, pd.DataFrame({"task": pred["item_id"],
+                                                "worker": [f"{MODEL_WORKER}{i}" for i in pred["iteration"]],
                                                 "label": pred["label"]})], ignore_index=True)
         return ann
 
+    def _label_weight(self, worker: str) -> float:
+        """Labels of labelers under the trust threshold are down-weighted (``aggregation.untrusted_weight``)."""
+        return 1.0 if self.ledger(worker) >= self.cfg.trust.threshold else self.cfg.aggregation.untrusted_weight
+
+    def _model_counts(self) -> dict[str, np.ndarray]:
+        """Each F_{i-1}'s confusion counts on S, measured when it made its predictions."""
+        return {f"{MODEL_WORKER}{i}": c for i, c in self.store.model_confusions().items()}
+
     def _fit(self, iteration: int, attempt: int, prev_state: dict | None) -> pd.DataFrame:
         """Infer labels and train F_i on the labeled items and every stored augmentation of them."""
-        post = self.learner.aggregate(self._annotations(), self.ledger)
+        post = self.learner.aggregate(self._annotations(), self._label_weight, self._model_counts())
         if self.cfg.model.warm_start and prev_state is not None:
             self.trainer.load_state_dict(prev_state)
         else:
@@ -413,6 +423,11 @@ class Campaign:
         proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
         for item, p in zip(batch, proba):
             self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
+        if self.cfg.aggregation.model_as_worker:
+            S = self.pool.subset(self.ids_with(HOLDOUT))
+            counts = np.zeros((self.pool.n_classes, self.pool.n_classes))
+            np.add.at(counts, (S.y, self.learner.predict(S.X)), 1.0)
+            self.store.set_model_confusion(iteration, counts)
 
     def _metrics(self, answered: np.ndarray, post: pd.DataFrame, acc_s: float, vuln: np.ndarray,
                  info: dict) -> dict:
@@ -473,7 +488,13 @@ class Campaign:
 
 def format_metrics(iteration: int, m: dict, budget: int) -> str:
     pert = m.get("mean_min_perturbation")
-    trust = " ".join(f"{w}={t:.2f}" for w, t in m["trust"].items())
+    items = list(m["trust"].items())
+    if len(items) <= 15:
+        trust = " ".join(f"{w}={t:.2f}" for w, t in items)
+    else:  # a large (replayed) crowd: the least trusted, then a summary
+        low = sorted(items, key=lambda kv: kv[1])
+        trust = (" ".join(f"{w}={t:.2f}" for w, t in low[:10]) +
+                 f" ... {len(low) - 10} more, median {np.median([t for _, t in low]):.2f} (robust-al trust RUN_DIR)")
     check = "" if m.get("secured_check", "accepted") == "accepted" else (
         f" | RE-EXAMINED h={m.get('h')} discarded={m.get('discarded')} flagged={m.get('flagged')}")
     return (f"iter {iteration:3d} | labels {m['labels_used']:5d}/{budget} | S acc {m['secured_acc']:.3f} | "

@@ -70,6 +70,7 @@ class ModelConfig(_Strict):
     hidden: list[int] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(30, ge=1)
+    min_steps: int = Field(300, ge=0, description="at least this many gradient steps per training")
     batch_size: int = Field(64, ge=1)
     lr: float = Field(1e-3, gt=0)
     weight_decay: float = Field(0.0, ge=0)
@@ -80,6 +81,7 @@ class ModelConfig(_Strict):
 class AggregationConfig(_Strict):
     method: Literal["ds", "mv"] = "ds"
     model_as_worker: bool = Field(True, description="enter F_{i-1}'s prediction at query time as one more worker")
+    untrusted_weight: float = Field(0.0, ge=0, le=1, description="weight of labels by labelers under trust.threshold")
 
 
 class TrustConfig(_Strict):

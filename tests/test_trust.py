@@ -42,7 +42,7 @@ def _loo(worker_labels: dict[str, list[tuple[int, int]]], C: int) -> pd.DataFram
 
 def test_targeted_labeler_scores_below_an_honest_one_with_more_errors():
     C, rng = 10, np.random.default_rng(0)
-    truths = rng.integers(C, size=100)
+    truths = rng.integers(C, size=300)
     honest = [(t, t if k % 10 else (t + 1) % C) for k, t in enumerate(truths)]  # 10% errors, spread out
     targeted = [(t, 7 if t == 1 else t) for t in truths]                          # ~10% errors, all 1 -> 7
     table = reliability(_loo({"h": honest, "m": targeted}, C), C)

@@ -26,8 +26,9 @@ class CrowdClassifier:
         self.trainer, self.aggregator = trainer, aggregator
 
     def aggregate(self, annotations: pd.DataFrame,
-                  trust: Callable[[str], float] | Mapping[str, float] | None = None) -> pd.DataFrame:
-        self.aggregator.fit(annotations, trust)
+                  trust: Callable[[str], float] | Mapping[str, float] | None = None,
+                  known_counts: Mapping[str, np.ndarray] | None = None) -> pd.DataFrame:
+        self.aggregator.fit(annotations, trust, known_counts)
         self.posteriors_ = self.aggregator.posteriors_
         self.labels_ = self.aggregator.labels_
         self.confusions_ = self.aggregator.confusions_

@@ -15,11 +15,25 @@ def pick_device(device: str = "auto") -> torch.device:
     return torch.device(device)
 
 
+class Standardize(nn.Module):
+    """x -> (x - mean) / std with statistics of the unlabeled pool, inside the network so that inputs (and
+    attack budgets) stay in the [0, 1] space while the layers see standardized features."""
+
+    def __init__(self, shape: Sequence[int]):
+        super().__init__()
+        self.register_buffer("mean", torch.zeros(*shape))
+        self.register_buffer("std", torch.ones(*shape))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return (x - self.mean) / self.std
+
+
 class MLP(nn.Module):
     """Features -> hidden layers (ReLU, dropout) = ``features`` (the penultimate layer) -> ``head``."""
 
     def __init__(self, d_in: int, n_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.2):
         super().__init__()
+        self.standardize = Standardize((d_in,))
         layers: list[nn.Module] = []
         for h in hidden:
             layers += [nn.Linear(d_in, h), nn.ReLU(), nn.Dropout(dropout)]
@@ -28,7 +42,7 @@ class MLP(nn.Module):
         self.head = nn.Linear(d_in, n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(self.standardize(x)))
 
 
 class SmallCNN(nn.Module):
@@ -39,6 +53,7 @@ class SmallCNN(nn.Module):
         super().__init__()
         c, h, w = in_shape
         c1, c2 = channels
+        self.standardize = Standardize((c, 1, 1))
         self.features = nn.Sequential(
             nn.Conv2d(c, c1, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
             nn.Conv2d(c1, c2, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
@@ -46,7 +61,7 @@ class SmallCNN(nn.Module):
         self.head = nn.Linear(hidden[0], n_classes)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.head(self.features(x))
+        return self.head(self.features(self.standardize(x)))
 
 
 def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto",
@@ -71,14 +86,28 @@ class NetworkTrainer:
 
     def __init__(self, input_shape: Sequence[int], n_classes: int, network: str = "auto",
                  hidden: Sequence[int] = (128,), dropout: float = 0.2, epochs: int = 30, batch_size: int = 64,
-                 lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", seed: int = 0):
+                 lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", seed: int = 0,
+                 min_steps: int = 0):
         self.input_shape, self.n_classes = tuple(input_shape), n_classes
+        self.min_steps = min_steps
         self.network, self.hidden, self.dropout = network, tuple(hidden), dropout
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.device = pick_device(device)
         self.seed = seed
         torch.manual_seed(seed)
         self.model = build_network(self.input_shape, n_classes, network, self.hidden, dropout).to(self.device)
+
+    def set_input_statistics(self, X: np.ndarray) -> None:
+        """Standardize inputs with the mean/std of ``X`` (the whole unlabeled pool: no labels involved)."""
+        X = np.asarray(X, dtype=np.float32)
+        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        mean, std = X.mean(axis=axes, keepdims=True)[0], X.std(axis=axes, keepdims=True)[0]
+        # a floor, so that near-constant inputs (blank digit pixels) do not turn a 0.01 change into many stds
+        # and make the network trivially attackable there
+        std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
+        st = self.model.standardize
+        st.mean.copy_(torch.as_tensor(mean.reshape(st.mean.shape), device=st.mean.device))
+        st.std.copy_(torch.as_tensor(std.reshape(st.std.shape), device=st.std.device))
 
     def state_dict(self) -> dict:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
@@ -93,7 +122,10 @@ class NetworkTrainer:
 
     def fit(self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None, seed: int = 0,
             epochs: int | None = None) -> list[float]:
-        """Train on X with ``targets`` (n, C) probabilities or (n,) class ids; returns the loss per epoch."""
+        """Train on X with ``targets`` (n, C) probabilities or (n,) class ids; returns the loss per epoch.
+
+        Runs ``epochs`` epochs, and more if needed to make at least ``min_steps`` gradient steps: an active
+        learner's first labeled sets are tiny, and 30 epochs of 50 items is only 30 steps."""
         X_t = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
         T = np.asarray(targets)
         if T.ndim == 1:
@@ -106,7 +138,10 @@ class NetworkTrainer:
         history = []
         self.model.train()
         torch.manual_seed(seed)  # dropout masks
-        for _ in range(self.epochs if epochs is None else epochs):
+        n_epochs = self.epochs if epochs is None else epochs
+        per_epoch = max(1, -(-len(X_t) // self.batch_size))
+        n_epochs = max(n_epochs, -(-self.min_steps // per_epoch)) if len(X_t) else 0
+        for _ in range(n_epochs):
             perm = torch.randperm(len(X_t), generator=gen).to(self.device)
             total = 0.0
             for s in range(0, len(perm), self.batch_size):
@@ -137,4 +172,4 @@ class NetworkTrainer:
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         """Penultimate-layer features (the space the query strategy measures distances in)."""
-        return self._batched(X, self.model.features)
+        return self._batched(X, lambda x: self.model.features(self.model.standardize(x)))

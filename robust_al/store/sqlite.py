@@ -26,6 +26,8 @@ CREATE TABLE IF NOT EXISTS annotations (
     external_id TEXT, UNIQUE (item_id, worker));
 CREATE TABLE IF NOT EXISTS predictions (
     item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, label INTEGER NOT NULL, score REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS model_confusions (
+    iteration INTEGER PRIMARY KEY, counts TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS items (
     item_id INTEGER NOT NULL, iteration INTEGER NOT NULL, status TEXT NOT NULL, seq INTEGER PRIMARY KEY AUTOINCREMENT);
 CREATE TABLE IF NOT EXISTS trust_events (
@@ -45,7 +47,7 @@ CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
 """
 
 # tables holding derived rows keyed by iteration, dropped for an iteration that did not complete
-DERIVED = ("predictions", "items", "trust_events", "flags", "augmentations")
+DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations")
 
 
 class RunStore:
@@ -104,6 +106,15 @@ class RunStore:
 
     def predictions(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM predictions ORDER BY item_id", self.db)
+
+    def set_model_confusion(self, iteration: int, counts: np.ndarray) -> None:
+        """Counts (true x predicted) of the model that made iteration ``iteration``'s predictions, on S."""
+        self.db.execute("INSERT OR REPLACE INTO model_confusions VALUES (?, ?)",
+                        (int(iteration), json.dumps(np.asarray(counts).tolist())))
+
+    def model_confusions(self) -> dict[int, np.ndarray]:
+        rows = self.db.execute("SELECT iteration, counts FROM model_confusions").fetchall()
+        return {int(i): np.array(json.loads(c), dtype=float) for i, c in rows}
 
     def set_status(self, item_ids: Iterable[int], status: str, iteration: int) -> None:
         with self.db:

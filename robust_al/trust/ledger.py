@@ -27,21 +27,25 @@ def reliability(loo: pd.DataFrame, n_classes: int, initial: float = 0.9, prior_s
     """Agreement score per labeler from leave-one-out posteriors (columns worker, label, q0..q{C-1}).
 
     With q_i the posterior of item i from the other evidence, and a prior worth n0 labels at ``initial``:
-      overall   a_w   = (n0 * initial + sum_i q_i(l_wi)) / (n0 + N_w)           (accuracy)
-      per class r_w(y) = (n0 * initial + sum_i q_i(y) 1[l_wi = y]) / (n0 + sum_i q_i(y))   (pi_w[y, y])
-      score_w = min(a_w, min_y r_w(y))
+      overall   a_w   = (n0 * initial + sum_i v_i q_i(l_wi)) / (n0 + sum_i v_i)          (accuracy)
+      per class r_w(y) = (n0 * initial + sum_i v_i q_i(y) 1[l_wi = y]) / (n0 + sum_i v_i q_i(y))  (pi_w[y, y])
+      score_w = min(a_w, min_y r_w(y)),   v_i = 1 - H(q_i) / log C  (how informative the other evidence is)
     The per-class term is what exposes a targeted labeler: always labeling c_t as c'_t costs little overall
     accuracy but drives pi_w[c_t, c_t] to 0, while an honest labeler's errors spread over all classes.
     """
     Q = loo[[f"q{c}" for c in range(n_classes)]].to_numpy()
     lab = loo["label"].to_numpy().astype(int)
+    # how much the other evidence says at all: 1 - H(q)/log C. A flat posterior (nobody else saw the item, or
+    # only a poor model did) neither confirms nor contradicts the label, so it must not count as disagreement
+    inform = 1.0 + (Q * np.log(np.clip(Q, 1e-12, None))).sum(axis=1) / np.log(n_classes)
     rows = []
     for worker, idx in loo.groupby("worker").indices.items():
-        q, l = Q[idx], lab[idx]
+        q, l, v = Q[idx], lab[idx], inform[idx]
         prior = prior_strength * initial
-        overall = (prior + q[np.arange(len(idx)), l].sum()) / (prior_strength + len(idx))
-        mass = q.sum(axis=0)
-        hit = np.bincount(l, weights=q[np.arange(len(idx)), l], minlength=n_classes)
+        agree = q[np.arange(len(idx)), l]
+        overall = (prior + (v * agree).sum()) / (prior_strength + v.sum())
+        mass = (v[:, None] * q).sum(axis=0)
+        hit = np.bincount(l, weights=v * agree, minlength=n_classes)
         per_class = (prior + hit) / (prior_strength + mass)
         rows.append((worker, float(min(overall, per_class.min())), float(overall), int(per_class.argmin()),
                      len(idx)))
