@@ -119,6 +119,9 @@ class Campaign:
         self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial,
                                   self.cfg.trust.prior_strength)
         self.status = self.store.statuses()
+        self.taken = np.zeros(len(self.pool), dtype=bool)  # pool rows with any status (not free to query)
+        if self.status:
+            self.taken[self.pool.positions(list(self.status))] = True
         self.crowd.forbidden = {i for i, s in self.status.items() if s in (HOLDOUT, RETIRED)}
         self.prev_metrics: dict = {}
         self.prev_state: dict = {}
@@ -135,6 +138,8 @@ class Campaign:
         self.store.set_status(ids, status, iteration)
         for i in ids:
             self.status[i] = status
+        if ids:
+            self.taken[self.pool.positions(ids)] = True
         if status in (HOLDOUT, RETIRED):
             self.crowd.forbidden.update(ids)
 
@@ -154,17 +159,14 @@ class Campaign:
         current = self.ids_with(HOLDOUT)
         if len(current) and not (q and iteration > 0 and iteration % q == 0):
             return
-        taken = {i for i, s in self.status.items()}
-        free = np.array([i for i in self.pool.ids if int(i) not in taken], dtype=np.int64)
+        free = self.pool.ids[~self.taken]
         if len(current):
             self._set_status(current, RETIRED, iteration)
         new = draw_holdout(self.pool, free, self.cfg.holdout.size, self._rng("holdout", iteration))
         self._set_status(new, HOLDOUT, iteration)
 
     def _candidates(self) -> np.ndarray:
-        ids = self.pool.ids
-        free = np.array([int(i) not in self.status for i in ids]) if self.status else np.ones(len(ids), bool)
-        cand = ids[free]
+        cand = self.pool.ids[~self.taken]
         return cand[self.crowd.answerable(cand, self.ledger)]
 
     def _affordable(self, n_items: int) -> int:

@@ -98,3 +98,17 @@ def test_uncertainty_strategies_pick_the_least_certain():
     ctx = _ctx(E, [], [0, 1, 2], proba=proba)
     assert EntropySampling().query(ctx, 1)[0] == 1
     assert MarginSampling().query(ctx, 1)[0] == 1
+
+
+def test_holdout_is_stratified_and_drawn_from_free_items():
+    from robust_al.data import Pool, draw_holdout
+
+    rng = np.random.default_rng(0)
+    y = np.repeat([0, 1, 2], [500, 300, 200])
+    pool = Pool(np.arange(1000) + 10, rng.random((1000, 3)), y, 3)
+    free = pool.ids[100:]
+    S = draw_holdout(pool, free, 100, np.random.default_rng(1))
+    assert len(S) == 100 and np.isin(S, free).all()
+    counts = np.bincount(pool.y[pool.positions(S)], minlength=3)
+    expected = 100 * np.bincount(pool.y[100:], minlength=3) / 900
+    assert np.abs(counts - expected).max() <= 1

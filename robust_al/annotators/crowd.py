@@ -51,14 +51,18 @@ class Crowd:
         """Mask of ``item_ids`` that at least one eligible labeler can be asked about (vectorized)."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
         mask = np.zeros(len(item_ids), dtype=bool)
+        seen: set[int] = set()  # simulated labelers share one truth table: test membership once
         for w, a in self.annotators.items():
             if self.routing and trust(w) < self.threshold:
                 continue
             known = a.known_items()
             if known is None:
-                return ~np.isin(item_ids, list(self.forbidden))
-            mask |= np.isin(item_ids, known)
-        return mask & ~np.isin(item_ids, list(self.forbidden))
+                mask[:] = True
+                break
+            if id(known) not in seen:
+                seen.add(id(known))
+                mask |= np.isin(item_ids, known)
+        return mask & ~np.isin(item_ids, np.fromiter(self.forbidden, dtype=np.int64, count=len(self.forbidden)))
 
     def assign(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
                n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None

@@ -23,9 +23,7 @@ class SimulatedAnnotator(Annotator):
         return int(item_id) in self.truth
 
     def known_items(self) -> np.ndarray:
-        if not hasattr(self, "_known_arr"):
-            self._known_arr = np.fromiter(self.truth.keys(), dtype=np.int64)
-        return self._known_arr
+        return _known_ids(self.truth)
 
     def annotate(self, item_ids: Sequence[int]) -> list[Answer]:
         return [Answer(int(i), self.worker_id, int(self.label(int(i), int(self.truth[int(i)]))))
@@ -100,6 +98,17 @@ class ColludingAnnotator(SimulatedAnnotator):
             other = int(rng.integers(self.n_classes - 1))
             return other + (other >= true)
         return self._benign(item_id, true, self.pr)
+
+
+_KNOWN: dict[int, tuple[Mapping[int, int], np.ndarray]] = {}
+
+
+def _known_ids(truth: Mapping[int, int]) -> np.ndarray:
+    """The ids of a truth table, computed once per table (labelers built from one table share the array)."""
+    hit = _KNOWN.get(id(truth))
+    if hit is None or hit[0] is not truth:
+        hit = _KNOWN[id(truth)] = (truth, np.fromiter(truth.keys(), dtype=np.int64, count=len(truth)))
+    return hit[1]
 
 
 def truth_map(ids: np.ndarray, y: np.ndarray) -> dict[int, int]:

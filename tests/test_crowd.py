@@ -1,0 +1,100 @@
+"""Truth inference and the classifier: correctness on known crowds and invariance to worker names."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robust_al.crowd import CrowdClassifier, NetworkTrainer, TrustWeightedDS
+
+
+def synthetic_crowd(n_items=300, C=3, seed=0, accs=(0.9, 0.85, 0.8, 0.6, 0.35)):
+    rng = np.random.default_rng(seed)
+    truth = rng.integers(C, size=n_items)
+    rows = []
+    for w, acc in enumerate(accs):
+        for i in range(n_items):
+            if rng.random() < 0.7:
+                label = truth[i] if rng.random() < acc else (truth[i] + 1 + rng.integers(C - 1)) % C
+                rows.append((i, f"w{w}", int(label)))
+    return pd.DataFrame(rows, columns=["task", "worker", "label"]), truth
+
+
+def test_dawid_skene_matches_crowdkit_on_a_dense_crowd_and_beats_majority_vote():
+    import warnings
+
+    from crowdkit.aggregation import DawidSkene
+
+    df, truth = synthetic_crowd()
+    agg = TrustWeightedDS(3).fit(df)
+    acc = (agg.labels_.to_numpy() == truth[agg.labels_.index]).mean()
+    mv = TrustWeightedDS(3, method="mv").fit(df)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ref = DawidSkene().fit(df).labels_.sort_index()
+    assert acc >= (ref.to_numpy() == truth[ref.index]).mean() - 0.01
+    assert acc > (mv.labels_.to_numpy() == truth[mv.labels_.index]).mean() + 0.04
+    est = {w: np.trace(agg.confusions_[w]) / 3 for w in agg.confusions_}
+    assert est["w0"] > est["w2"] > est["w3"] > est["w4"]
+
+
+def test_zero_weight_ignores_a_labeler():
+    df, truth = synthetic_crowd(accs=(0.9, 0.9, 0.0))  # w2 always wrong
+    with_all = TrustWeightedDS(3).fit(df)
+    without = TrustWeightedDS(3).fit(df, {"w2": 0.0})
+    only_honest = TrustWeightedDS(3).fit(df[df["worker"] != "w2"])
+    common = only_honest.posteriors_.index
+    np.testing.assert_allclose(without.posteriors_.loc[common].to_numpy(),
+                               only_honest.posteriors_.to_numpy(), atol=0.05)
+    assert with_all.labels_.size >= without.labels_.size
+
+
+def test_known_model_confusion_is_not_reestimated():
+    df, _ = synthetic_crowd()
+    model = df.groupby("task").head(1).assign(worker="__model__0")
+    counts = np.array([[30.0, 5, 5], [5, 30, 5], [5, 5, 30]])
+    agg = TrustWeightedDS(3).fit(pd.concat([df, model]), known_counts={"__model__0": counts})
+    np.testing.assert_allclose(agg.confusions_["__model__0"], (counts + 1) / (counts.sum(1, keepdims=True) + 3))
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.randoms(use_true_random=False), st.sampled_from(["ds", "mv"]))
+def test_renaming_workers_changes_nothing(rnd, method):
+    df, _ = synthetic_crowd(n_items=60, seed=rnd.randint(0, 1000))
+    names = sorted(df["worker"].unique())
+    new = names[:]
+    rnd.shuffle(new)
+    mapping = {a: f"x{b}" for a, b in zip(names, new)}
+    a = TrustWeightedDS(3, method=method).fit(df)
+    b = TrustWeightedDS(3, method=method).fit(df.assign(worker=df["worker"].map(mapping)))
+    np.testing.assert_allclose(a.posteriors_.to_numpy(), b.posteriors_.to_numpy(), atol=1e-9)
+    la, lb = a.leave_one_out(), b.leave_one_out()
+    np.testing.assert_allclose(la.sort_values(["task", "label"])["agreement"].to_numpy(),
+                               lb.sort_values(["task", "label"])["agreement"].to_numpy(), atol=1e-9)
+
+
+def test_leave_one_out_ignores_the_workers_own_vote():
+    # one item, two workers disagreeing: each one's agreement comes only from the other
+    df = pd.DataFrame({"task": [0, 0] + list(range(1, 41)) * 2,
+                       "worker": ["a", "b"] + ["a"] * 40 + ["b"] * 40,
+                       "label": [0, 1] + [0, 1] * 20 + [0, 1] * 20})
+    loo = TrustWeightedDS(2).fit(df).leave_one_out()
+    first = loo[loo["task"] == 0].set_index("worker")
+    assert first.loc["a", "agreement"] < 0.5 and first.loc["b", "agreement"] < 0.5
+
+
+def test_classifier_learns_from_crowd_labels_on_cpu():
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(300, 5)).astype(np.float32)
+    truth = (X[:, 0] + X[:, 1] > 0).astype(int)
+    rows = [(i, f"w{w}", int(truth[i] if rng.random() < 0.8 else 1 - truth[i])) for i in range(300) for w in range(3)]
+    ann = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    X01 = (X - X.min()) / (X.max() - X.min())
+    clf = CrowdClassifier(NetworkTrainer((5,), 2, epochs=30, device="auto"), TrustWeightedDS(2))
+    clf.trainer.set_input_statistics(X01)
+    clf.fit(X01, np.arange(300), ann)
+    assert clf.trainer.device.type in ("cpu", "cuda")
+    assert (clf.predict(X01) == truth).mean() > 0.9
+    assert clf.embed(X01).shape == (300, 128)
+    assert clf.loss_history_[-1] < clf.loss_history_[0]
