@@ -465,6 +465,9 @@ class Campaign:
     def run(self, progress: bool = True) -> IterationResult | None:
         from tqdm import tqdm
 
+        self.trainer.progress = progress
+        if self.augmenter is not None:
+            self.augmenter.progress = progress
         start = self._load_state()
         if self.prev_metrics.get("stop"):
             self.echo(f"campaign already finished: {self.prev_metrics['stop']}")

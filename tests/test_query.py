@@ -112,3 +112,18 @@ def test_holdout_is_stratified_and_drawn_from_free_items():
     counts = np.bincount(pool.y[pool.positions(S)], minlength=3)
     expected = 100 * np.bincount(pool.y[100:], minlength=3) / 900
     assert np.abs(counts - expected).max() <= 1
+
+
+@pytest.mark.parametrize("method", ["kmeans", "kmedoids", "agglomerative"])
+def test_clustering_methods_find_separated_blobs_and_silhouette_picks_n(method):
+    from robust_al.query import cluster_pool
+
+    rng = np.random.default_rng(0)
+    centers = np.array([[0, 0], [10, 0], [0, 10], [10, 10]], dtype=np.float32)
+    truth = rng.integers(4, size=400)
+    E = centers[truth] + rng.normal(0, 0.5, size=(400, 2)).astype(np.float32)
+    labels, found = cluster_pool(E, method, n_clusters=None, max_clusters=8, seed=0)
+    assert len(found) == 4
+    # each found cluster is one true blob
+    for c in range(4):
+        assert len(np.unique(truth[labels == c])) == 1

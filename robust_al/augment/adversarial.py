@@ -47,6 +47,7 @@ class Augmenter:
                                      device_type="gpu" if device.type == "cuda" else "cpu")
         self.n_classes = n_classes
         self.noise_scale, self.noise_copies = noise_scale, noise_copies
+        self.progress = False
         makers = {
             # epsilon = overshoot; ART's default 1e-6 often lands exactly on the boundary without flipping
             "deepfool": lambda: DeepFool(self.clf, max_iter=deepfool_max_iter, epsilon=0.02,
@@ -72,6 +73,7 @@ class Augmenter:
         X = np.asarray(X, dtype=np.float32)
         y = np.eye(self.n_classes, dtype=np.float32)[np.asarray(labels, dtype=np.int64)]
         for name, attack in self.attacks.items():
+            attack.set_params(verbose=self.progress)
             X_adv = attack.generate(X, y=y).astype(np.float32)
             self._restore()
             with torch.no_grad():

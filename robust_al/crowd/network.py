@@ -90,6 +90,7 @@ class NetworkTrainer:
                  min_steps: int = 0):
         self.input_shape, self.n_classes = tuple(input_shape), n_classes
         self.min_steps = min_steps
+        self.progress = False  # a tqdm bar over epochs (the campaign turns it on for interactive runs)
         self.network, self.hidden, self.dropout = network, tuple(hidden), dropout
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.device = pick_device(device)
@@ -141,7 +142,9 @@ class NetworkTrainer:
         n_epochs = self.epochs if epochs is None else epochs
         per_epoch = max(1, -(-len(X_t) // self.batch_size))
         n_epochs = max(n_epochs, -(-self.min_steps // per_epoch)) if len(X_t) else 0
-        for _ in range(n_epochs):
+        from tqdm import tqdm
+
+        for _ in tqdm(range(n_epochs), desc="train", leave=False, disable=not self.progress):
             perm = torch.randperm(len(X_t), generator=gen).to(self.device)
             total = 0.0
             for s in range(0, len(perm), self.batch_size):
