@@ -8,14 +8,12 @@ import subprocess
 import sys
 import time
 
-import numpy as np
 import pandas as pd
 import pytest
 import yaml
 
 from conftest import tiny_config
 from robust_al.campaign import Campaign
-from robust_al.config import load_config
 from robust_al.store import RunStore
 from robust_al.trust import TrustLedger
 

@@ -1,7 +1,6 @@
 """Tests for robust_al.data.loaders (real-data tests skip when the shared datasets are absent)."""
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import numpy as np

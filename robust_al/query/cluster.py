@@ -5,8 +5,6 @@ import numpy as np
 from sklearn.cluster import AgglomerativeClustering, KMeans, MiniBatchKMeans
 from sklearn.metrics import silhouette_score
 
-from robust_al.query.distance import min_sq_distances
-
 METHODS = ("kmeans", "kmedoids", "agglomerative")
 
 
@@ -24,7 +22,8 @@ def _kmedoids(E: np.ndarray, n: int, rng: np.random.Generator, iters: int = 20) 
 
     Hand-written because scikit-learn-extra's KMedoids does not import under numpy 2.
     """
-    D = np.sqrt(np.maximum(min_sq_distances_all(E), 0))
+    sq = np.einsum("ij,ij->i", E, E)
+    D = np.sqrt(np.maximum(sq[:, None] + sq[None, :] - 2.0 * E @ E.T, 0))
     medoids = rng.choice(len(E), size=n, replace=False)
     for _ in range(iters):
         lab = np.argmin(D[:, medoids], axis=1)
@@ -37,11 +36,6 @@ def _kmedoids(E: np.ndarray, n: int, rng: np.random.Generator, iters: int = 20) 
             break
         medoids = new
     return E[medoids]
-
-
-def min_sq_distances_all(E: np.ndarray) -> np.ndarray:
-    sq = np.einsum("ij,ij->i", E, E)
-    return sq[:, None] + sq[None, :] - 2.0 * E @ E.T
 
 
 def _centers(E: np.ndarray, n: int, method: str, seed: int, sample: int) -> np.ndarray:
