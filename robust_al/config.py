@@ -91,7 +91,7 @@ class TrustConfig(_Strict):
     routing: bool = True
     epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")
     p_h: float = Field(0.9995, gt=0, lt=1, description="P_h of eq. 3")
-    penalty: float = Field(0.3, ge=0, le=1, description="a at chance-level model confidence")
+    penalty: float = Field(0.05, ge=0, le=1, description="a at chance-level model confidence (one label's worth, not a verdict)")
     high_confidence: float = Field(0.9, gt=0, le=1, description="model confidence that flags a labeler for a check")
     audit_size: int = Field(10, ge=0, description="past items of a flagged labeler re-examined at once")
 

@@ -1,0 +1,1 @@
+"""Label Studio integration (server in its own venv, REST client, annotator accounts, webhooks)."""

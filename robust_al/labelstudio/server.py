@@ -1,0 +1,414 @@
+"""Run an open-source Label Studio server on 127.0.0.1, from its own virtualenv.
+
+Label Studio pins Django, pytz, redis and an older numpy stack, so it never goes into the project's
+environment: :func:`install` builds a separate virtualenv (``~/.cache/robust-al/labelstudio-venv`` or
+``$ROBUST_AL_LS_VENV``) and :class:`LabelStudioServer` runs its ``label-studio`` executable as a child process
+with a clean, loopback-only environment.
+
+A fresh data directory costs ~40 s of Django migrations. The first start therefore builds a migrated
+*template* data directory (``~/.cache/robust-al/labelstudio-template`` or ``$ROBUST_AL_LS_TEMPLATE``) with a
+placeholder admin and no project; every new data directory is a copy of it in which the admin's e-mail,
+password hash, API token and the organization's invite token are rewritten, so later starts take seconds and
+no two data directories share a secret.
+"""
+from __future__ import annotations
+
+import base64
+import fcntl
+import hashlib
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+import venv
+from pathlib import Path
+
+CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robust-al"
+DEFAULT_VENV = CACHE / "labelstudio-venv"
+DEFAULT_TEMPLATE = CACHE / "labelstudio-template"
+LS_REQUIREMENT = os.environ.get("ROBUST_AL_LS_REQUIREMENT", "label-studio>=1.23,<1.24")
+DEFAULT_USERNAME = "admin@robust-al.local"
+DB_NAME = "label_studio.sqlite3"
+TOKEN_FILE = "admin_token"
+PASSWORD_FILE = "admin_password"
+LOG_FILE = "server.log"
+
+# unprefixed variables Label Studio (Django settings, its CLI) would read from the parent environment
+REMOVED_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG", "CI")
+
+
+class LabelStudioError(RuntimeError):
+    """The Label Studio server could not be installed, started or reached."""
+
+
+def default_venv_dir() -> Path:
+    return Path(os.environ.get("ROBUST_AL_LS_VENV") or DEFAULT_VENV).expanduser()
+
+
+def default_template_dir() -> Path:
+    return Path(os.environ.get("ROBUST_AL_LS_TEMPLATE") or DEFAULT_TEMPLATE).expanduser()
+
+
+def executable(venv_path: Path | None = None) -> Path:
+    """Where ``label-studio`` lives (or would live) in its own virtualenv."""
+    return Path(venv_path or default_venv_dir()) / "bin" / "label-studio"
+
+
+def installed(venv_path: Path | None = None) -> bool:
+    return executable(venv_path).exists()
+
+
+def install(venv_dir: Path | None = None, requirement: str = LS_REQUIREMENT, quiet: bool = True) -> Path:
+    """Create a separate virtualenv and ``pip install label-studio`` into it; returns the executable.
+
+    Idempotent: nothing is done when ``venv_dir/bin/label-studio`` already exists (~1 GB, ~1 min otherwise).
+    """
+    vdir = Path(venv_dir or default_venv_dir()).expanduser()
+    exe = executable(vdir)
+    if exe.exists():
+        return exe
+    vdir.parent.mkdir(parents=True, exist_ok=True)
+    with _locked(vdir.parent / (vdir.name + ".lock")):
+        if exe.exists():  # another process installed it while we waited
+            return exe
+        if vdir.exists():  # a half-built venv from an interrupted install
+            shutil.rmtree(vdir)
+        venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
+        pip = [str(vdir / "bin" / "python"), "-m", "pip"]
+        flags = ["-q"] if quiet else []
+        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_USER")}
+        try:
+            subprocess.run([*pip, "install", *flags, "--upgrade", "pip"], check=True, env=env)
+            subprocess.run([*pip, "install", *flags, requirement], check=True, env=env)
+        except subprocess.CalledProcessError as e:
+            raise LabelStudioError(f"installing {requirement} into {vdir} failed: {e}") from e
+        if not exe.exists():
+            raise LabelStudioError(f"{requirement} installed into {vdir} but {exe} is missing")
+    return exe
+
+
+class _locked:
+    """An exclusive advisory lock on ``path`` (one template build / install at a time across processes)."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __enter__(self):
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.fh = open(self.path, "a+")
+        fcntl.flock(self.fh, fcntl.LOCK_EX)
+        return self
+
+    def __exit__(self, *exc):
+        fcntl.flock(self.fh, fcntl.LOCK_UN)
+        self.fh.close()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind((host, 0))
+        return s.getsockname()[1]
+
+
+def _port_free(port: int, host: str = "127.0.0.1") -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def django_password_hash(password: str, iterations: int = 1_000_000) -> str:
+    """A Django ``pbkdf2_sha256`` password hash (what ``make_password`` stores), computed without Django."""
+    salt = secrets.token_urlsafe(16)[:22]
+    dk = hashlib.pbkdf2_hmac("sha256", password.encode(), salt.encode(), iterations)
+    return f"pbkdf2_sha256${iterations}${salt}${base64.b64encode(dk).decode()}"
+
+
+def _write_secret(path: Path, value: str) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(value + "\n")
+    os.chmod(path, 0o600)
+
+
+def _read_secret(path: Path) -> str | None:
+    return path.read_text().strip() if path.exists() else None
+
+
+def _http_json(url: str, token: str, timeout: float = 2.0) -> tuple[int, object]:
+    req = urllib.request.Request(url, headers={"Authorization": f"Token {token}"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, json.loads(r.read() or b"null")
+    except urllib.error.HTTPError as e:
+        return e.code, None
+    except (urllib.error.URLError, OSError, ValueError):
+        return 0, None
+
+
+class LabelStudioServer:
+    """One Label Studio process serving one data directory on 127.0.0.1.
+
+    >>> with LabelStudioServer().start(run_dir / "labelstudio") as ls:
+    ...     print(ls.url, ls.token_file)
+    """
+
+    def __init__(self, exe: str | Path | None = None, template: str | Path | None = None,
+                 use_template: bool = True):
+        self.exe = Path(exe) if exe else executable()
+        self.template = Path(template) if template else default_template_dir()
+        self.use_template = use_template
+        self.proc: subprocess.Popen | None = None
+        self.url: str | None = None
+        self.port: int | None = None
+        self.token: str | None = None
+        self.username: str | None = None
+        self.data_dir: Path | None = None
+        self.startup_seconds: float | None = None
+
+    # -- paths ------------------------------------------------------------------------------------------
+    @property
+    def token_file(self) -> Path:
+        return self.data_dir / TOKEN_FILE
+
+    @property
+    def password_file(self) -> Path:
+        return self.data_dir / PASSWORD_FILE
+
+    @property
+    def log_file(self) -> Path:
+        return self.data_dir / LOG_FILE
+
+    # -- lifecycle --------------------------------------------------------------------------------------
+    def start(self, data_dir: str | Path, port: int | None = None, username: str | None = None,
+              password: str | None = None, token: str | None = None, timeout: float | None = None
+              ) -> "LabelStudioServer":
+        """Start serving ``data_dir`` (created from the template when new); returns self once it answers.
+
+        On an existing data directory the admin, password and token stored there are kept (``username``,
+        ``password`` and ``token`` must then be left out or match); on a new one they are set from the
+        arguments, a random password/token being generated when not given and written, mode 0600, to
+        ``data_dir/admin_password`` and ``data_dir/admin_token``.
+        """
+        if self.proc is not None:
+            raise LabelStudioError("server already running")
+        if not self.exe.exists():
+            raise LabelStudioError(
+                f"label-studio is not installed at {self.exe}: run `robust-al labelstudio install` "
+                "(or robust_al.labelstudio.server.install())")
+        data_dir = Path(data_dir).expanduser().resolve()
+        self.data_dir = data_dir
+        fresh = not (data_dir / DB_NAME).exists()
+        if fresh:
+            username = username or DEFAULT_USERNAME
+            password = password or secrets.token_urlsafe(18)
+            token = token or secrets.token_hex(20)
+            if len(token) <= 5:
+                raise ValueError("Label Studio needs a token longer than 5 characters")
+            data_dir.mkdir(parents=True, exist_ok=True)
+            if self.use_template:
+                self._ensure_template()
+                self._copy_template(data_dir, username, password, token)
+            _write_secret(self.token_file, token)
+            _write_secret(self.password_file, password)
+            (data_dir / "admin_username").write_text(username + "\n")
+        else:
+            stored = _read_secret(self.token_file)
+            if token and stored and token != stored:
+                raise LabelStudioError(f"{data_dir} already has an admin token; it differs from the one given")
+            token = token or stored
+            if not token:
+                raise LabelStudioError(f"{data_dir} has a database but no {TOKEN_FILE}: pass token=")
+            password = password or _read_secret(self.password_file) or ""
+            username = username or _read_secret(data_dir / "admin_username") or DEFAULT_USERNAME
+        self.token, self.username = token, username
+        if timeout is None:
+            timeout = 300.0 if (fresh and not self.use_template) else 120.0
+        self._launch(data_dir, port, username, password, token, timeout)
+        return self
+
+    def _env(self, data_dir: Path, port: int, username: str, password: str, token: str) -> dict[str, str]:
+        env = {k: v for k, v in os.environ.items()
+               if k not in REMOVED_ENV and not k.startswith(("LABEL_STUDIO_", "DJANGO_"))
+               and k not in ("VIRTUAL_ENV", "PYTHONPATH", "PYTHONHOME")}
+        env.update({
+            "LABEL_STUDIO_BASE_DATA_DIR": str(data_dir),
+            "DJANGO_DB": "sqlite",
+            "LABEL_STUDIO_USERNAME": username,
+            "LABEL_STUDIO_PASSWORD": password,
+            "LABEL_STUDIO_USER_TOKEN": token,
+            "LABEL_STUDIO_ENABLE_LEGACY_API_TOKEN": "true",
+            "LABEL_STUDIO_DISABLE_SIGNUP_WITHOUT_LINK": "true",
+            "LABEL_STUDIO_SSRF_PROTECTION_ENABLED": "false",
+            "SENTRY_DSN": "", "FRONTEND_SENTRY_DSN": "",
+            "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
+            "PATH": f"{self.exe.parent}{os.pathsep}{os.environ.get('PATH', '')}",
+        })
+        return env
+
+    def _launch(self, data_dir: Path, port: int | None, username: str, password: str, token: str,
+                timeout: float) -> None:
+        if port is None:
+            port = free_port()
+        elif not _port_free(port):
+            raise LabelStudioError(f"port {port} on 127.0.0.1 is already in use")
+        cmd = [str(self.exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
+        log = open(self.log_file, "ab")
+        t0 = time.monotonic()
+        self.proc = subprocess.Popen(cmd, env=self._env(data_dir, port, username, password, token),
+                                     cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL, start_new_session=True)
+        log.close()
+        self.port, self.url = port, f"http://127.0.0.1:{port}"
+        try:
+            self._wait_ready(timeout)
+        except BaseException:
+            self.stop()
+            raise
+        self.startup_seconds = time.monotonic() - t0
+
+    def _wait_ready(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        moved = re.compile(rb"https?://127\.0\.0\.1:(\d+)")
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise LabelStudioError(
+                    f"label-studio exited with code {self.proc.returncode} before answering\n{self.log_tail()}")
+            status, body = _http_json(f"{self.url}/api/current-user/whoami", self.token)
+            if status == 200 and isinstance(body, dict):
+                if body.get("email") != self.username and body.get("username") != self.username:
+                    raise LabelStudioError(f"{self.url} answers as another server ({body.get('email')!r})")
+                return
+            if status in (401, 403):
+                raise LabelStudioError(f"{self.url} refused the admin token (HTTP {status})\n{self.log_tail()}")
+            # the dev server silently takes the next port when ours was grabbed in the meantime
+            try:
+                ports = {int(m) for m in moved.findall(self.log_file.read_bytes()[-20000:])}
+            except OSError:
+                ports = set()
+            if ports and self.port not in ports:
+                raise LabelStudioError(f"label-studio moved to port(s) {sorted(ports)} instead of {self.port}")
+            time.sleep(0.25)
+        raise LabelStudioError(f"label-studio did not answer on {self.url} within {timeout:.0f} s\n"
+                               f"{self.log_tail()}")
+
+    def log_tail(self, n: int = 40) -> str:
+        try:
+            lines = self.log_file.read_text(errors="replace").splitlines()[-n:]
+        except OSError:
+            return "(no server log)"
+        text = "\n".join(lines)
+        if self.token:
+            text = text.replace(self.token, "<token>")
+        return f"--- last lines of {self.log_file} ---\n{text}"
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """SIGTERM the server and wait for it (SIGKILL after ``timeout`` seconds)."""
+        proc, self.proc = self.proc, None
+        if proc is None or proc.poll() is not None:
+            return
+        try:
+            os.killpg(proc.pid, signal.SIGTERM)  # its own session: the runserver process and any child
+        except ProcessLookupError:
+            return
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+    def restart(self, timeout: float = 120.0) -> "LabelStudioServer":
+        """Stop, then serve the same data directory again (on a fresh free port)."""
+        data_dir, token, username = self.data_dir, self.token, self.username
+        self.stop()
+        return self.start(data_dir, username=username, token=token, timeout=timeout)
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def __enter__(self) -> "LabelStudioServer":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
+
+    # -- template ---------------------------------------------------------------------------------------
+    def _ensure_template(self) -> None:
+        """Build the migrated template data directory once (a real first start), under a lock."""
+        if (self.template / ".ready").exists():
+            return
+        with _locked(self.template.parent / (self.template.name + ".lock")):
+            if (self.template / ".ready").exists():
+                return
+            build = self.template.with_name(self.template.name + f".build-{os.getpid()}")
+            shutil.rmtree(build, ignore_errors=True)
+            build.mkdir(parents=True)
+            boot = LabelStudioServer(self.exe, use_template=False)
+            boot.start(build, username=DEFAULT_USERNAME)  # migrations: ~40 s on 2 cores
+            boot.stop()
+            for name in (TOKEN_FILE, PASSWORD_FILE, "admin_username", LOG_FILE):
+                (build / name).unlink(missing_ok=True)
+            (build / ".ready").write_text(json.dumps({"created": time.time(), "exe": str(self.exe)}))
+            shutil.rmtree(self.template, ignore_errors=True)
+            build.rename(self.template)
+
+    def _copy_template(self, data_dir: Path, username: str, password: str, token: str) -> None:
+        for src in self.template.iterdir():
+            if src.name == ".ready":
+                continue
+            dst = data_dir / src.name
+            if src.is_dir():
+                shutil.copytree(src, dst, dirs_exist_ok=True)
+            else:
+                shutil.copy2(src, dst)
+        db = sqlite3.connect(data_dir / DB_NAME)
+        try:
+            with db:
+                (uid,) = db.execute("SELECT id FROM htx_user WHERE email=?", (DEFAULT_USERNAME,)).fetchone()
+                db.execute("UPDATE htx_user SET email=?, username=?, password=? WHERE id=?",
+                           (username, username, django_password_hash(password), uid))
+                db.execute("DELETE FROM authtoken_token WHERE user_id=?", (uid,))
+                db.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (?, datetime('now'), ?)",
+                           (token, uid))
+                db.execute("UPDATE organization SET token=?", (secrets.token_hex(20),))
+        finally:
+            db.close()
+
+
+def main_serve(run_dir: str | Path, port: int | None = None) -> int:
+    """``robust-al labelstudio serve RUN_DIR``: serve ``RUN_DIR/labelstudio`` until Ctrl-C."""
+    data_dir = Path(run_dir) / "labelstudio"
+    srv = LabelStudioServer()
+    print("starting Label Studio (the first start ever runs migrations, ~40 s) ...", flush=True)
+    srv.start(data_dir, port=port)
+    print(f"Label Studio: {srv.url}\n  admin user: {srv.username}\n  password file: {srv.password_file}\n"
+          f"  API token file: {srv.token_file}\n  server log: {srv.log_file}\nCtrl-C to stop.", flush=True)
+    try:
+        while srv.running:
+            time.sleep(0.5)
+        print(f"Label Studio exited unexpectedly\n{srv.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stopping Label Studio ...", flush=True)
+        return 0
+    finally:
+        srv.stop()
+
+
+def main_install() -> int:
+    """``robust-al labelstudio install``: build the separate virtualenv (idempotent)."""
+    exe = install(quiet=False)
+    print(f"label-studio: {exe}")
+    return 0
