@@ -207,6 +207,8 @@ class LabelStudioServer:
             raise LabelStudioError(
                 f"label-studio is not installed at {self.exe}: run `robust-al labelstudio install` "
                 "(or robust_al.labelstudio.server.install())")
+        if port is not None and not _port_free(port):
+            raise LabelStudioError(f"port {port} on 127.0.0.1 is already in use")
         data_dir = Path(data_dir).expanduser().resolve()
         self.data_dir = data_dir
         fresh = not (data_dir / DB_NAME).exists()
@@ -265,6 +267,7 @@ class LabelStudioServer:
             raise LabelStudioError(f"port {port} on 127.0.0.1 is already in use")
         cmd = [str(self.exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
         log = open(self.log_file, "ab")
+        self._log_offset = log.tell()
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, env=self._env(data_dir, port, username, password, token),
                                      cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
@@ -294,7 +297,9 @@ class LabelStudioServer:
                 raise LabelStudioError(f"{self.url} refused the admin token (HTTP {status})\n{self.log_tail()}")
             # the dev server silently takes the next port when ours was grabbed in the meantime
             try:
-                ports = {int(m) for m in moved.findall(self.log_file.read_bytes()[-20000:])}
+                with open(self.log_file, "rb") as f:
+                    f.seek(self._log_offset)
+                    ports = {int(m) for m in moved.findall(f.read())}
             except OSError:
                 ports = set()
             if ports and self.port not in ports:
@@ -385,6 +390,11 @@ class LabelStudioServer:
                 db.execute("UPDATE organization SET token=?", (secrets.token_hex(20),))
         finally:
             db.close()
+        # Django's SECRET_KEY (signs sessions and CSRF tokens): one per data directory, not per template
+        env_file = data_dir / ".env"
+        lines = [ln for ln in (env_file.read_text().splitlines() if env_file.exists() else [])
+                 if not ln.startswith("SECRET_KEY=")]
+        _write_secret(env_file, "\n".join([*lines, f"SECRET_KEY={secrets.token_urlsafe(50)}"]))
 
 
 def main_serve(run_dir: str | Path, port: int | None = None) -> int:

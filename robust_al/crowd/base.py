@@ -1,0 +1,174 @@
+"""Shared plumbing of the learners that fit a classifier from crowd annotations (one file per algorithm)."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robust_al.crowd.network import build_network, pick_device
+
+
+@dataclass
+class CrowdData:
+    """Annotations as index tensors on the device: item row, worker index, label, plus a padded per-item view."""
+
+    X: torch.Tensor            # (N, ...) inputs of the annotated items, float32 in [0, 1]
+    rows: torch.Tensor         # (A,) item row of each annotation
+    workers: torch.Tensor      # (A,) worker index
+    labels: torch.Tensor       # (A,) label
+    worker_ids: list[str]      # index -> worker name
+    item_ids: np.ndarray       # row -> item id
+    pad_workers: torch.Tensor  # (N, K) workers of each item, -1 = none
+    pad_labels: torch.Tensor   # (N, K)
+
+    @property
+    def n_items(self) -> int:
+        return len(self.item_ids)
+
+
+def encode(X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None, n_classes: int,
+           device: torch.device) -> CrowdData:
+    """Keep the annotated rows of X and turn the long (task, worker, label) table into index tensors.
+
+    ``item_ids`` names the rows of X (default: 0..len(X)-1, so ``task`` is a row number). Workers are
+    indexed in sorted order, so the result does not depend on the order of the table.
+    """
+    X = np.asarray(X, dtype=np.float32)
+    ids = np.arange(len(X)) if item_ids is None else np.asarray(item_ids)
+    df = annotations[["task", "worker", "label"]]
+    bad = ~df["task"].isin(ids)
+    if bad.any():
+        raise ValueError(f"annotation for task {df['task'][bad].iloc[0]!r} that is not among the items given")
+    lab = df["label"].astype(int)
+    if ((lab < 0) | (lab >= n_classes)).any():
+        raise ValueError(f"label {lab[(lab < 0) | (lab >= n_classes)].iloc[0]} outside 0..{n_classes - 1}")
+    used = np.array(sorted(df["task"].unique()))
+    row_of = {t: r for r, t in enumerate(used)}
+    pos = pd.Series(np.arange(len(ids)), index=ids)
+    Xu = X[pos.loc[used].to_numpy()]
+    workers = sorted(df["worker"].astype(str).unique())
+    w_of = {w: k for k, w in enumerate(workers)}
+    rows = df["task"].map(row_of).to_numpy()
+    wk = df["worker"].astype(str).map(w_of).to_numpy()
+    order = np.lexsort((wk, rows))
+    rows, wk, lab = rows[order], wk[order], lab.to_numpy()[order]
+    K = int(np.bincount(rows, minlength=len(used)).max())
+    pad_w = -np.ones((len(used), K), dtype=np.int64)
+    pad_l = np.zeros((len(used), K), dtype=np.int64)
+    slot = np.zeros(len(used), dtype=np.int64)
+    for r, w, l in zip(rows, wk, lab):
+        pad_w[r, slot[r]], pad_l[r, slot[r]] = w, l
+        slot[r] += 1
+    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    return CrowdData(t(Xu), t(rows), t(wk), t(lab), workers, used, t(pad_w), t(pad_l))
+
+
+def majority_posteriors(data: CrowdData, n_classes: int) -> torch.Tensor:
+    """rho initialised by majority vote (ties share the mass), as Algorithm 1 of A-LFC."""
+    counts = torch.zeros(data.n_items, n_classes, device=data.X.device)
+    counts.index_put_((data.rows, data.labels), torch.ones_like(data.rows, dtype=torch.float32), accumulate=True)
+    top = counts == counts.max(dim=1, keepdim=True).values
+    return top.float() / top.float().sum(dim=1, keepdim=True)
+
+
+def confusions_from_posteriors(data: CrowdData, rho: torch.Tensor, n_classes: int, smooth: float = 1e-6
+                               ) -> torch.Tensor:
+    """A-LFC eq. 6: pi^(j)_{kk'} = sum_i rho(t_i=k) 1(y_ij=k') / sum_i rho(t_i=k) 1(y_ij != ⊥); (W, C, C)."""
+    W = len(data.worker_ids)
+    num = torch.zeros(W, n_classes, n_classes, device=rho.device)
+    # num[w, :, l] += rho[i, :]
+    num.index_put_((data.workers[:, None].expand(-1, n_classes),
+                    torch.arange(n_classes, device=rho.device)[None, :].expand(len(data.rows), -1),
+                    data.labels[:, None].expand(-1, n_classes)), rho[data.rows], accumulate=True)
+    num = num + smooth
+    return num / num.sum(dim=2, keepdim=True)
+
+
+def crowd_likelihood(data: CrowdData, pi: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """log prod_j p(y_ij | t_i = k; Pi) for the items ``rows``: (len(rows), C)."""
+    w, l = data.pad_workers[rows], data.pad_labels[rows]
+    mask = (w >= 0).float()
+    logp = torch.log(pi[w.clamp_min(0), :, l])  # (B, K, C): log pi_w[k, l] for every k
+    return (logp * mask[..., None]).sum(dim=1)
+
+
+class CrowdLearner:
+    """Base class: a network (MLP for features, small CNN for images) trained from crowd labels.
+
+    Subclasses implement ``_fit(data)``; fitted attributes end in ``_`` (``confusion_matrices_`` (W, C, C)
+    with rows = true class, ``posteriors_`` (N, C) over the annotated items, ``loss_history_``,
+    ``workers_``, ``item_ids_``).
+    """
+
+    def __init__(self, n_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (128,),
+                 dropout: float = 0.5, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3,
+                 device: str = "auto", seed: int = 0):
+        self.n_classes, self.input_shape = n_classes, tuple(input_shape)
+        self.hidden, self.dropout = tuple(hidden), dropout
+        self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
+        self.device = pick_device(device)
+        self.seed = seed
+
+    def _new_model(self, X: np.ndarray) -> torch.nn.Module:
+        torch.manual_seed(self.seed)
+        model = build_network(self.input_shape, self.n_classes, "auto", self.hidden, self.dropout).to(self.device)
+        Xs = np.asarray(X, dtype=np.float32)
+        axes = (0,) if Xs.ndim == 2 else (0, 2, 3)
+        mean, std = Xs.mean(axis=axes), Xs.std(axis=axes)
+        std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
+        with torch.no_grad():
+            model.standardize.mean.copy_(torch.as_tensor(mean, device=self.device).reshape(model.standardize.mean.shape))
+            model.standardize.std.copy_(torch.as_tensor(std, device=self.device).reshape(model.standardize.std.shape))
+        return model
+
+    def fit(self, X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None = None
+            ) -> "CrowdLearner":
+        """Fit on items ``X`` (rows named by ``item_ids``, default row numbers) and annotations in the long
+        (task, worker, label) form."""
+        data = encode(X, annotations, item_ids, self.n_classes, self.device)
+        self.model = self._new_model(X)
+        self.workers_, self.item_ids_ = data.worker_ids, data.item_ids
+        self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
+        torch.manual_seed(self.seed)
+        self._fit(data)
+        self.model.eval()
+        return self
+
+    def _fit(self, data: CrowdData) -> None:
+        raise NotImplementedError
+
+    def _batches(self, n: int):
+        perm = torch.randperm(n, generator=self._generator).to(self.device)
+        for s in range(0, n, self.batch_size):
+            yield perm[s:s + self.batch_size]
+
+    @torch.no_grad()
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        out = []
+        for s in range(0, len(X), 4096):
+            xb = torch.as_tensor(np.asarray(X[s:s + 4096], dtype=np.float32), device=self.device)
+            out.append(torch.softmax(self.model(xb), dim=1).cpu().numpy())
+        return np.concatenate(out) if out else np.zeros((0, self.n_classes), np.float32)
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.predict_proba(X).argmax(axis=1)
+
+    @torch.no_grad()
+    def embed(self, X: np.ndarray) -> np.ndarray:
+        self.model.eval()
+        xb = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
+        return self.model.features(self.model.standardize(xb)).cpu().numpy()
+
+    def confusion_of(self, worker: str) -> np.ndarray:
+        return self.confusion_matrices_[self.workers_.index(worker)]
+
+
+def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor, weight: torch.Tensor | None = None
+                       ) -> torch.Tensor:
+    """E_target[-log softmax(logits)], averaged (optionally weighted) over the batch."""
+    ce = -(target * torch.log_softmax(logits, dim=1)).sum(dim=1)
+    return ce.mean() if weight is None else (weight * ce).sum() / weight.sum().clamp_min(1e-12)

@@ -1,0 +1,47 @@
+"""Two-stage baselines: aggregate the crowd with crowd-kit (majority vote or Dawid-Skene), then train the network."""
+from __future__ import annotations
+
+import warnings
+
+import numpy as np
+import pandas as pd
+import torch
+from crowdkit.aggregation import DawidSkene, MajorityVote
+
+from robust_al.crowd.base import CrowdData, CrowdLearner, confusions_from_posteriors
+
+
+class TwoStage(CrowdLearner):
+    """``method='mv'`` or ``'ds'`` (crowd-kit), hard labels, then cross-entropy training of the network.
+    ``confusion_matrices_`` are eq. 6 of A-LFC with the aggregated posteriors."""
+
+    def __init__(self, n_classes, input_shape, method: str = "mv", **kw):
+        super().__init__(n_classes, input_shape, **kw)
+        if method not in ("mv", "ds"):
+            raise ValueError(f"two-stage method must be 'mv' or 'ds', got {method!r}")
+        self.method = method
+
+    def _fit(self, data: CrowdData) -> None:
+        C = self.n_classes
+        df = pd.DataFrame({"task": data.rows.cpu().numpy(), "worker": data.workers.cpu().numpy(),
+                           "label": data.labels.cpu().numpy()})
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            agg = (MajorityVote() if self.method == "mv" else DawidSkene(n_iter=100)).fit(df)
+        probas = agg.probas_.reindex(index=range(data.n_items), columns=range(C), fill_value=0.0).to_numpy()
+        rho = torch.as_tensor(probas / probas.sum(1, keepdims=True), dtype=torch.float32, device=self.device)
+        y = rho.argmax(1)
+        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
+        self.loss_history_ = []
+        for _ in range(self.epochs):
+            total = 0.0
+            self.model.train()
+            for b in self._batches(data.n_items):
+                loss = torch.nn.functional.cross_entropy(self.model(data.X[b]), y[b])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(b)
+            self.loss_history_.append(total / data.n_items)
+        self.posteriors_ = rho.cpu().numpy()
+        self.confusion_matrices_ = confusions_from_posteriors(data, rho, C).cpu().numpy()

@@ -1,0 +1,339 @@
+"""A thin client for the parts of Label Studio's REST API a labeling campaign needs.
+
+``label-studio-sdk`` (``LabelStudio``) makes the calls it covers: creating projects, importing tasks with
+pre-annotations, listing users, creating webhooks. Plain httpx (a dependency of the SDK) does the rest: the
+synchronous export ``GET /api/projects/{id}/export``, whose task filter is spelled ``ids[]`` (the SDK's
+``download_sync`` sends ``ids``, which the server ignores), and the data-manager task query used to find
+tasks changed since a moment without walking every task.
+
+Every project made here uses one labeling interface: an object tag named ``item`` (``<Image>`` when the
+tasks carry an image URL, else ``<Text>`` showing the pool item id) and single-choice ``<Choices>`` named
+``label`` with one choice per class, in class-index order. Pool item ids travel in ``task.data.item_id``.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any, Iterable, Sequence
+from xml.etree import ElementTree
+from xml.sax.saxutils import quoteattr
+
+import httpx
+from label_studio_sdk import LabelStudio
+
+FROM_NAME = "label"  # the <Choices> control tag
+TO_NAME = "item"  # the object tag it labels
+ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+EXPORT_IDS_PER_REQUEST = 500  # ``ids[]=...`` in the query string; the dev server caps a request line at 64 kB
+
+
+def label_config(class_names: Sequence[str], image: bool = False) -> str:
+    """A Choices labeling config with one choice per class (in class-index order)."""
+    names = [str(c) for c in class_names]
+    if not names:
+        raise ValueError("at least one class is needed")
+    if len(set(names)) != len(names):
+        raise ValueError(f"class names must be distinct: {names}")
+    obj = (f'<Image name="{TO_NAME}" value="$image"/>' if image
+           else f'<Text name="{TO_NAME}" value="$text"/>')
+    choices = "\n    ".join(f"<Choice value={quoteattr(n)}/>" for n in names)
+    return (f'<View>\n  <Header value="Pool item $item_id"/>\n  {obj}\n'
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
+            f"    {choices}\n  </Choices>\n</View>")
+
+
+def class_names_from_config(config: str) -> list[str]:
+    """The choices of the ``label`` control, in order (inverse of :func:`label_config`)."""
+    root = ElementTree.fromstring(config)
+    for ch in root.iter("Choices"):
+        if ch.get("name") == FROM_NAME:
+            return [c.get("value") for c in ch.iter("Choice")]
+    raise ValueError(f"no <Choices name=\"{FROM_NAME}\"> in the labeling config")
+
+
+def choice_result(label_name: str) -> list[dict]:
+    """The ``result`` of an annotation (or prediction) choosing ``label_name``."""
+    return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [label_name]}}]
+
+
+@dataclass(frozen=True)
+class Project:
+    id: int
+    title: str
+    class_names: tuple[str, ...]
+    maximum_annotations: int
+    image: bool = False
+
+    def label_index(self, name: str | None) -> int | None:
+        try:
+            return self.class_names.index(name)
+        except ValueError:
+            return None
+
+
+@dataclass(frozen=True)
+class LSAnnotation:
+    """One Label Studio annotation, as the campaign needs it."""
+    item_id: int
+    user_id: int
+    label: int | None  # class index; None when cancelled (skipped) or not one of the project's classes
+    annotation_id: int
+    updated_at: str  # ISO 8601, UTC
+    was_cancelled: bool
+    task_id: int | None = None
+
+    @property
+    def external_id(self) -> str:
+        """What ``RunStore.add_annotation(external_id=...)`` keeps: the Label Studio annotation id."""
+        return str(self.annotation_id)
+
+    @property
+    def updated(self) -> datetime:
+        return parse_time(self.updated_at)
+
+
+def parse_time(value: str | datetime) -> datetime:
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=timezone.utc)
+    t = datetime.fromisoformat(str(value).replace("Z", "+00:00"))
+    return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
+
+
+def _chosen(result: Any) -> str | None:
+    for r in result or ():
+        if r.get("from_name", FROM_NAME) == FROM_NAME:
+            choices = (r.get("value") or {}).get("choices") or []
+            if choices:
+                return choices[0]
+    return None
+
+
+def _user_id(value: Any) -> int:
+    return int(value["id"] if isinstance(value, dict) else value)
+
+
+def annotation_from_payload(annotation: dict, task: dict | None, project: Project | Sequence[str]
+                            ) -> LSAnnotation:
+    """Convert an annotation object (REST API, full JSON export, webhook payload) and its task."""
+    names = tuple(project.class_names if isinstance(project, Project) else project)
+    data = (task or {}).get("data") or {}
+    item_id = data.get("item_id", annotation.get("item_id"))
+    if item_id is None:
+        raise ValueError(f"annotation {annotation.get('id')}: its task carries no data.item_id")
+    cancelled = bool(annotation.get("was_cancelled", False))
+    name = None if cancelled else _chosen(annotation.get("result"))
+    task_id = annotation.get("task", (task or {}).get("id"))
+    return LSAnnotation(
+        item_id=int(item_id), user_id=_user_id(annotation["completed_by"]),
+        label=names.index(name) if name in names else None, annotation_id=int(annotation["id"]),
+        updated_at=str(annotation.get("updated_at") or annotation.get("created_at")),
+        was_cancelled=cancelled, task_id=None if task_id is None else int(_user_id(task_id)))
+
+
+def annotations_from_export(rows: Iterable[dict], project: Project | Sequence[str]) -> list[LSAnnotation]:
+    """Convert export rows: ``JSON_MIN`` (one row per annotation) or ``JSON`` (one row per task)."""
+    names = tuple(project.class_names if isinstance(project, Project) else project)
+    out: list[LSAnnotation] = []
+    for row in rows:
+        if "annotations" in row:  # full JSON: a task with its annotations
+            out.extend(annotation_from_payload(a, row, names) for a in row["annotations"])
+        elif "annotation_id" in row:  # JSON_MIN: task data, task id and one annotation flattened together
+            label = row.get(FROM_NAME)
+            # JSON_MIN omits was_cancelled: a skipped task's row has no choice at all
+            out.append(LSAnnotation(
+                item_id=int(row["item_id"]), user_id=int(row["annotator"]),
+                label=names.index(label) if label in names else None,
+                annotation_id=int(row["annotation_id"]),
+                updated_at=str(row.get("updated_at") or row.get("created_at")),
+                was_cancelled=label is None, task_id=int(row["id"])))
+    return out
+
+
+class LabelStudioClient:
+    """REST access to one server with one user's token (the admin's for campaign management)."""
+
+    def __init__(self, url: str, token: str, timeout: float = 120.0):
+        self.url, self.token = url.rstrip("/"), token
+        self.sdk = LabelStudio(base_url=self.url, api_key=token, timeout=timeout)
+        self.http = httpx.Client(base_url=self.url, headers={"Authorization": f"Token {token}"},
+                                 timeout=timeout)
+
+    @classmethod
+    def for_server(cls, server, **kw) -> "LabelStudioClient":
+        """A client for a running :class:`~robust_al.labelstudio.server.LabelStudioServer`, as its admin."""
+        return cls(server.url, server.token, **kw)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "LabelStudioClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _get(self, path: str, **params) -> Any:
+        r = self.http.get(path, params=params)
+        r.raise_for_status()
+        return r.json()
+
+    # -- projects -----------------------------------------------------------------------------------------
+    def create_project(self, title: str, class_names: Sequence[str], maximum_annotations: int = 1,
+                       image: bool = False, description: str = "") -> Project:
+        """A single-choice classification project; ``maximum_annotations`` answers per task (overlap)."""
+        if len(title) < 3:
+            raise ValueError("Label Studio wants project titles of at least 3 characters")
+        p = self.sdk.projects.create(title=title, description=description,
+                                     label_config=label_config(class_names, image),
+                                     maximum_annotations=int(maximum_annotations),
+                                     show_skip_button=True, enable_empty_annotation=False)
+        return Project(int(p.id), title, tuple(str(c) for c in class_names), int(maximum_annotations), image)
+
+    def get_project(self, project_id: int) -> Project:
+        """A project made by :meth:`create_project`, read back (e.g. when a campaign resumes)."""
+        p = self._get(f"/api/projects/{int(project_id)}/")
+        cfg = p["label_config"]
+        return Project(int(p["id"]), p["title"], tuple(class_names_from_config(cfg)),
+                       int(p.get("maximum_annotations") or 1), "<Image" in cfg)
+
+    def import_tasks(self, project: Project | int, items: Sequence[dict], model_version: str = "robust-al",
+                     batch_size: int = 5000) -> list[int]:
+        """Create one task per item; returns the task ids in the order of ``items``.
+
+        Each item is ``{"item_id": int, "prediction": {"label": int | str, "score": float}, "image": url}``
+        (prediction and image optional); a prediction becomes a pre-annotation tagged ``model_version``.
+        """
+        if isinstance(project, int):
+            project = self.get_project(project)
+        ids: list[int] = []
+        for start in range(0, len(items), batch_size):
+            tasks = []
+            for it in items[start:start + batch_size]:
+                item_id = int(it["item_id"])
+                data: dict[str, Any] = {"item_id": item_id, "text": f"pool item {item_id}"}
+                if it.get("image"):
+                    data["image"] = it["image"]
+                elif project.image:
+                    raise ValueError(f"item {item_id}: the project shows images but the item has none")
+                task: dict[str, Any] = {"data": data}
+                pred = it.get("prediction")
+                if pred is not None:
+                    label = pred["label"]
+                    name = label if isinstance(label, str) else project.class_names[int(label)]
+                    if name not in project.class_names:
+                        raise ValueError(f"item {item_id}: predicted label {label!r} is not a class")
+                    task["predictions"] = [{"model_version": pred.get("model_version", model_version),
+                                            "score": float(pred.get("score", 0.0)),
+                                            "result": choice_result(name)}]
+                tasks.append(task)
+            r = self.sdk.projects.import_tasks(project.id, request=tasks, return_task_ids=True)
+            got = [int(t) for t in (r.task_ids or [])]
+            if len(got) != len(tasks):
+                raise RuntimeError(f"imported {len(tasks)} tasks, Label Studio returned {len(got)} ids")
+            ids.extend(got)
+        return ids
+
+    # -- annotations --------------------------------------------------------------------------------------
+    def export(self, project: Project | int, task_ids: Sequence[int] | None = None,
+               export_type: str = "JSON_MIN", all_tasks: bool = False) -> list[dict]:
+        """Raw rows of ``GET /api/projects/{id}/export`` (only annotated tasks unless ``all_tasks``).
+
+        ``task_ids`` restricts the export to those tasks (sent as ``ids[]`` in batches), which is what keeps
+        a campaign's incremental pull cheap: only the tasks of the current batch are serialized.
+        """
+        pid = project.id if isinstance(project, Project) else int(project)
+        base: list[tuple[str, Any]] = [("exportType", export_type)]
+        if all_tasks:
+            base.append(("download_all_tasks", "true"))
+        if task_ids is None:
+            batches: list[list[tuple[str, Any]]] = [[]]
+        else:
+            tids = [int(t) for t in task_ids]
+            if not tids:
+                return []
+            batches = [[("ids[]", t) for t in tids[i:i + EXPORT_IDS_PER_REQUEST]]
+                       for i in range(0, len(tids), EXPORT_IDS_PER_REQUEST)]
+        rows: list[dict] = []
+        for extra in batches:
+            r = self.http.get(f"/api/projects/{pid}/export", params=base + extra)
+            r.raise_for_status()
+            rows.extend(r.json())
+        return rows
+
+    def export_annotations(self, project: Project | int, task_ids: Sequence[int] | None = None,
+                           since: str | datetime | None = None) -> list[LSAnnotation]:
+        """Every annotation of the project (or of ``task_ids``, or changed after ``since``), converted.
+
+        Uses the full ``JSON`` export, which, unlike ``JSON_MIN``, says which annotations were cancelled
+        (skipped). With ``since``, only tasks the data manager reports as updated after it are exported.
+        """
+        if isinstance(project, int):
+            project = self.get_project(project)
+        if since is not None:
+            changed = self.changed_task_ids(project, since)
+            task_ids = changed if task_ids is None else sorted(set(changed) & {int(t) for t in task_ids})
+            if not task_ids:
+                return []
+        anns = annotations_from_export(self.export(project, task_ids, export_type="JSON"), project)
+        if since is not None:
+            t0 = parse_time(since)
+            anns = [a for a in anns if a.updated > t0]
+        return anns
+
+    def changed_task_ids(self, project: Project | int, since: str | datetime, page_size: int = 1000
+                         ) -> list[int]:
+        """Ids of tasks updated after ``since`` (creating/updating an annotation touches its task).
+
+        One data-manager query filtered in the database (``filter:tasks:updated_at``), paged, ids only.
+        """
+        pid = project.id if isinstance(project, Project) else int(project)
+        t = parse_time(since).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        query = {"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": t}]},
+            "ordering": ["tasks:id"]}
+        ids: list[int] = []
+        page = 1
+        while True:
+            r = self.http.get("/api/tasks/", params={"project": pid, "fields": "task_only", "page": page,
+                                                    "page_size": page_size, "query": json.dumps(query)})
+            if r.status_code == 404:  # past the last page
+                break
+            r.raise_for_status()
+            body = r.json()
+            tasks = body.get("tasks", body) if isinstance(body, dict) else body
+            ids.extend(int(x["id"]) for x in tasks)
+            total = body.get("total") if isinstance(body, dict) else None
+            if not tasks or len(tasks) < page_size or (total is not None and len(ids) >= total):
+                break
+            page += 1
+        return ids
+
+    def task_annotations(self, task_id: int, project: Project) -> list[LSAnnotation]:
+        """Annotations of one task (``GET /api/tasks/{id}/annotations/``)."""
+        task = self._get(f"/api/tasks/{int(task_id)}/")
+        return [annotation_from_payload(a, task, project) for a in task.get("annotations", [])]
+
+    # -- people and webhooks --------------------------------------------------------------------------------
+    def list_users(self) -> list[dict]:
+        """Users of the organization: ``{"id", "email", "username", "first_name", "last_name"}``."""
+        return [{"id": int(u.id), "email": u.email, "username": u.username,
+                 "first_name": u.first_name, "last_name": u.last_name} for u in self.sdk.users.list()]
+
+    def whoami(self) -> dict:
+        return self._get("/api/current-user/whoami")
+
+    def create_webhook(self, project: Project | int | None, url: str,
+                       actions: Sequence[str] = ANNOTATION_ACTIONS, headers: dict | None = None) -> int:
+        """A webhook POSTing full payloads of ``actions`` to ``url`` (for one project, or all if None)."""
+        pid = None if project is None else (project.id if isinstance(project, Project) else int(project))
+        kw: dict[str, Any] = {"url": url, "send_payload": True, "send_for_all_actions": False,
+                              "actions": list(actions), "is_active": True}
+        if pid is not None:
+            kw["project"] = pid
+        if headers:
+            kw["headers"] = headers
+        return int(self.sdk.webhooks.create(**kw).id)
+
+    def delete_webhook(self, webhook_id: int) -> None:
+        self.sdk.webhooks.delete(int(webhook_id))

@@ -1,0 +1,233 @@
+"""Label Studio integration against a REAL open-source server (no mocks).
+
+One server per test session, its data directory on /dev/shm when there is one. The server lives in its own
+virtualenv: it is installed here only when ROBUST_AL_LS_INSTALL=1 (~1 min, ~1 GB); without that and without
+an existing install the server tests are skipped. The very first start ever also builds the migrated
+template data directory (~45 s); every later start copies it (~4 s).
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import stat
+import tempfile
+from pathlib import Path
+
+import httpx
+import pytest
+
+pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
+
+from robust_al.labelstudio import server as ls_server  # noqa: E402
+from robust_al.labelstudio.client import (  # noqa: E402
+    LabelStudioClient, annotations_from_export, class_names_from_config, label_config)
+from robust_al.labelstudio.users import annotate, create_annotator  # noqa: E402
+from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event  # noqa: E402
+
+CLASSES = ["zero", "one", "two", "three"]
+
+
+# -- no server needed ------------------------------------------------------------------------------------
+def test_label_config_roundtrip():
+    cfg = label_config(['a "quoted" <class>', "b", "c"])
+    assert class_names_from_config(cfg) == ['a "quoted" <class>', "b", "c"]
+    assert '<Text name="item"' in cfg and "<Image" not in cfg
+    assert '<Image name="item" value="$image"/>' in label_config(["a", "b"], image=True)
+    with pytest.raises(ValueError):
+        label_config(["a", "a"])
+
+
+def test_convert_export_rows():
+    task = {"id": 7, "data": {"item_id": 42, "text": "pool item 42"}, "annotations": [
+        {"id": 3, "completed_by": 5, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z", "task": 7,
+         "result": [{"from_name": "label", "to_name": "item", "type": "choices", "value": {"choices": ["two"]}}]},
+        {"id": 4, "completed_by": {"id": 6}, "was_cancelled": True, "updated_at": "2026-01-01T00:00:01Z",
+         "task": 7, "result": []}]}
+    full = annotations_from_export([task], CLASSES)
+    assert [(a.item_id, a.user_id, a.label, a.annotation_id, a.was_cancelled, a.task_id) for a in full] == [
+        (42, 5, 2, 3, False, 7), (42, 6, None, 4, True, 7)]
+    assert full[0].external_id == "3"
+    row = {"item_id": 42, "text": "pool item 42", "id": 7, "label": "one", "annotator": 5, "annotation_id": 3,
+           "created_at": "2026-01-01T00:00:00Z", "updated_at": "2026-01-01T00:00:00Z", "lead_time": None}
+    (a,) = annotations_from_export([row], CLASSES)
+    assert (a.item_id, a.user_id, a.label, a.annotation_id, a.task_id) == (42, 5, 1, 3, 7)
+
+
+def test_parse_and_deduplicate_events():
+    created = {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 7, "data": {"item_id": 42}},
+               "annotation": {"id": 3, "updated_at": "t1", "completed_by": 5}}
+    ev = parse_event(created)
+    assert (ev.action, ev.annotation_ids, ev.item_id, ev.project_id) == ("ANNOTATION_CREATED", [3], 42, 1)
+    dedup = Deduplicator()
+    assert not dedup.is_duplicate(ev) and len(dedup.fresh(ev)) == 1
+    assert dedup.is_duplicate(parse_event(json.loads(json.dumps(created)))) and dedup.fresh(ev) == []
+    updated = dict(created, action="ANNOTATION_UPDATED", annotation={"id": 3, "updated_at": "t2"})
+    assert not dedup.is_duplicate(parse_event(updated))
+    deleted = parse_event({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 3}], "project": {"id": 1}})
+    assert deleted.annotation_ids == [3] and deleted.item_id is None
+
+
+# -- a real server -----------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def ls():
+    """A running Label Studio server for the whole session (stopped and its data removed at the end)."""
+    if not ls_server.installed():
+        if os.environ.get("ROBUST_AL_LS_INSTALL") != "1":
+            pytest.skip(f"label-studio is not installed at {ls_server.executable()}; set ROBUST_AL_LS_INSTALL=1 "
+                        "to install it into its own venv (or run `robust-al labelstudio install`)")
+        ls_server.install()
+    base = Path(tempfile.mkdtemp(prefix="robust-al-ls-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    srv = ls_server.LabelStudioServer()
+    try:
+        srv.start(base / "labelstudio")
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def client(ls):
+    with LabelStudioClient.for_server(ls) as c:  # per test: the URL changes when the server restarts
+        yield c
+
+
+@pytest.fixture(scope="session")
+def annotators(ls):
+    """Three annotators signed up through the invite link: [(user_id, token), ...]."""
+    return [create_annotator(ls, f"annotator{i}@example.com", f"pw-annotator-{i}") for i in range(3)]
+
+
+def test_server_secrets_and_environment(ls):
+    assert ls.url == f"http://127.0.0.1:{ls.port}"
+    mode = stat.S_IMODE(ls.token_file.stat().st_mode)
+    assert mode == 0o600 and ls.token_file.read_text().strip() == ls.token
+    assert ls.token not in ls.log_file.read_text()
+    with httpx.Client() as h:  # the token works, no token does not
+        assert h.get(f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {ls.token}"}
+                     ).json()["email"] == ls.username
+        assert h.get(f"{ls.url}/api/projects/").status_code == 401
+
+
+def test_busy_port_is_refused(ls, tmp_path):
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        s.listen()
+        with pytest.raises(ls_server.LabelStudioError, match="already in use"):
+            ls_server.LabelStudioServer().start(tmp_path / "d", port=s.getsockname()[1])
+
+
+def test_create_project(client):
+    p = client.create_project("digits round 0", CLASSES, maximum_annotations=3)
+    assert p.id > 0 and p.class_names == tuple(CLASSES)
+    assert client.get_project(p.id) == p
+    img = client.create_project("image project", ["cat", "dog"], image=True)
+    assert client.get_project(img.id).image
+
+
+def test_import_tasks_with_predictions(client):
+    p = client.create_project("import test", CLASSES)
+    n = 200
+    items = [{"item_id": 1000 + i, "prediction": {"label": i % 4, "score": i / n}} for i in range(n)]
+    items[5] = {"item_id": 1005}  # no pre-annotation
+    task_ids = client.import_tasks(p, items, model_version="iter-3", batch_size=64)
+    assert len(task_ids) == n == len(set(task_ids))
+    rows = client.export(p, export_type="JSON", all_tasks=True)
+    by_task = {r["id"]: r for r in rows}
+    assert len(by_task) == n
+    for tid, it in zip(task_ids, items):  # task ids come back in the order of the items
+        assert by_task[tid]["data"]["item_id"] == it["item_id"]
+    preds = client.http.get("/api/predictions/", params={"task": task_ids[7]}).json()
+    assert [(x["model_version"], x["score"], x["result"][0]["value"]["choices"]) for x in preds] == [
+        ("iter-3", pytest.approx(7 / n), [CLASSES[7 % 4]])]
+    assert client.http.get("/api/predictions/", params={"task": task_ids[5]}).json() == []
+
+
+def test_three_annotators_export_user_ids(client, annotators):
+    p = client.create_project("overlap three", CLASSES, maximum_annotations=3)
+    task_ids = client.import_tasks(p, [{"item_id": i} for i in range(10)])
+    users = {u["id"]: u["email"] for u in client.list_users()}
+    assert {uid for uid, _ in annotators} <= set(users)
+    expected = {}
+    for k, (uid, token) in enumerate(annotators):
+        for j, tid in enumerate(task_ids[:4]):
+            label = (j + k) % 4
+            ann = annotate(client.url, token, tid, CLASSES[label])
+            assert ann["completed_by"] == uid
+            expected[ann["id"]] = (j, uid, label)
+    skip = annotate(client.url, annotators[0][1], task_ids[4], None)  # the Skip button
+    got = client.export_annotations(p)
+    assert {a.annotation_id: (a.item_id, a.user_id, a.label) for a in got if not a.was_cancelled} == expected
+    (cancelled,) = [a for a in got if a.was_cancelled]
+    assert (cancelled.annotation_id, cancelled.item_id, cancelled.label) == (skip["id"], 4, None)
+    # the compact export has one row per (non-skipped) annotation, with the annotator's id
+    rows = client.export(p, export_type="JSON_MIN")
+    assert sorted((r["annotation_id"], r["annotator"]) for r in rows) == sorted(
+        (aid, uid) for aid, (_, uid, _) in expected.items())
+    # incremental pulls: by task, and by time
+    only = client.export_annotations(p, task_ids=[task_ids[0]])
+    assert {a.user_id for a in only} == {uid for uid, _ in annotators} and {a.item_id for a in only} == {0}
+    last = max(a.updated for a in got)
+    assert client.export_annotations(p, since=last) == []
+    new = annotate(client.url, annotators[1][1], task_ids[5], CLASSES[3])
+    (a,) = client.export_annotations(p, since=last)
+    assert (a.annotation_id, a.item_id, a.user_id, a.label) == (new["id"], 5, annotators[1][0], 3)
+
+
+def test_webhook_delivers_annotation_and_duplicates_are_detected(client, annotators):
+    p = client.create_project("webhook test", CLASSES, maximum_annotations=2)
+    task_ids = client.import_tasks(p, [{"item_id": 500 + i} for i in range(3)])
+    with WebhookListener(secret="not-a-real-secret") as hook:
+        client.create_webhook(p, hook.url, headers=hook.headers)
+        uid, token = annotators[2]
+        ann = annotate(client.url, token, task_ids[1], CLASSES[1])
+        ev = hook.get(timeout=10)  # sent synchronously while the annotation request is handled
+        assert ev.action == "ANNOTATION_CREATED" and ev.project_id == p.id
+        assert ev.annotation_ids == [ann["id"]] and ev.item_id == 501
+        from robust_al.labelstudio.client import annotation_from_payload
+        conv = annotation_from_payload(ev.annotations[0], ev.task, p)
+        assert (conv.item_id, conv.user_id, conv.label, conv.annotation_id) == (501, uid, 1, ann["id"])
+
+        dedup = Deduplicator()
+        assert dedup.fresh(ev) == ev.annotations
+        # the same delivery again (a retry, or a replay by a proxy) is recognised by its annotation id
+        r = httpx.post(hook.url, json=ev.payload, headers=hook.headers)
+        assert r.status_code == 200
+        again = hook.get(timeout=5)
+        assert again.annotation_ids == ev.annotation_ids and dedup.is_duplicate(again) and not dedup.fresh(again)
+        # a forged delivery without the shared secret is refused
+        assert httpx.post(hook.url, json=ev.payload).status_code == 403 and hook.rejected == 1
+
+        # an edit is a new state of the same annotation, not a duplicate
+        r = httpx.patch(f"{client.url}/api/annotations/{ann['id']}/", headers={"Authorization": f"Token {token}"},
+                        json={"result": [{"from_name": "label", "to_name": "item", "type": "choices",
+                                          "value": {"choices": [CLASSES[2]]}}]})
+        r.raise_for_status()
+        upd = hook.get(timeout=10)
+        assert upd.action == "ANNOTATION_UPDATED" and upd.annotation_ids == [ann["id"]]
+        assert not dedup.is_duplicate(upd)
+        r = httpx.delete(f"{client.url}/api/annotations/{ann['id']}/", headers={"Authorization": f"Token {client.token}"})
+        r.raise_for_status()
+        gone = hook.get(timeout=10)
+        assert gone.action == "ANNOTATIONS_DELETED" and gone.annotation_ids == [ann["id"]]
+
+
+def test_restart_keeps_annotations(ls, annotators):
+    """Runs last: stops the session's server and serves the same data directory again."""
+    with LabelStudioClient.for_server(ls) as c:
+        p = c.create_project("restart test", CLASSES, maximum_annotations=3)
+        task_ids = c.import_tasks(p, [{"item_id": 900 + i} for i in range(3)])
+        for k, (_, token) in enumerate(annotators):
+            annotate(c.url, token, task_ids[k], CLASSES[k])
+        before = {pr["id"]: c.export_annotations(pr["id"]) for pr in c._get("/api/projects/")["results"]}
+    ls.restart()
+    assert ls.running and ls.startup_seconds < 60
+    with LabelStudioClient.for_server(ls) as c:
+        after = {pr["id"]: c.export_annotations(pr["id"]) for pr in c._get("/api/projects/")["results"]}
+        assert after == before and len(after[p.id]) == 3
+        # annotators' tokens still work after the restart
+        uid, token = annotators[0]
+        assert httpx.get(f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}
+                         ).json()["id"] == uid
