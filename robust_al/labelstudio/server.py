@@ -13,6 +13,7 @@ no two data directories share a secret.
 """
 from __future__ import annotations
 
+import atexit
 import base64
 import fcntl
 import hashlib
@@ -26,10 +27,12 @@ import socket
 import sqlite3
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
 import venv
+import weakref
 from pathlib import Path
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robust-al"
@@ -44,6 +47,16 @@ LOG_FILE = "server.log"
 
 # unprefixed variables Label Studio (Django settings, its CLI) would read from the parent environment
 REMOVED_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG", "CI")
+
+
+_RUNNING: "weakref.WeakSet[LabelStudioServer]" = weakref.WeakSet()
+
+
+@atexit.register
+def _stop_all() -> None:
+    """Servers still running when the interpreter exits are stopped (never left orphaned)."""
+    for srv in list(_RUNNING):
+        srv.stop()
 
 
 class LabelStudioError(RuntimeError):
@@ -126,6 +139,28 @@ def _port_free(port: int, host: str = "127.0.0.1") -> bool:
             return True
         except OSError:
             return False
+
+
+def _die_with_parent():
+    """A ``preexec_fn`` asking Linux to SIGTERM the server when the process that started it dies.
+
+    Only from a single-threaded process (a ``preexec_fn`` is not safe alongside other threads, and the
+    signal fires when the *thread* that forked exits); otherwise ``stop()`` / ``atexit`` must do it.
+    """
+    if (not sys.platform.startswith("linux") or threading.active_count() != 1
+            or threading.current_thread() is not threading.main_thread()):
+        return None
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+    except OSError:
+        return None
+
+    def preexec() -> None:
+        libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+
+    return preexec
 
 
 def django_password_hash(password: str, iterations: int = 1_000_000) -> str:
@@ -271,9 +306,11 @@ class LabelStudioServer:
         t0 = time.monotonic()
         self.proc = subprocess.Popen(cmd, env=self._env(data_dir, port, username, password, token),
                                      cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True)
+                                     stdin=subprocess.DEVNULL, start_new_session=True,
+                                     preexec_fn=_die_with_parent())
         log.close()
         self.port, self.url = port, f"http://127.0.0.1:{port}"
+        _RUNNING.add(self)
         try:
             self._wait_ready(timeout)
         except BaseException:
@@ -321,6 +358,7 @@ class LabelStudioServer:
     def stop(self, timeout: float = 30.0) -> None:
         """SIGTERM the server and wait for it (SIGKILL after ``timeout`` seconds)."""
         proc, self.proc = self.proc, None
+        _RUNNING.discard(self)
         if proc is None or proc.poll() is not None:
             return
         try:
@@ -401,6 +439,11 @@ def main_serve(run_dir: str | Path, port: int | None = None) -> int:
     """``robust-al labelstudio serve RUN_DIR``: serve ``RUN_DIR/labelstudio`` until Ctrl-C."""
     data_dir = Path(run_dir) / "labelstudio"
     srv = LabelStudioServer()
+
+    def on_term(signum, frame):  # `kill` of this process: stop the server like Ctrl-C does
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_term)
     print("starting Label Studio (the first start ever runs migrations, ~40 s) ...", flush=True)
     srv.start(data_dir, port=port)
     print(f"Label Studio: {srv.url}\n  admin user: {srv.username}\n  password file: {srv.password_file}\n"

@@ -1,0 +1,117 @@
+"""Crowd learners (A-LFC, MALC, Crowd Layer, AggNet, two-stage): shared template plus per-paper checks."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from robust_al.crowd.learners import LEARNERS, make_learner
+from robust_al.crowd.neural_em import cl_pm, misclassification_weight
+
+C, D = 3, 6
+
+
+def synthetic(n=240, seed=0):
+    """Separable features and a crowd of 5 workers with known confusion matrices (rows = true class)."""
+    rng = np.random.default_rng(seed)
+    y = rng.integers(C, size=n)
+    centers = rng.normal(size=(C, D)) * 2.0
+    X = centers[y] + rng.normal(0, 0.6, size=(n, D))
+    X = ((X - X.min()) / (X.max() - X.min())).astype(np.float32)
+    conf = [np.full((C, C), 0.05) + np.eye(C) * 0.85,                   # good
+            np.full((C, C), 0.05) + np.eye(C) * 0.85,
+            np.full((C, C), 0.15) + np.eye(C) * 0.55,                   # mediocre
+            np.full((C, C), 1 / C),                                     # spammer
+            np.roll(np.eye(C), 1, axis=1) * 0.9 + 0.1 / C]              # adversary: shifts every class
+    conf = [c / c.sum(1, keepdims=True) for c in conf]
+    rows = []
+    for i in range(n):
+        for w in rng.choice(5, size=3, replace=False):
+            rows.append((i, f"w{w}", int(rng.choice(C, p=conf[w][y[i]]))))
+    return X, y, pd.DataFrame(rows, columns=["task", "worker", "label"]), np.stack(conf)
+
+
+@pytest.fixture(scope="module")
+def crowd():
+    return synthetic()
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_every_learner_fits_predicts_and_exposes_fitted_attributes(crowd, name):
+    X, y, ann, _ = crowd
+    learner = make_learner(name, C, (D,), epochs=8, pgd_steps=3) if "alfc" in name or "malc" in name \
+        else make_learner(name, C, (D,), epochs=8)
+    learner.fit(X, ann)
+    proba = learner.predict_proba(X)
+    assert proba.shape == (len(X), C) and np.allclose(proba.sum(1), 1, atol=1e-5)
+    assert learner.confusion_matrices_.shape == (5, C, C)
+    assert np.allclose(learner.confusion_matrices_.sum(2), 1, atol=1e-4)
+    assert learner.posteriors_.shape == (len(X), C)
+    assert len(learner.loss_history_) == 8
+    assert learner.embed(X).shape == (len(X), 128)
+    assert (learner.predict(X) == y).mean() > 0.6
+
+
+def test_em_recovers_the_true_confusion_matrices(crowd):
+    X, y, ann, true_conf = crowd
+    learner = make_learner("aggnet", C, (D,), epochs=40).fit(X, ann)
+    # the empirical confusion of each worker against the ground truth is what EM should find
+    emp = np.zeros((5, C, C))
+    for t, w, l in ann.itertuples(index=False):
+        emp[int(w[1:]), y[t], l] += 1
+    emp /= emp.sum(2, keepdims=True)
+    err = np.linalg.norm(learner.confusion_matrices_ - emp, axis=(1, 2))
+    assert err.max() < 0.25, err          # Frobenius error per worker, 3x3 matrices
+    assert np.linalg.norm(emp - true_conf, axis=(1, 2)).max() < 0.3  # the sample is close to the truth too
+
+
+def test_alfc_with_alpha_one_is_plain_neural_em(crowd):
+    X, _, ann, _ = crowd
+    a = make_learner("alfc", C, (D,), epochs=5, alpha=1.0, seed=3).fit(X, ann)
+    b = make_learner("aggnet", C, (D,), epochs=5, seed=3).fit(X, ann)
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))
+    np.testing.assert_array_equal(a.confusion_matrices_, b.confusion_matrices_)
+
+
+def test_cl_pm_paper_figure_2():
+    # true class 0; A has one confused label (class 1), B two (classes 1 and 2)
+    probs = torch.tensor([[0.3, 0.5, 0.1, 0.1], [0.2, 0.4, 0.3, 0.1]])
+    y = torch.tensor([0, 0])
+    np.testing.assert_allclose(cl_pm(probs, y).numpy(), [-0.2, -0.3], atol=1e-6)
+
+
+@settings(max_examples=50, deadline=None)
+@given(st.lists(st.floats(0.01, 1.0), min_size=3, max_size=8), st.integers(0, 7))
+def test_cl_pm_equals_pm_with_at_most_one_confused_label(raw, y):
+    p = torch.tensor(raw, dtype=torch.float64)
+    p = p / p.sum()
+    y = y % len(raw)
+    pm = float(p[y] - torch.cat([p[:y], p[y + 1:]]).max())
+    n_confused = int((p > p[y]).sum())
+    if n_confused <= 1:
+        assert float(cl_pm(p[None], torch.tensor([y]))[0]) == pytest.approx(pm, abs=1e-12)
+    else:
+        assert float(cl_pm(p[None], torch.tensor([y]))[0]) < pm
+
+
+def test_malc_mu_is_the_probability_of_misclassification():
+    probs = torch.tensor([[0.7, 0.2, 0.1], [0.1, 0.6, 0.3]])
+    z = torch.tensor([0, 2])
+    np.testing.assert_allclose(misclassification_weight(probs, z).numpy(), [0.3, 0.7], atol=1e-7)
+
+
+@settings(max_examples=4, deadline=None)
+@given(st.permutations([f"w{k}" for k in range(5)]), st.sampled_from(["aggnet", "alfc", "malc", "crowdlayer-mw", "ds"]))
+def test_renaming_workers_changes_nothing(perm, name):
+    X, _, ann, _ = synthetic(n=60, seed=1)
+    # a relabeling that keeps the sorted order of names fixes the worker index; use a prefix that does
+    mapping = {f"w{k}": f"annotator-{perm[k]}" for k in range(5)}
+    kw = dict(epochs=3, seed=0) | ({"pgd_steps": 2} if name in ("alfc", "malc") else {})
+    a = make_learner(name, C, (D,), **kw).fit(X, ann)
+    b = make_learner(name, C, (D,), **kw).fit(X, ann.assign(worker=ann["worker"].map(mapping)))
+    np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-5)
+    for w, new in mapping.items():
+        np.testing.assert_allclose(a.confusion_of(w), b.confusion_of(new), atol=1e-5)
