@@ -28,6 +28,8 @@ from robust_al.annotators.factory import build_annotators
 from robust_al.augment import Augmenter
 from robust_al.config import CampaignConfig, ConfigError, load_config
 from robust_al.crowd import MODEL_WORKER, CrowdClassifier, NetworkTrainer, TrustWeightedDS
+from robust_al.crowd.classifier import CampaignLearner
+from robust_al.crowd.learners import make_learner
 from robust_al.data.holdout import draw_holdout
 from robust_al.data.loaders import load_dataset
 from robust_al.data.pool import Dataset
@@ -75,14 +77,23 @@ class Campaign:
         self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
                            threshold=cfg.trust.threshold, routing=cfg.trust.routing)
         m = cfg.model
-        self.trainer = NetworkTrainer(pool.input_shape, pool.n_classes, m.network, m.hidden, m.dropout, m.epochs,
+        aggregator = TrustWeightedDS(pool.n_classes, cfg.aggregation.method)
+        if m.learner == "two-stage":
+            self.net = NetworkTrainer(pool.input_shape, pool.n_classes, m.network, m.hidden, m.dropout, m.epochs,
                                       m.batch_size, m.lr, m.weight_decay, m.device, seed=cfg.seed,
                                       min_steps=m.min_steps)
-        self.trainer.set_input_statistics(pool.X)
-        self.initial_state = self.trainer.state_dict()
-        self.learner = CrowdClassifier(self.trainer, TrustWeightedDS(pool.n_classes, cfg.aggregation.method))
+            self.net.set_input_statistics(pool.X)
+            self.learner = CrowdClassifier(self.net, aggregator)
+        else:
+            self.net = make_learner(m.learner, pool.n_classes, pool.input_shape, hidden=m.hidden, dropout=m.dropout,
+                                    epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, device=m.device,
+                                    seed=cfg.seed, warm_start=True, prior_strength=m.trust_prior, min_steps=m.min_steps,
+                                    **m.learner_options)
+            self.net.init_model(pool.X)
+            self.learner = CampaignLearner(self.net, aggregator)
+        self.initial_state = self.net.state_dict()
         a = cfg.augment
-        self.augmenter = (Augmenter(self.trainer.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
+        self.augmenter = (Augmenter(self.net.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
                                     a.noise_scale, a.noise_copies) if a.enabled else None)
         self.strategy = make_strategy(cfg.query.strategy, method=cfg.query.clustering,
                                       n_clusters=cfg.query.n_clusters, max_clusters=cfg.query.max_clusters)
@@ -127,7 +138,7 @@ class Campaign:
         self.prev_state: dict = {}
         if start > 0:
             self.prev_metrics, self.prev_state, ckpt = self.store.iteration_state(start - 1)
-            self.trainer.load_state_dict(ckpt)
+            self.net.load_state_dict(ckpt)
         return start
 
     def ids_with(self, status: str) -> np.ndarray:
@@ -195,15 +206,16 @@ class Campaign:
 
     def _fit(self, iteration: int, attempt: int, prev_state: dict | None) -> pd.DataFrame:
         """Infer labels and train F_i on the labeled items and every stored augmentation of them."""
-        post = self.learner.aggregate(self._annotations(), self._label_weight, self._model_counts())
+        ann = self._annotations()
+        post = self.learner.aggregate(ann, self._label_weight, self._model_counts())
         if self.cfg.model.warm_start and prev_state is not None:
-            self.trainer.load_state_dict(prev_state)
+            self.net.load_state_dict(prev_state)
         else:
-            self.trainer.load_state_dict(self.initial_state)
+            self.net.load_state_dict(self.initial_state)
         labeled = self.ids_with(LABELED)
         aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
         keep = np.isin(aug_ids, labeled)
-        self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, None, self.ledger,
+        self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, ann, self.ledger,
                          extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,
                          seed=self._train_seed(iteration, attempt))
         return post
@@ -252,11 +264,11 @@ class Campaign:
         if self.mind is not None and self._mind_iter == iteration - 1 and iteration != last_refresh:
             return  # up to date: additions were folded in at the end of the previous iteration
         # rebuild: embed with F_{last_refresh-1}, reset with what was labeled before, replay additions since
-        current = self.trainer.state_dict()
+        current = self.net.state_dict()
         if last_refresh != iteration:
-            self.trainer.load_state_dict(self.store.iteration_state(last_refresh - 1)[2])
+            self.net.load_state_dict(self.store.iteration_state(last_refresh - 1)[2])
         E = self.learner.embed(self.pool.X)
-        self.trainer.load_state_dict(current)
+        self.net.load_state_dict(current)
         by_iter = self.store.db.execute(
             "SELECT item_id, iteration FROM items WHERE status=? ORDER BY seq", (LABELED,)).fetchall()
         before = [i for i, it in by_iter if it < last_refresh]
@@ -369,7 +381,7 @@ class Campaign:
         cfg, info, self.timings = self.cfg, {}, {}
         t0 = time.perf_counter()
         self._secure_holdout(iteration)
-        prev_state = None if iteration == 0 else self.trainer.state_dict()
+        prev_state = None if iteration == 0 else self.net.state_dict()
         prev_acc = None if iteration == 0 else self._secured_accuracy()[0]
 
         with self._stage("query"):
@@ -398,7 +410,7 @@ class Campaign:
                 # F_i lost more than epsilon on S: roll back to F_{i-1} and re-examine D'
                 rejected = self.learner.predict_proba(self.pool.X[self.pool.positions(answered)])
                 info.update(secured_check="re-examined", rejected_secured_acc=acc_s)
-                self.trainer.load_state_dict(prev_state)
+                self.net.load_state_dict(prev_state)
                 self._reexamine(iteration, answered, rejected, info)
                 post = self._fit(iteration, 1, prev_state)
                 acc_s, _ = self._secured_accuracy()
@@ -416,7 +428,7 @@ class Campaign:
         metrics["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
         metrics["seconds"] = time.perf_counter() - t0
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
-        self.store.complete_iteration(iteration, metrics, state, self.trainer.state_dict())
+        self.store.complete_iteration(iteration, metrics, state, self.net.state_dict())
         self.prev_metrics, self.prev_state = metrics, state
         return IterationResult(iteration, metrics, stop)
 
@@ -465,7 +477,7 @@ class Campaign:
     def run(self, progress: bool = True) -> IterationResult | None:
         from tqdm import tqdm
 
-        self.trainer.progress = progress
+        self.net.progress = progress
         if self.augmenter is not None:
             self.augmenter.progress = progress
         start = self._load_state()

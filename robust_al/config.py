@@ -5,7 +5,7 @@ from pathlib import Path
 from typing import Any, Literal, Optional
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 
 class _Strict(BaseModel):
@@ -76,6 +76,19 @@ class ModelConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     device: str = "auto"
     warm_start: bool = True
+    learner: str = Field("two-stage", description="'two-stage' (trust-weighted DS, then the network) or a crowd "
+                         "learner: mv, ds, crowdlayer-mw/-vw/-vwb, aggnet, alfc, malc, alfc-clpm, malc-clpm")
+    learner_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {eps: 0.03, alpha: 0.5}")
+    trust_prior: float = Field(0.0, ge=0, description="labels' worth of the trust-seeded confusion prior")
+
+    @field_validator("learner")
+    @classmethod
+    def _known_learner(cls, v: str) -> str:
+        from robust_al.crowd.learners import LEARNERS
+
+        if v != "two-stage" and v not in LEARNERS:
+            raise ValueError(f"expected 'two-stage' or one of {sorted(LEARNERS)}")
+        return v
 
 
 class AggregationConfig(_Strict):

@@ -138,3 +138,15 @@ def test_secured_check_reexamines_and_cuts_only_the_liar(tmp_path, tiny):
     assert not cuts.empty and (cuts["worker"] == "liar0").all()
     trust = result.metrics["trust"]
     assert trust["liar0"] < min(t for w, t in trust.items() if w != "liar0")
+
+
+@pytest.mark.parametrize("learner", ["malc", "crowdlayer-mw"])
+def test_the_loop_trains_any_crowd_learner(tmp_path, tiny, learner):
+    cfg = tiny(**{"model.learner": learner, "model.epochs": 6, "model.trust_prior": 5.0, "model.min_steps": 120,
+                  "model.learner_options": {"pgd_steps": 3} if learner in ("alfc", "malc") else {},
+                  "stop.budget": 180})
+    camp = Campaign.create(cfg, tmp_path / "run", echo=None)
+    result = camp.run(progress=False)
+    assert camp.augmenter.clf.model is camp.net.model  # ART attacks the learner's live network
+    assert result.metrics["test_acc"] > 0.6
+    assert result.metrics["trust"]["malicious0"] < 0.9

@@ -22,7 +22,7 @@ pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installe
 
 from robust_al.labelstudio import server as ls_server  # noqa: E402
 from robust_al.labelstudio.client import (  # noqa: E402
-    LabelStudioClient, annotations_from_export, class_names_from_config, label_config)
+    LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config)
 from robust_al.labelstudio.users import annotate, create_annotator  # noqa: E402
 from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event  # noqa: E402
 
@@ -176,6 +176,22 @@ def test_three_annotators_export_user_ids(client, annotators):
     assert (a.annotation_id, a.item_id, a.user_id, a.label) == (new["id"], 5, annotators[1][0], 3)
 
 
+def test_foreign_writes_are_visible(client, annotators):
+    """Any member may post as someone else or edit anyone's annotation; ``updated_by`` tells the truth."""
+    p = client.create_project("attribution", CLASSES)
+    t = client.import_tasks(p, [{"item_id": 70}, {"item_id": 71}])
+    (u0, tok0), (u1, tok1) = annotators[:2]
+    r = httpx.post(f"{client.url}/api/tasks/{t[0]}/annotations/", headers={"Authorization": f"Token {tok0}"},
+                   json={"result": [{"from_name": "label", "to_name": "item", "type": "choices",
+                                     "value": {"choices": [CLASSES[0]]}}], "completed_by": u1})
+    assert r.status_code == 201  # accepted: the open-source server has no per-user permissions
+    honest = annotate(client.url, tok1, t[1], CLASSES[1])
+    got = {a.annotation_id: a for a in client.export_annotations(p)}
+    spoofed = got[r.json()["id"]]
+    assert (spoofed.user_id, spoofed.updated_by, spoofed.foreign_write) == (u1, u0, True)
+    assert not got[honest["id"]].foreign_write and got[honest["id"]].updated_by == u1
+
+
 def test_webhook_delivers_annotation_and_duplicates_are_detected(client, annotators):
     p = client.create_project("webhook test", CLASSES, maximum_annotations=2)
     task_ids = client.import_tasks(p, [{"item_id": 500 + i} for i in range(3)])
@@ -186,9 +202,9 @@ def test_webhook_delivers_annotation_and_duplicates_are_detected(client, annotat
         ev = hook.get(timeout=10)  # sent synchronously while the annotation request is handled
         assert ev.action == "ANNOTATION_CREATED" and ev.project_id == p.id
         assert ev.annotation_ids == [ann["id"]] and ev.item_id == 501
-        from robust_al.labelstudio.client import annotation_from_payload
         conv = annotation_from_payload(ev.annotations[0], ev.task, p)
         assert (conv.item_id, conv.user_id, conv.label, conv.annotation_id) == (501, uid, 1, ann["id"])
+        assert conv.updated_by == uid and not conv.foreign_write
 
         dedup = Deduplicator()
         assert dedup.fresh(ev) == ev.annotations
@@ -208,8 +224,7 @@ def test_webhook_delivers_annotation_and_duplicates_are_detected(client, annotat
         upd = hook.get(timeout=10)
         assert upd.action == "ANNOTATION_UPDATED" and upd.annotation_ids == [ann["id"]]
         assert not dedup.is_duplicate(upd)
-        r = httpx.delete(f"{client.url}/api/annotations/{ann['id']}/", headers={"Authorization": f"Token {client.token}"})
-        r.raise_for_status()
+        client.http.delete(f"/api/annotations/{ann['id']}/").raise_for_status()
         gone = hook.get(timeout=10)
         assert gone.action == "ANNOTATIONS_DELETED" and gone.annotation_ids == [ann["id"]]
 

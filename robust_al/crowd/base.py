@@ -74,16 +74,17 @@ def majority_posteriors(data: CrowdData, n_classes: int) -> torch.Tensor:
     return top.float() / top.float().sum(dim=1, keepdim=True)
 
 
-def confusions_from_posteriors(data: CrowdData, rho: torch.Tensor, n_classes: int, smooth: float = 1e-6
-                               ) -> torch.Tensor:
-    """A-LFC eq. 6: pi^(j)_{kk'} = sum_i rho(t_i=k) 1(y_ij=k') / sum_i rho(t_i=k) 1(y_ij != ⊥); (W, C, C)."""
+def confusions_from_posteriors(data: CrowdData, rho: torch.Tensor, n_classes: int, smooth: float = 1e-6,
+                               prior: torch.Tensor | None = None) -> torch.Tensor:
+    """A-LFC eq. 6: pi^(j)_{kk'} = sum_i rho(t_i=k) 1(y_ij=k') / sum_i rho(t_i=k) 1(y_ij != ⊥); (W, C, C).
+    ``prior`` adds Dirichlet pseudo-counts (the MAP version), e.g. seeded from the campaign's trust."""
     W = len(data.worker_ids)
     num = torch.zeros(W, n_classes, n_classes, device=rho.device)
     # num[w, :, l] += rho[i, :]
     num.index_put_((data.workers[:, None].expand(-1, n_classes),
                     torch.arange(n_classes, device=rho.device)[None, :].expand(len(data.rows), -1),
                     data.labels[:, None].expand(-1, n_classes)), rho[data.rows], accumulate=True)
-    num = num + smooth
+    num = num + smooth + (0.0 if prior is None else prior)
     return num / num.sum(dim=2, keepdim=True)
 
 
@@ -105,32 +106,53 @@ class CrowdLearner:
 
     def __init__(self, n_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (128,),
                  dropout: float = 0.5, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3,
-                 device: str = "auto", seed: int = 0):
+                 device: str = "auto", seed: int = 0, warm_start: bool = False, prior_strength: float = 0.0,
+                 min_steps: int = 0):
         self.n_classes, self.input_shape = n_classes, tuple(input_shape)
         self.hidden, self.dropout = tuple(hidden), dropout
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.device = pick_device(device)
-        self.seed = seed
+        self.seed, self.warm_start, self.prior_strength = seed, warm_start, prior_strength
+        self.min_steps = min_steps
+        self.progress = False
 
-    def _new_model(self, X: np.ndarray) -> torch.nn.Module:
+    def _n_epochs(self, n_items: int) -> int:
+        """``epochs``, or more when that would be fewer than ``min_steps`` gradient steps (tiny labeled sets)."""
+        per_epoch = max(1, -(-n_items // self.batch_size))
+        return max(self.epochs, -(-self.min_steps // per_epoch))
+
+    def init_model(self, X: np.ndarray) -> torch.nn.Module:
+        """A fresh network whose input standardization uses the statistics of ``X`` (no labels involved)."""
         torch.manual_seed(self.seed)
-        model = build_network(self.input_shape, self.n_classes, "auto", self.hidden, self.dropout).to(self.device)
+        self.model = build_network(self.input_shape, self.n_classes, "auto", self.hidden,
+                                   self.dropout).to(self.device)
         Xs = np.asarray(X, dtype=np.float32)
         axes = (0,) if Xs.ndim == 2 else (0, 2, 3)
         mean, std = Xs.mean(axis=axes), Xs.std(axis=axes)
         std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
+        st = self.model.standardize
         with torch.no_grad():
-            model.standardize.mean.copy_(torch.as_tensor(mean, device=self.device).reshape(model.standardize.mean.shape))
-            model.standardize.std.copy_(torch.as_tensor(std, device=self.device).reshape(model.standardize.std.shape))
-        return model
+            st.mean.copy_(torch.as_tensor(mean, device=self.device).reshape(st.mean.shape))
+            st.std.copy_(torch.as_tensor(std, device=self.device).reshape(st.std.shape))
+        return self.model
 
-    def fit(self, X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None = None
-            ) -> "CrowdLearner":
+    def state_dict(self) -> dict:
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+
+    def load_state_dict(self, state: dict) -> None:
+        self.model.load_state_dict(state)
+
+    def fit(self, X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None = None,
+            prior_trust: dict[str, float] | None = None) -> "CrowdLearner":
         """Fit on items ``X`` (rows named by ``item_ids``, default row numbers) and annotations in the long
-        (task, worker, label) form."""
+        (task, worker, label) form. ``prior_trust`` (worker -> trust in [0, 1]) seeds each worker's confusion
+        matrix with a Dirichlet prior worth ``prior_strength`` labels: trust on the diagonal, the rest spread.
+        With ``warm_start`` the current network is trained further instead of a new one."""
         data = encode(X, annotations, item_ids, self.n_classes, self.device)
-        self.model = self._new_model(X)
+        if not (self.warm_start and hasattr(self, "model")):
+            self.init_model(X)
         self.workers_, self.item_ids_ = data.worker_ids, data.item_ids
+        self._prior = self._trust_prior(data, prior_trust)
         self._generator = torch.Generator(device="cpu").manual_seed(self.seed)
         torch.manual_seed(self.seed)
         self._fit(data)
@@ -139,6 +161,16 @@ class CrowdLearner:
 
     def _fit(self, data: CrowdData) -> None:
         raise NotImplementedError
+
+    def _trust_prior(self, data: CrowdData, trust: dict[str, float] | None) -> torch.Tensor | None:
+        """Dirichlet pseudo-counts (W, C, C) from trust, or None."""
+        if not trust or self.prior_strength <= 0:
+            return None
+        C = self.n_classes
+        t = torch.tensor([float(trust.get(w, 1.0 / C)) for w in data.worker_ids], device=self.device)
+        off = ((1 - t) / max(C - 1, 1))[:, None, None].expand(-1, C, C)
+        eye = torch.eye(C, device=self.device)[None]
+        return self.prior_strength * (eye * t[:, None, None] + (1 - eye) * off)
 
     def _batches(self, n: int):
         perm = torch.randperm(n, generator=self._generator).to(self.device)

@@ -48,7 +48,7 @@ class CrowdLayer(CrowdLearner):
         self.layer_ = _Layer(len(data.worker_ids), C, self.kind).to(self.device)
         opt = torch.optim.Adam(list(self.model.parameters()) + list(self.layer_.parameters()), lr=self.lr)
         self.loss_history_ = []
-        for _ in range(self.epochs):
+        for _ in range(self._n_epochs(data.n_items)):
             total = 0.0
             self.model.train()
             for b in self._batches(data.n_items):

@@ -89,10 +89,12 @@ class NeuralEM(CrowdLearner):
         C = self.n_classes
         self._pgd_gen = torch.Generator(device="cpu").manual_seed(self.seed + 1)
         rho = majority_posteriors(data, C)
-        pi = confusions_from_posteriors(data, rho, C)
+        pi = confusions_from_posteriors(data, rho, C, prior=self._prior)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         self.loss_history_ = []
-        for epoch in range(self.epochs):
+        from tqdm import tqdm
+
+        for epoch in tqdm(range(self._n_epochs(data.n_items)), desc=type(self).__name__, leave=False, disable=not self.progress):
             total = 0.0
             for b in self._batches(data.n_items):
                 xb, rho_b = data.X[b], rho[b]
@@ -104,7 +106,7 @@ class NeuralEM(CrowdLearner):
                 opt.step()
                 total += float(loss.detach()) * len(b)
                 with torch.no_grad():
-                    pi = confusions_from_posteriors(data, rho, C)  # eq. 6
+                    pi = confusions_from_posteriors(data, rho, C, prior=self._prior)  # eq. 6
                     self.model.eval()
                     prior = self.alpha * torch.softmax(self.model(xb), 1)
                     if x_adv is not None:
@@ -114,7 +116,7 @@ class NeuralEM(CrowdLearner):
             self.loss_history_.append(total / data.n_items)
             self._end_epoch(data)
         self.posteriors_ = rho.cpu().numpy()
-        self.confusion_matrices_ = confusions_from_posteriors(data, rho, C).cpu().numpy()
+        self.confusion_matrices_ = confusions_from_posteriors(data, rho, C, prior=self._prior).cpu().numpy()
 
 
 class AggNet(NeuralEM):

@@ -33,7 +33,7 @@ class TwoStage(CrowdLearner):
         y = rho.argmax(1)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         self.loss_history_ = []
-        for _ in range(self.epochs):
+        for _ in range(self._n_epochs(data.n_items)):
             total = 0.0
             self.model.train()
             for b in self._batches(data.n_items):
@@ -44,4 +44,4 @@ class TwoStage(CrowdLearner):
                 total += float(loss.detach()) * len(b)
             self.loss_history_.append(total / data.n_items)
         self.posteriors_ = rho.cpu().numpy()
-        self.confusion_matrices_ = confusions_from_posteriors(data, rho, C).cpu().numpy()
+        self.confusion_matrices_ = confusions_from_posteriors(data, rho, C, prior=self._prior).cpu().numpy()

@@ -82,6 +82,16 @@ class LSAnnotation:
     updated_at: str  # ISO 8601, UTC
     was_cancelled: bool
     task_id: int | None = None
+    updated_by: int | None = None  # who last wrote it (not in JSON_MIN)
+
+    @property
+    def foreign_write(self) -> bool:
+        """Last written by someone else than the annotator it is attributed to.
+
+        Open-source Label Studio lets any member post an annotation with another user's ``completed_by``
+        and edit or delete anyone's annotation; ``updated_by`` is set by the server to the real writer.
+        """
+        return self.updated_by is not None and self.updated_by != self.user_id
 
     @property
     def external_id(self) -> str:
@@ -128,7 +138,8 @@ def annotation_from_payload(annotation: dict, task: dict | None, project: Projec
         item_id=int(item_id), user_id=_user_id(annotation["completed_by"]),
         label=names.index(name) if name in names else None, annotation_id=int(annotation["id"]),
         updated_at=str(annotation.get("updated_at") or annotation.get("created_at")),
-        was_cancelled=cancelled, task_id=None if task_id is None else int(_user_id(task_id)))
+        was_cancelled=cancelled, task_id=None if task_id is None else int(_user_id(task_id)),
+        updated_by=None if annotation.get("updated_by") is None else _user_id(annotation["updated_by"]))
 
 
 def annotations_from_export(rows: Iterable[dict], project: Project | Sequence[str]) -> list[LSAnnotation]:

@@ -63,6 +63,10 @@ class LabelStudioError(RuntimeError):
     """The Label Studio server could not be installed, started or reached."""
 
 
+class _PortTaken(LabelStudioError):
+    """Our port was taken between choosing it and the server binding it (the server then moves on)."""
+
+
 def default_venv_dir() -> Path:
     return Path(os.environ.get("ROBUST_AL_LS_VENV") or DEFAULT_VENV).expanduser()
 
@@ -254,6 +258,7 @@ class LabelStudioServer:
             if len(token) <= 5:
                 raise ValueError("Label Studio needs a token longer than 5 characters")
             data_dir.mkdir(parents=True, exist_ok=True)
+            os.chmod(data_dir, 0o700)  # its database holds every user's API token
             if self.use_template:
                 self._ensure_template()
                 self._copy_template(data_dir, username, password, token)
@@ -296,10 +301,17 @@ class LabelStudioServer:
 
     def _launch(self, data_dir: Path, port: int | None, username: str, password: str, token: str,
                 timeout: float) -> None:
-        if port is None:
-            port = free_port()
-        elif not _port_free(port):
-            raise LabelStudioError(f"port {port} on 127.0.0.1 is already in use")
+        for attempt in range(3):
+            try:
+                return self._launch_once(data_dir, port or free_port(), username, password, token, timeout)
+            except _PortTaken:
+                if port is not None or attempt == 2:  # a chosen port, or bad luck three times
+                    raise
+
+    def _launch_once(self, data_dir: Path, port: int, username: str, password: str, token: str,
+                     timeout: float) -> None:
+        if not _port_free(port):
+            raise _PortTaken(f"port {port} on 127.0.0.1 is already in use")
         cmd = [str(self.exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
         log = open(self.log_file, "ab")
         self._log_offset = log.tell()
@@ -340,7 +352,7 @@ class LabelStudioServer:
             except OSError:
                 ports = set()
             if ports and self.port not in ports:
-                raise LabelStudioError(f"label-studio moved to port(s) {sorted(ports)} instead of {self.port}")
+                raise _PortTaken(f"label-studio moved to port(s) {sorted(ports)} instead of {self.port}")
             time.sleep(0.25)
         raise LabelStudioError(f"label-studio did not answer on {self.url} within {timeout:.0f} s\n"
                                f"{self.log_tail()}")
@@ -445,7 +457,11 @@ def main_serve(run_dir: str | Path, port: int | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_term)
     print("starting Label Studio (the first start ever runs migrations, ~40 s) ...", flush=True)
-    srv.start(data_dir, port=port)
+    try:
+        srv.start(data_dir, port=port)
+    except LabelStudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"Label Studio: {srv.url}\n  admin user: {srv.username}\n  password file: {srv.password_file}\n"
           f"  API token file: {srv.token_file}\n  server log: {srv.log_file}\nCtrl-C to stop.", flush=True)
     try:
@@ -462,6 +478,10 @@ def main_serve(run_dir: str | Path, port: int | None = None) -> int:
 
 def main_install() -> int:
     """``robust-al labelstudio install``: build the separate virtualenv (idempotent)."""
-    exe = install(quiet=False)
+    try:
+        exe = install(quiet=False)
+    except LabelStudioError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     print(f"label-studio: {exe}")
     return 0
