@@ -42,6 +42,14 @@ def _trust(args: argparse.Namespace) -> int:
     return 0
 
 
+def _labelstudio(args: argparse.Namespace) -> int:
+    from robust_al.labelstudio import server
+
+    if args.ls_command == "install":
+        return server.main_install()
+    return server.main_serve(args.run_dir, port=args.port)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="robust-al", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -59,6 +67,13 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("trust", help="the trust table of a run, with its history")
     tr.add_argument("run_dir")
     tr.set_defaults(fn=_trust)
+    lsp = sub.add_parser("labelstudio", help="Label Studio in its own venv: install | serve RUN_DIR")
+    ls_sub = lsp.add_subparsers(dest="ls_command", required=True)
+    ls_sub.add_parser("install", help="create ~/.cache/robust-al/labelstudio-venv (or $ROBUST_AL_LS_VENV)")
+    sv = ls_sub.add_parser("serve", help="serve RUN_DIR/labelstudio on 127.0.0.1 until Ctrl-C")
+    sv.add_argument("run_dir")
+    sv.add_argument("--port", type=int, help="default: a free port")
+    lsp.set_defaults(fn=_labelstudio)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     try:
