@@ -73,9 +73,20 @@ class Campaign:
         self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
         pool = self.pool = self.dataset.train
         self.seed = cfg.seed
-        self.annotators = build_annotators(cfg.annotators, self.dataset, cfg.seed)
-        self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
-                           threshold=cfg.trust.threshold, routing=cfg.trust.routing)
+        if cfg.annotators.kind == "labelstudio":
+            from robust_al.annotators.labelstudio import LabelStudioCrowd, read_token
+
+            ls = cfg.annotators.labelstudio
+            self.annotators = []
+            self.crowd = LabelStudioCrowd(self.store, ls.url, read_token(ls.token_env, ls.token_file),
+                                          pool.class_names, k=cfg.annotators.k, threshold=cfg.trust.threshold,
+                                          routing=cfg.trust.routing, wait_seconds=ls.wait_seconds,
+                                          poll_seconds=ls.poll_seconds, webhook=ls.webhook,
+                                          title=f"{ls.title} {cfg.name}")
+        else:
+            self.annotators = build_annotators(cfg.annotators, self.dataset, cfg.seed)
+            self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
+                               threshold=cfg.trust.threshold, routing=cfg.trust.routing)
         m = cfg.model
         aggregator = TrustWeightedDS(pool.n_classes, cfg.aggregation.method)
         if m.learner == "two-stage":

@@ -39,11 +39,28 @@ class LabelerConfig(_Strict):
         return self
 
 
+class LabelStudioConfig(_Strict):
+    url: str = Field(description="the Label Studio server, e.g. http://127.0.0.1:8080")
+    token_env: str = Field("LABEL_STUDIO_TOKEN", description="environment variable holding the API token")
+    token_file: Optional[str] = Field(None, description="or a file holding it (never put a token in a config)")
+    title: str = "robust-al campaign"
+    wait_seconds: float = Field(3600.0, gt=0, description="how long one batch may wait for its answers")
+    poll_seconds: float = Field(2.0, gt=0, description="polling interval (webhooks usually answer first)")
+    webhook: bool = True
+
+
 class AnnotatorsConfig(_Strict):
-    kind: Literal["simulated", "replay"] = "simulated"
+    kind: Literal["simulated", "replay", "labelstudio"] = "simulated"
+    labelstudio: Optional[LabelStudioConfig] = None
     k: int = Field(1, ge=1, description="labelers asked per query")
     labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
     inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
+
+    @model_validator(mode="after")
+    def _labelstudio_needs_its_section(self) -> "AnnotatorsConfig":
+        if self.kind == "labelstudio" and self.labelstudio is None:
+            raise ValueError("annotators.kind = 'labelstudio' needs an 'annotators.labelstudio' section with a url")
+        return self
 
 
 class QueryConfig(_Strict):

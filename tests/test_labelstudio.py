@@ -246,3 +246,79 @@ def test_restart_keeps_annotations(ls, annotators):
         uid, token = annotators[0]
         assert httpx.get(f"{ls.url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}
                          ).json()["id"] == uid
+
+
+# -- a whole campaign against the real server --------------------------------------------------------------
+def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatch):
+    """Simulated users (4 benign, 1 malicious that calls every 1 a 7) sign up and annotate through the API
+    while a campaign runs against the server; the server is restarted mid-campaign."""
+    import threading
+    import time
+
+    from conftest import tiny_config
+    from robust_al.annotators.simulated import BenignAnnotator, MaliciousAnnotator, truth_map
+    from robust_al.campaign import Campaign
+    from robust_al.config import load_config
+    from robust_al.data.loaders import load_digits_dataset
+    from robust_al.labelstudio.simulate import SimulatedUsers
+    from robust_al.store import RunStore
+
+    ds = load_digits_dataset()
+    truth = truth_map(ds.train.ids, ds.train.y)
+    behaviours = [BenignAnnotator(f"sim-benign{i}", truth, 10, pr=0.05, seed=0) for i in range(4)]
+    behaviours.append(MaliciousAnnotator("sim-malicious", truth, 10, target=1, to=7, pr=0.05, seed=0))
+    users = SimulatedUsers(ls.url, ls.token, behaviours, ds.train.class_names).start()
+    monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
+    cfg = load_config(data=tiny_config(**{
+        "annotators": {"kind": "labelstudio", "k": 3, "labelstudio": {
+            "url": ls.url, "token_env": "LS_TEST_TOKEN", "wait_seconds": 120, "poll_seconds": 1.0}},
+        "stop.budget": 270, "stop.max_iterations": 5, "model.epochs": 10}))
+    run_dir = tmp_path / "run"
+    camp = Campaign.create(cfg, run_dir, dataset=ds, echo=None)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(r=camp.run(progress=False)))
+    thread.start()
+    store = RunStore(run_dir)
+    deadline = time.time() + 300
+    while store.last_iteration() is None or store.last_iteration() < 1:
+        assert time.time() < deadline and thread.is_alive(), "the campaign did not get through iteration 1"
+        time.sleep(0.5)
+    port, data_dir = ls.port, ls.data_dir
+    ls.stop()  # a server restart mid-campaign, on the same address
+    time.sleep(2)
+    ls.start(data_dir, port=port, username=ls.username, token=ls.token)
+    thread.join(timeout=600)
+    users.stop()
+    camp.crowd.close()
+    assert not thread.is_alive()
+
+    ann = store.annotations()
+    user_of = {w: f"ls{uid}" for w, uid in users.user_of.items()}
+    by_user = {v: k for k, v in user_of.items()}
+    assert set(ann["worker"]) <= set(by_user)
+    # every stored answer is the one the simulated user with that identity gives for that item
+    behaviour = {b.worker_id: b for b in behaviours}
+    for t, w, label in zip(ann["task"], ann["worker"], ann["label"]):
+        assert behaviour[by_user[w]].annotate([int(t)])[0].label == label
+    # nothing Label Studio holds is missing from the store, and nothing is stored twice
+    client = LabelStudioClient(ls.url, ls.token)
+    in_ls = []
+    for pid in store.get_meta("ls_projects").values():
+        proj = client.get_project(int(pid))
+        in_ls += [(proj.id, a.annotation_id) for a in client.export_annotations(proj) if not a.was_cancelled]
+        tasks = client.export(proj, export_type="JSON", all_tasks=True)
+        held = {i for i, s in store.statuses().items() if s in ("holdout", "retired")}
+        assert held.isdisjoint({t["data"]["item_id"] for t in tasks})  # no holdout item in any task
+    stored = set(store.db.execute("SELECT external_id FROM annotations WHERE external_id IS NOT NULL").fetchall())
+    assert {f"{p}:{a}" for p, a in in_ls} <= {e for (e,) in stored}
+    assert len(ann) == len(set(zip(ann["task"], ann["worker"])))
+    # a webhook delivered twice stores nothing twice
+    proj = client.get_project(int(next(iter(store.get_meta("ls_projects").values()))))
+    some = client.export_annotations(proj)[:5]
+    before = len(store.annotations())
+    camp.crowd.ingest(proj.id, some + some, 0, "query")
+    assert len(store.annotations()) == before
+    # the malicious user ends with the lowest trust
+    trust = result["r"].metrics["trust"]
+    mal = user_of["sim-malicious"]
+    assert trust[mal] < min(t for w, t in trust.items() if w != mal)

@@ -9,8 +9,9 @@ that a clean mistake cannot be "repaired" by the attack; ART 1.20):
 * ``cw``: **C&W-L2 projected to the eps ball.** ``CarliniL2Method`` (:data:`CW_PARAMS`: 10 iterations, 5 binary-
   search steps) finds a small *L2* perturbation, which is then clipped coordinate-wise to ``[-eps, eps]`` (and to
   [0, 1]). This is not the C&W-L-inf attack: ART's ``CarliniLInfMethod`` took 76 s per 100 LabelMe test items
-  (512-d MLP, 10 iterations, this 2-core CPU), i.e. ~15 min per model for the 1188-item test split, against
-  ~13 s per 1000 items for ``CarliniL2Method`` at batch 500 (measured; 10 binary-search steps double that). The
+  (512-d MLP, only 10 iterations, 1 torch thread on this shared 2-core CPU), i.e. ~15 min per model for the
+  1188-item test split, against 10-12 s per 1188 items for ``CarliniL2Method`` at batch 500 (measured the same
+  way; 10 binary-search steps double that; with 2 torch threads on the loaded box it took 95 s). The
   C&W-L2 run does not depend on ``eps``, so :func:`robustness_table` runs it once per model and projects it onto
   every eps of the grid. Projection discards most of an L2-minimal perturbation (on LabelMe its median L-inf size
   is ~0.09), so this attack is much weaker than PGD at the same eps; the unprojected C&W-L2 accuracy is
@@ -27,7 +28,8 @@ import contextlib
 import math
 import time
 import warnings
-from typing import Any, Iterator, Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -37,7 +39,7 @@ from torch import nn
 ATTACKS = ("fgsm", "pgd", "cw", "mim")
 ALL_ATTACKS = ATTACKS + ("cw-margin",)
 EPS_GRID = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03)
-CW_PARAMS = dict(max_iter=10, binary_search_steps=5, learning_rate=0.01, initial_const=0.01, confidence=0.0)
+CW_PARAMS = {"max_iter": 10, "binary_search_steps": 5, "learning_rate": 0.01, "initial_const": 0.01, "confidence": 0.0}
 CW_BATCH = 500  # ART's C&W-L2 is numpy-bound per batch: larger batches are ~2x faster than 64
 
 
@@ -156,7 +158,11 @@ def _cw_margin(model: nn.Module, X: np.ndarray, y: np.ndarray, eps: float, batch
 
 
 def _art_attack(clf, attack: str, eps: float, batch_size: int):
-    from art.attacks.evasion import FastGradientMethod, MomentumIterativeMethod, ProjectedGradientDescent
+    from art.attacks.evasion import (
+        FastGradientMethod,
+        MomentumIterativeMethod,
+        ProjectedGradientDescent,
+    )
 
     if attack == "fgsm":
         return FastGradientMethod(clf, norm=np.inf, eps=eps, batch_size=batch_size)
@@ -269,8 +275,8 @@ def robustness_table(learners: Mapping[str, Any], X: np.ndarray, y: np.ndarray,
     seconds: dict[str, float] = {}
 
     def add(name, setting, attack, eps, acc):
-        rows.append(dict(learner=name, seed=seed, setting=setting, attack=attack, eps=float(eps),
-                         accuracy=float(acc)))
+        rows.append({"learner": name, "seed": seed, "setting": setting, "attack": attack, "eps": float(eps),
+                     "accuracy": float(acc)})
 
     for name, learner in learners.items():
         add(name, "clean", "clean", 0.0, np.mean(_predict(learner, X) == y))

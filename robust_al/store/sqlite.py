@@ -23,7 +23,7 @@ CREATE TABLE IF NOT EXISTS annotations (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     item_id INTEGER NOT NULL, worker TEXT NOT NULL, label INTEGER NOT NULL,
     iteration INTEGER NOT NULL, purpose TEXT NOT NULL, created_at REAL NOT NULL,
-    external_id TEXT, UNIQUE (item_id, worker));
+    external_id TEXT, cancelled INTEGER NOT NULL DEFAULT 0, updated_at TEXT, UNIQUE (item_id, worker));
 CREATE TABLE IF NOT EXISTS predictions (
     item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, label INTEGER NOT NULL, score REAL NOT NULL);
 CREATE TABLE IF NOT EXISTS model_confusions (
@@ -43,6 +43,12 @@ CREATE TABLE IF NOT EXISTS iterations (
     iteration INTEGER PRIMARY KEY, metrics TEXT NOT NULL, state TEXT NOT NULL,
     checkpoint BLOB NOT NULL, completed_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS ann_item ON annotations(item_id);
+CREATE UNIQUE INDEX IF NOT EXISTS ann_external ON annotations(external_id) WHERE external_id IS NOT NULL;
+CREATE TABLE IF NOT EXISTS annotation_changes (
+    external_id TEXT NOT NULL, label INTEGER, cancelled INTEGER NOT NULL, updated_at TEXT, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ls_tasks (
+    project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
+    purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
 """
 
@@ -58,7 +64,7 @@ class RunStore:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "campaign.sqlite"
         # autocommit mode: every statement outside an explicit transaction is durable on return
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0)
+        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=FULL")
         self.db.executescript(SCHEMA)
@@ -84,17 +90,67 @@ class RunStore:
             (int(item_id), str(worker), int(label), int(iteration), purpose, time.time(), external_id),
         )
 
+    def upsert_external(self, external_id: str, item_id: int, worker: str, label: int | None, cancelled: bool,
+                        updated_at: str, iteration: int, purpose: str) -> str:
+        """Store an annotation that lives elsewhere (Label Studio) exactly once, keyed on its external id.
+
+        A redelivered event changes nothing; an edit updates the label (every version is kept in
+        ``annotation_changes``); a cancellation or deletion marks it cancelled, never deletes it. A second
+        answer by the same person on the same item (another project) is kept in ``annotation_changes`` only.
+        Returns 'new', 'updated', 'duplicate' or 'repeat'.
+        """
+        row = self.db.execute("SELECT label, cancelled, updated_at FROM annotations WHERE external_id=?",
+                              (external_id,)).fetchone()
+        lab = -1 if label is None else int(label)
+        with self.db:
+            if row is None:
+                try:
+                    self.db.execute(
+                        "INSERT INTO annotations (item_id, worker, label, iteration, purpose, created_at, external_id,"
+                        " cancelled, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (int(item_id), worker, lab, int(iteration), purpose, time.time(), external_id,
+                         int(bool(cancelled or label is None)), updated_at))
+                    status = "new"
+                except sqlite3.IntegrityError:
+                    status = "repeat"
+            elif (row[0], bool(row[1]), row[2]) == (lab, bool(cancelled or label is None), updated_at) or \
+                    (row[2] is not None and updated_at is not None and updated_at < row[2]):
+                return "duplicate"
+            else:
+                self.db.execute("UPDATE annotations SET label=?, cancelled=?, updated_at=? WHERE external_id=?",
+                                (lab, int(bool(cancelled or label is None)), updated_at, external_id))
+                status = "updated"
+            self.db.execute("INSERT INTO annotation_changes VALUES (?, ?, ?, ?, ?)",
+                            (external_id, lab, int(bool(cancelled or label is None)), updated_at, time.time()))
+        return status
+
+    def cancel_external(self, external_id: str) -> None:
+        """An annotation deleted at the source: keep it, marked cancelled."""
+        with self.db:
+            self.db.execute("UPDATE annotations SET cancelled=1 WHERE external_id=?", (external_id,))
+            self.db.execute("INSERT INTO annotation_changes VALUES (?, NULL, 1, NULL, ?)", (external_id, time.time()))
+
+    def set_ls_tasks(self, project: int, item_ids, task_ids, iteration: int, purpose: str) -> None:
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO ls_tasks VALUES (?, ?, ?, ?, ?)",
+                                [(int(project), int(i), int(t), int(iteration), purpose)
+                                 for i, t in zip(item_ids, task_ids)])
+
+    def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
+        q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
+        return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))
+
     def get_annotation(self, item_id: int, worker: str) -> int | None:
         row = self.db.execute(
-            "SELECT label FROM annotations WHERE item_id=? AND worker=?", (int(item_id), str(worker))
+            "SELECT label FROM annotations WHERE item_id=? AND worker=? AND cancelled=0", (int(item_id), str(worker))
         ).fetchone()
         return None if row is None else int(row[0])
 
     def annotations(self, item_ids: Iterable[int] | None = None) -> pd.DataFrame:
         """All annotations (or those on ``item_ids``) in crowd-kit's long format plus bookkeeping columns."""
         df = pd.read_sql_query(
-            "SELECT id, item_id AS task, worker, label, iteration, purpose, created_at FROM annotations"
-            " ORDER BY id", self.db)
+            "SELECT id, item_id AS task, worker, label, iteration, purpose, created_at, external_id FROM annotations"
+            " WHERE cancelled = 0 ORDER BY id", self.db)
         if item_ids is not None:
             df = df[df["task"].isin(list(item_ids))]
         return df.reset_index(drop=True)

@@ -100,7 +100,8 @@ class TrustLedger:
         Scores are recomputed with each new model rather than frozen when a label arrives, so early, poorly
         informed estimates stop counting once better ones exist. One event per labeler whose score moved."""
         table = reliability(loo, n_classes, self.initial, self.n0)
-        for worker in sorted(self.trust):
+        # labelers appear as they first answer (a live Label Studio crowd); pseudo-workers (the model) have none
+        for worker in sorted(set(self.trust) | {w for w in table.index if not str(w).startswith("__")}):
             if worker not in table.index:
                 continue
             new = (float(table.loc[worker, "score"]), float(table.loc[worker, "n"]))

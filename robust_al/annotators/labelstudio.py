@@ -1,0 +1,250 @@
+"""A live Label Studio project as the campaign's crowd.
+
+Each query becomes a task (its data carries the pool item id; the current model's prediction goes in as a
+pre-annotation with its score). Answers arrive by webhook (a listener on loopback) and, as a fallback, by
+polling a filtered export of the batch's tasks; each annotation's ``completed_by`` user becomes a labeler
+(``ls<user id>``) in the trust ledger, and each annotation is stored exactly once (keyed on its Label Studio
+id), edits and cancellations included. Re-examination by h labelers uses a second project whose tasks allow
+h annotations (``maximum_annotations``), so h different people answer.
+
+What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler under the
+trust threshold cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
+(0 by default) and do not count toward the k answers an item needs. Likewise a person cannot be excluded from
+re-examining an item they labeled; their re-examination answer is ignored.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import time
+from pathlib import Path
+from typing import Callable, Sequence
+
+import numpy as np
+
+from robust_al.annotators.base import Answer
+from robust_al.annotators.crowd import HoldoutLeak
+from robust_al.store import RunStore
+
+log = logging.getLogger(__name__)
+
+LS_PREFIX = "ls"
+
+
+def worker_name(user_id: int) -> str:
+    return f"{LS_PREFIX}{int(user_id)}"
+
+
+def read_token(token_env: str | None, token_file: str | None) -> str:
+    """The API token, from the environment or a file, never from a config (so never in a log or the store)."""
+    if token_env and os.environ.get(token_env):
+        return os.environ[token_env].strip()
+    if token_file and Path(token_file).expanduser().exists():
+        return Path(token_file).expanduser().read_text().strip()
+    raise ValueError(f"annotators.labelstudio: no API token: set the environment variable {token_env!r}"
+                     + (f" or create {token_file}" if token_file else " or give token_file"))
+
+
+class LabelStudioCrowd:
+    """The crowd interface of :class:`robust_al.annotators.Crowd`, backed by a Label Studio server."""
+
+    def __init__(self, store: RunStore, url: str, token: str, class_names: Sequence[str], k: int = 1,
+                 threshold: float = 0.0, routing: bool = True, wait_seconds: float = 3600.0,
+                 poll_seconds: float = 2.0, webhook: bool = True, title: str = "robust-al"):
+        from robust_al.labelstudio.client import LabelStudioClient
+
+        self.store, self.url, self.k = store, url, k
+        self.client = LabelStudioClient(url, token)
+        self.class_names = [str(c) for c in class_names]
+        self.threshold, self.routing = threshold, routing
+        self.wait_seconds, self.poll_seconds = wait_seconds, poll_seconds
+        self.title = title
+        self.forbidden: set[int] = set()
+        self.asked = 0
+        self._projects: dict[str, object] = {}
+        self._webhook = webhook
+        self.listener = None
+        self._seen: set[tuple[str, str]] = set()
+
+    # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
+    @property
+    def workers(self) -> list[str]:
+        rows = self.store.db.execute("SELECT DISTINCT worker FROM annotations WHERE worker LIKE ?",
+                                     (f"{LS_PREFIX}%",)).fetchall()
+        return sorted(w for (w,) in rows)
+
+    def eligible_workers(self, trust: Callable[[str], float]) -> list[str]:
+        ws = [w for w in self.workers if not self.routing or trust(w) >= self.threshold]
+        return ws or self.workers
+
+    def answerable(self, item_ids: np.ndarray, trust: Callable[[str], float]) -> np.ndarray:
+        item_ids = np.asarray(item_ids, dtype=np.int64)
+        return ~np.isin(item_ids, np.fromiter(self.forbidden, dtype=np.int64, count=len(self.forbidden)))
+
+    def close(self) -> None:
+        if self.listener is not None:
+            self.listener.stop()
+            self.listener = None
+
+    # -- projects and tasks ------------------------------------------------------------------------------------
+    def project(self, kind: str, n: int):
+        """The project for ``kind`` ('query' or 'reexam') with n answers per task, created once per run."""
+        key = f"{kind}:{n}"
+        if key in self._projects:
+            return self._projects[key]
+        known = self.store.get_meta("ls_projects", {})
+        if key in known:
+            proj = self.client.get_project(int(known[key]))
+        else:
+            proj = self.client.create_project(f"{self.title} {kind} x{n}", self.class_names, maximum_annotations=n)
+            known[key] = proj.id
+            self.store.set_meta("ls_projects", known)
+        if self._webhook:
+            self._ensure_listener(proj)
+        self._projects[key] = proj
+        return proj
+
+    def _ensure_listener(self, proj) -> None:
+        from robust_al.labelstudio.webhook import WebhookListener
+
+        if self.listener is None:
+            self.listener = WebhookListener()
+            self.listener.start()
+        hooks = self.store.get_meta("ls_webhooks", {})
+        if hooks.get(str(proj.id)) != self.listener.url:
+            self.client.create_webhook(proj, self.listener.url)
+            hooks[str(proj.id)] = self.listener.url
+            self.store.set_meta("ls_webhooks", hooks)
+
+    def _tasks(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
+        """item -> task in ``proj``; tasks are imported once (a resumed run finds them in the store). The
+        model's out-of-sample prediction stored for the item becomes the task's pre-annotation."""
+        pred = self.store.predictions().set_index("item_id")
+        predictions = {int(i): (int(r.label), float(r.score)) for i, r in pred.iterrows()}
+        have = self.store.ls_tasks(proj.id)
+        mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
+        new = [int(i) for i in item_ids if int(i) not in mapping]
+        if new:
+            items = []
+            for i in new:
+                it: dict = {"item_id": i}
+                if i in predictions:
+                    label, score = predictions[i]
+                    it["prediction"] = {"label": int(label), "score": float(score)}
+                items.append(it)
+            task_ids = self.client.import_tasks(proj, items, model_version=f"robust-al-iter{iteration}")
+            self.store.set_ls_tasks(proj.id, new, task_ids, iteration, purpose)
+            mapping.update(zip(new, task_ids))
+        return {int(i): mapping[int(i)] for i in item_ids}
+
+    # -- answers -----------------------------------------------------------------------------------------------
+    @staticmethod
+    def external_id(project_id: int, annotation_id: int) -> str:
+        """The store key of a Label Studio annotation: unique per server, and it says which project it is in."""
+        return f"{int(project_id)}:{int(annotation_id)}"
+
+    def ingest(self, project_id: int, annotations, iteration: int, purpose: str) -> int:
+        """Store Label Studio annotations (from a webhook or an export) exactly once; returns how many were new."""
+        new = 0
+        for a in annotations:
+            if a.foreign_write:
+                log.warning("annotation %s attributed to user %s was written by user %s", a.annotation_id,
+                            a.user_id, a.updated_by)
+            status = self.store.upsert_external(self.external_id(project_id, a.annotation_id), a.item_id,
+                                                worker_name(a.user_id), a.label, a.was_cancelled, a.updated_at,
+                                                iteration, purpose)
+            new += status == "new"
+        return new
+
+    def _drain_webhooks(self, projects: dict[int, object], iteration: int, purpose: str) -> None:
+        from robust_al.labelstudio.client import annotation_from_payload
+
+        if self.listener is None:
+            return
+        for ev in self.listener.drain():
+            if ev.action == "ANNOTATIONS_DELETED":
+                for aid in ev.annotation_ids:
+                    self.store.cancel_external(self.external_id(ev.project_id, aid))
+                continue
+            proj = projects.get(ev.project_id)
+            if proj is None or ev.task is None:
+                continue
+            anns = [annotation_from_payload(a, ev.task, proj) for a in ev.annotations]
+            self.ingest(proj.id, [a for a in anns if a is not None], iteration, purpose)
+
+    def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], trust) -> dict[int, list[Answer]]:
+        """Usable answers per item in ``proj``: not cancelled, not by an excluded or untrusted labeler."""
+        out: dict[int, list[Answer]] = {i: [] for i in tasks}
+        rows = self.store.db.execute(
+            "SELECT item_id, worker, label FROM annotations WHERE cancelled = 0 AND external_id LIKE ? ORDER BY id",
+            (f"{proj.id}:%",)).fetchall()
+        for item, worker, label in rows:
+            if int(item) not in out or worker in exclude.get(int(item), set()):
+                continue  # no assignment in open source: an excluded person's re-examination is ignored
+            if self.routing and trust(worker) < self.threshold:
+                continue
+            out[int(item)].append(Answer(int(item), worker, int(label)))
+        return out
+
+    def _poll(self, proj, tasks: dict[int, int], iteration: int, purpose: str) -> None:
+        self.ingest(proj.id, self.client.export_annotations(proj, task_ids=list(tasks.values())), iteration, purpose)
+
+    def _retry(self, fn, deadline: float):
+        """Call ``fn`` until it gets through: a server restart must not cost the campaign its batch."""
+        import httpx
+
+        while True:
+            try:
+                return fn()
+            except httpx.TransportError as e:
+                if time.time() > deadline:
+                    raise
+                log.warning("Label Studio unreachable (%s); retrying", e)
+                time.sleep(1.0)
+
+    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
+            n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
+        """Put the items to the project and wait (webhooks, polling as fallback) until each has n usable
+        answers or ``wait_seconds`` pass; returns the answers collected so far."""
+        item_ids = [int(i) for i in item_ids]
+        leaked = [i for i in item_ids if i in self.forbidden]
+        if leaked:
+            raise HoldoutLeak(f"item {leaked[0]} belongs to the secured holdout and must never reach an annotator")
+        if not item_ids:
+            return []
+        n = self.k if n_per_item is None else n_per_item
+        deadline = time.time() + self.wait_seconds
+        proj = self._retry(lambda: self.project("query" if purpose == "query" else "reexam", n), deadline)
+        tasks = self._retry(lambda: self._tasks(proj, item_ids, iteration, purpose), deadline)
+        exclude = exclude or {}
+        last_poll = 0.0
+        while True:
+            self._drain_webhooks({proj.id: proj}, iteration, purpose)
+            if time.time() - last_poll >= self.poll_seconds:
+                try:
+                    self._poll(proj, tasks, iteration, purpose)
+                except Exception as e:  # the server may be restarting: keep what we have, try again
+                    log.warning("polling Label Studio failed (%s); retrying", e)
+                last_poll = time.time()
+            answers = self._answers(proj, tasks, exclude, trust)
+            if all(len(a) >= n for a in answers.values()) or time.time() > deadline:
+                break
+            time.sleep(min(0.2, self.poll_seconds))
+        self.asked += sum(len(a) for a in answers.values())
+        return [a for i in item_ids for a in answers[i][:n]]
+
+    def sync(self) -> int:
+        """Pull every annotation of the run's projects made while the campaign was not running (filtered
+        export of changed tasks since the last sync); returns how many were new."""
+        since = self.store.get_meta("ls_last_sync")
+        new = 0
+        started = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 1))
+        for key, pid in sorted(self.store.get_meta("ls_projects", {}).items()):
+            proj = self.client.get_project(int(pid))
+            tasks = self.store.ls_tasks(proj.id)
+            it_of = dict(zip(tasks["item_id"].astype(int), tasks["iteration"].astype(int)))
+            purpose_of = dict(zip(tasks["item_id"].astype(int), tasks["purpose"]))
+            for a in self.client.export_annotations(proj, since=since):
+                new += self.ingest(proj.id, [a], it_of.get(a.item_id, -1), purpose_of.get(a.item_id, key.split(":")[0]))
+        self.store.set_meta("ls_last_sync", started)
+        return new

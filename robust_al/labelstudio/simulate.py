@@ -1,0 +1,86 @@
+"""Simulated annotators on a real Label Studio server.
+
+Each simulated labeler (benign, malicious, spammer, colluding: :mod:`robust_al.annotators.simulated`) signs up
+as a real user through the invite link, gets its own API token, and annotates through the API: it asks the
+server for its next task (``/api/projects/{id}/next``, which honours the task overlap and never serves a
+user a task it already annotated) and answers with its behaviour's label for the item in the task's data.
+So a whole campaign runs against a real server, with a malicious user whose trust must fall.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from typing import Sequence
+
+import httpx
+
+from robust_al.annotators.simulated import SimulatedAnnotator
+from robust_al.labelstudio.users import annotate, create_annotator
+
+log = logging.getLogger(__name__)
+
+
+class SimulatedUsers:
+    """Simulated labelers as Label Studio users, answering the run's projects in a background thread."""
+
+    def __init__(self, url: str, admin_token: str, behaviours: Sequence[SimulatedAnnotator],
+                 class_names: Sequence[str], password: str = "simulated-pw-1", delay: float = 0.0):
+        self.url, self.admin_token = url.rstrip("/"), admin_token
+        self.class_names = [str(c) for c in class_names]
+        self.delay = delay
+        self.users: list[tuple[SimulatedAnnotator, int, str]] = []
+        for b in behaviours:
+            uid, token = create_annotator((self.url, admin_token), f"{b.worker_id}@simulated.local", password)
+            self.users.append((b, uid, token))
+        self.user_of = {b.worker_id: uid for b, uid, _ in self.users}
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.posted = 0
+
+    def projects(self) -> list[int]:
+        r = httpx.get(f"{self.url}/api/projects/", headers={"Authorization": f"Token {self.admin_token}"},
+                      params={"page_size": 1000}, timeout=60)
+        r.raise_for_status()
+        body = r.json()
+        return sorted(int(p["id"]) for p in (body["results"] if isinstance(body, dict) else body))
+
+    def step(self, client: httpx.Client) -> int:
+        """Every user answers at most one task of each project; returns how many annotations were posted."""
+        posted = 0
+        for project in self.projects():
+            for behaviour, _, token in self.users:
+                r = client.get(f"/api/projects/{project}/next", headers={"Authorization": f"Token {token}"})
+                if r.status_code != 200:
+                    continue
+                task = r.json()
+                item = task.get("data", {}).get("item_id")
+                if item is None or not behaviour.can_answer(int(item)):
+                    continue
+                (answer,) = behaviour.annotate([int(item)])
+                annotate(self.url, token, int(task["id"]), self.class_names[answer.label], client=client)
+                posted += 1
+                if self.delay:
+                    time.sleep(self.delay)
+        self.posted += posted
+        return posted
+
+    def run(self, idle_sleep: float = 0.3) -> None:
+        with httpx.Client(base_url=self.url, timeout=60) as client:
+            while not self._stop.is_set():
+                try:
+                    if self.step(client) == 0:
+                        self._stop.wait(idle_sleep)
+                except httpx.HTTPError as e:  # the server may be restarting
+                    log.warning("simulated users: %s; retrying", e)
+                    self._stop.wait(1.0)
+
+    def start(self) -> "SimulatedUsers":
+        self._thread = threading.Thread(target=self.run, daemon=True, name="ls-simulated-users")
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=30)
