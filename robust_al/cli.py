@@ -47,7 +47,46 @@ def _labelstudio(args: argparse.Namespace) -> int:
 
     if args.ls_command == "install":
         return server.main_install()
-    return server.main_serve(args.run_dir, port=args.port)
+    if args.ls_command == "serve":
+        return server.main_serve(args.run_dir, port=args.port)
+    if args.ls_command == "sync":
+        from robust_al.campaign import Campaign
+
+        camp = Campaign.resume(args.run_dir, echo=None)
+        new = camp.crowd.sync()
+        print(f"pulled {new} new annotation(s) into {camp.store.path}")
+        return 0
+    return _simulate(args)
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    """Simulated labelers of the run's config (annotators.labelers) as real users of its Label Studio."""
+    import time
+
+    from robust_al.annotators.factory import simulated_labelers
+    from robust_al.annotators.labelstudio import read_token
+    from robust_al.annotators.simulated import truth_map
+    from robust_al.data.loaders import load_dataset
+    from robust_al.labelstudio.simulate import SimulatedUsers
+
+    cfg = load_config(args.config, args.set)
+    ls = cfg.annotators.labelstudio
+    if cfg.annotators.kind != "labelstudio" or ls is None:
+        print("error: the config's annotators.kind must be 'labelstudio'", file=sys.stderr)
+        return 2
+    pool = load_dataset(cfg.data.name, **cfg.data.options).train
+    behaviours = simulated_labelers(cfg.annotators.labelers, truth_map(pool.ids, pool.y), pool.n_classes, cfg.seed)
+    users = SimulatedUsers(ls.url, read_token(ls.token_env, ls.token_file), behaviours, pool.class_names,
+                           password=args.password).start()
+    print(f"{len(users.users)} simulated users answering at {ls.url}: "
+          + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)")
+    try:
+        while True:
+            time.sleep(1)
+    except KeyboardInterrupt:
+        users.stop()
+    print(f"posted {users.posted} annotations")
+    return 0
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -67,12 +106,18 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("trust", help="the trust table of a run, with its history")
     tr.add_argument("run_dir")
     tr.set_defaults(fn=_trust)
-    lsp = sub.add_parser("labelstudio", help="Label Studio in its own venv: install | serve RUN_DIR")
+    lsp = sub.add_parser("labelstudio", help="Label Studio: install | serve RUN_DIR | sync RUN_DIR | simulate CONFIG")
     ls_sub = lsp.add_subparsers(dest="ls_command", required=True)
     ls_sub.add_parser("install", help="create ~/.cache/robust-al/labelstudio-venv (or $ROBUST_AL_LS_VENV)")
     sv = ls_sub.add_parser("serve", help="serve RUN_DIR/labelstudio on 127.0.0.1 until Ctrl-C")
     sv.add_argument("run_dir")
     sv.add_argument("--port", type=int, help="default: a free port")
+    sy = ls_sub.add_parser("sync", help="pull annotations made while the campaign was not running")
+    sy.add_argument("run_dir")
+    sm = ls_sub.add_parser("simulate", help="sign up the config's simulated labelers as users and let them annotate")
+    sm.add_argument("config")
+    sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    sm.add_argument("--password", default="simulated-pw-1", help="password of the simulated users (>= 8 chars)")
     lsp.set_defaults(fn=_labelstudio)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

@@ -10,7 +10,7 @@ from robust_al.config import ConfigError, load_config
 
 
 def test_shipped_configs_validate():
-    for name in ("digits", "cifar2", "labelme"):
+    for name in ("digits", "cifar2", "labelme", "labelstudio"):
         load_config(f"configs/{name}.yaml")
 
 

@@ -318,6 +318,12 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
     before = len(store.annotations())
     camp.crowd.ingest(proj.id, some + some, 0, "query")
     assert len(store.annotations()) == before
+    # an annotation made while the campaign is not running arrives with `sync` (a filtered pull, not a walk)
+    free = next(int(i) for i in ds.train.ids if int(i) not in store.statuses())
+    (tid,) = client.import_tasks(proj, [{"item_id": free}])
+    annotate(ls.url, users.users[0][2], tid, ds.train.class_names[0])
+    assert camp.crowd.sync() == 1 and camp.crowd.sync() == 0
+    assert (store.annotations()["task"] == free).sum() == 1
     # the malicious user ends with the lowest trust
     trust = result["r"].metrics["trust"]
     mal = user_of["sim-malicious"]
