@@ -126,14 +126,7 @@ class CrowdLearner:
         torch.manual_seed(self.seed)
         self.model = build_network(self.input_shape, self.n_classes, "auto", self.hidden,
                                    self.dropout).to(self.device)
-        Xs = np.asarray(X, dtype=np.float32)
-        axes = (0,) if Xs.ndim == 2 else (0, 2, 3)
-        mean, std = Xs.mean(axis=axes), Xs.std(axis=axes)
-        std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
-        st = self.model.standardize
-        with torch.no_grad():
-            st.mean.copy_(torch.as_tensor(mean, device=self.device).reshape(st.mean.shape))
-            st.std.copy_(torch.as_tensor(std, device=self.device).reshape(st.std.shape))
+        self.model.standardize.fit(X)
         return self.model
 
     def state_dict(self) -> dict:

@@ -27,6 +27,19 @@ class Standardize(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return (x - self.mean) / self.std
 
+    @torch.no_grad()
+    def fit(self, X: np.ndarray) -> "Standardize":
+        """Mean and std of ``X`` per feature (per channel for images)."""
+        X = np.asarray(X, dtype=np.float32)
+        axes = (0,) if X.ndim == 2 else (0, 2, 3)
+        mean, std = X.mean(axis=axes), X.std(axis=axes)
+        # a floor, so that near-constant inputs (blank digit pixels) do not turn a 0.01 change into many stds
+        # and make the network trivially attackable there
+        std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
+        self.mean.copy_(torch.as_tensor(mean.reshape(self.mean.shape), device=self.mean.device))
+        self.std.copy_(torch.as_tensor(std.reshape(self.std.shape), device=self.std.device))
+        return self
+
 
 class MLP(nn.Module):
     """Features -> hidden layers (ReLU, dropout) = ``features`` (the penultimate layer) -> ``head``."""
@@ -100,15 +113,7 @@ class NetworkTrainer:
 
     def set_input_statistics(self, X: np.ndarray) -> None:
         """Standardize inputs with the mean/std of ``X`` (the whole unlabeled pool: no labels involved)."""
-        X = np.asarray(X, dtype=np.float32)
-        axes = (0,) if X.ndim == 2 else (0, 2, 3)
-        mean, std = X.mean(axis=axes, keepdims=True)[0], X.std(axis=axes, keepdims=True)[0]
-        # a floor, so that near-constant inputs (blank digit pixels) do not turn a 0.01 change into many stds
-        # and make the network trivially attackable there
-        std = np.maximum(std, 0.1 * float(std.mean()) + 1e-6)
-        st = self.model.standardize
-        st.mean.copy_(torch.as_tensor(mean.reshape(st.mean.shape), device=st.mean.device))
-        st.std.copy_(torch.as_tensor(std.reshape(st.std.shape), device=st.std.device))
+        self.model.standardize.fit(X)
 
     def state_dict(self) -> dict:
         return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
