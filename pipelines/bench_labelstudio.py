@@ -41,6 +41,44 @@ def timed(fn, *a, **kw):
     return out, time.perf_counter() - t
 
 
+def campaign_latency(srv, run_dir: Path) -> list[float]:
+    """A small campaign against the server with 5 simulated users (one malicious); for each batch, seconds
+    from the last annotation Label Studio recorded to the trust update the campaign stored."""
+    import sqlite3
+
+    from robust_al.annotators.simulated import BenignAnnotator, MaliciousAnnotator, truth_map
+    from robust_al.campaign import Campaign
+    from robust_al.config import load_config
+    from robust_al.data.loaders import load_digits_dataset
+    from robust_al.labelstudio.client import parse_time
+    from robust_al.labelstudio.simulate import SimulatedUsers
+
+    ds = load_digits_dataset()
+    truth = truth_map(ds.train.ids, ds.train.y)
+    crowd = [BenignAnnotator(f"bench-benign{i}", truth, 10, pr=0.05) for i in range(4)]
+    crowd.append(MaliciousAnnotator("bench-malicious", truth, 10, target=1, to=7, pr=0.05))
+    users = SimulatedUsers(srv.url, srv.token, crowd, ds.train.class_names).start()
+    os.environ["ROBUST_AL_BENCH_TOKEN"] = srv.token
+    cfg = load_config(data={"name": "ls-bench", "holdout": {"size": 60}, "query": {"initial": 30, "batch": 30},
+                            "annotators": {"kind": "labelstudio", "k": 3, "labelstudio": {
+                                "url": srv.url, "token_env": "ROBUST_AL_BENCH_TOKEN", "poll_seconds": 1.0}},
+                            "model": {"epochs": 10}, "stop": {"budget": 360}})
+    camp = Campaign.create(cfg, run_dir, dataset=ds, echo=None)
+    camp.run(progress=False)
+    users.stop()
+    camp.crowd.close()
+    db = sqlite3.connect(run_dir / "campaign.sqlite")
+    out = []
+    for (it,) in db.execute("SELECT DISTINCT iteration FROM annotations WHERE purpose = 'query'").fetchall():
+        last = max(parse_time(u).timestamp() for (u,) in db.execute(
+            "SELECT updated_at FROM annotations WHERE iteration = ? AND purpose = 'query'", (it,)))
+        (upd,) = db.execute("SELECT MIN(created_at) FROM trust_events WHERE iteration = ?", (it,)).fetchone()
+        if upd is not None:
+            out.append(upd - last)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--tasks", type=int, default=10_000)
@@ -129,6 +167,11 @@ def main() -> None:
                   f"{1e3 * statistics.median(post_hook):.0f} ms with a webhook", flush=True)
 
         c.close()
+        lat = campaign_latency(srv, Path(tempfile.mkdtemp(prefix="robust-al-bench-run-")))
+        figures["annotation_to_trust_update_median_s"] = statistics.median(lat)
+        figures["annotation_to_trust_update_max_s"] = max(lat)
+        print(f"end to end, last annotation of a batch -> trust update stored (digits campaign, MLP, DeepFool): "
+              f"median {statistics.median(lat):.2f} s, max {max(lat):.2f} s over {len(lat)} batches", flush=True)
         _, figures["restart_s"] = timed(srv.restart)
         print(f"restart on the same data: {figures['restart_s']:.2f} s", flush=True)
         srv.stop()
