@@ -9,7 +9,8 @@ h annotations (``maximum_annotations``), so h different people answer.
 
 What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler under the
 trust threshold cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
-(0 by default) and do not count toward the k answers an item needs. Likewise a person cannot be excluded from
+(0 by default) and are not returned as answers, though they do take one of the task's k slots (the server stops
+serving a task once it holds k annotations, so waiting for k *usable* answers could wait forever). Likewise a person cannot be excluded from
 re-examining an item they labeled; their re-examination answer is ignored.
 """
 from __future__ import annotations
@@ -172,19 +173,26 @@ class LabelStudioCrowd:
             anns = [annotation_from_payload(a, ev.task, proj) for a in ev.annotations]
             self.ingest(proj.id, [a for a in anns if a is not None], iteration, purpose)
 
-    def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], trust) -> dict[int, list[Answer]]:
-        """Usable answers per item in ``proj``: not cancelled, not by an excluded or untrusted labeler."""
+    def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], trust
+                 ) -> tuple[dict[int, list[Answer]], dict[int, int]]:
+        """Per item in ``proj``: the usable answers (not cancelled, not by an excluded or untrusted labeler)
+        and how many annotations its task holds in all (Label Studio stops serving a task once it holds
+        ``maximum_annotations``, whoever gave them, so that - not the usable count - says the task is done)."""
         out: dict[int, list[Answer]] = {i: [] for i in tasks}
+        held: dict[int, int] = {i: 0 for i in tasks}
         rows = self.store.db.execute(
-            "SELECT item_id, worker, label FROM annotations WHERE cancelled = 0 AND external_id LIKE ? ORDER BY id",
+            "SELECT item_id, worker, label, cancelled FROM annotations WHERE external_id LIKE ? ORDER BY id",
             (f"{proj.id}:%",)).fetchall()
-        for item, worker, label in rows:
-            if int(item) not in out or worker in exclude.get(int(item), set()):
+        for item, worker, label, cancelled in rows:
+            if int(item) not in out:
+                continue
+            held[int(item)] += 1
+            if cancelled or worker in exclude.get(int(item), set()):
                 continue  # no assignment in open source: an excluded person's re-examination is ignored
             if self.routing and trust(worker) < self.threshold:
                 continue
             out[int(item)].append(Answer(int(item), worker, int(label)))
-        return out
+        return out, held
 
     def _poll(self, proj, tasks: dict[int, int], iteration: int, purpose: str) -> None:
         self.ingest(proj.id, self.client.export_annotations(proj, task_ids=list(tasks.values())), iteration, purpose)
@@ -204,8 +212,8 @@ class LabelStudioCrowd:
 
     def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
             n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
-        """Put the items to the project and wait (webhooks, polling as fallback) until each has n usable
-        answers or ``wait_seconds`` pass; returns the answers collected so far."""
+        """Put the items to the project and wait (webhooks, polling as fallback) until each task holds n
+        annotations or ``wait_seconds`` pass; returns the usable answers collected."""
         item_ids = [int(i) for i in item_ids]
         leaked = [i for i in item_ids if i in self.forbidden]
         if leaked:
@@ -226,8 +234,8 @@ class LabelStudioCrowd:
                 except Exception as e:  # the server may be restarting: keep what we have, try again
                     log.warning("polling Label Studio failed (%s); retrying", e)
                 last_poll = time.time()
-            answers = self._answers(proj, tasks, exclude, trust)
-            if all(len(a) >= n for a in answers.values()) or time.time() > deadline:
+            answers, held = self._answers(proj, tasks, exclude, trust)
+            if all(h >= n for h in held.values()) or time.time() > deadline:
                 break
             time.sleep(min(0.2, self.poll_seconds))
         self.asked += sum(len(a) for a in answers.values())
