@@ -500,15 +500,19 @@ class Campaign:
         result = None
         bar = tqdm(total=self.cfg.stop.max_iterations, initial=start, desc="iterations", disable=not progress,
                    leave=False)
-        for iteration in range(start, self.cfg.stop.max_iterations):
-            result = self.iterate(iteration)
-            bar.update(1)
-            bar.clear()
-            self.echo(format_metrics(iteration, result.metrics, self.cfg.stop.budget))
-            bar.refresh()
-            if result.stop:
-                break
-        bar.close()
+        try:
+            for iteration in range(start, self.cfg.stop.max_iterations):
+                result = self.iterate(iteration)
+                bar.update(1)
+                bar.clear()
+                self.echo(format_metrics(iteration, result.metrics, self.cfg.stop.budget))
+                bar.refresh()
+                if result.stop:
+                    break
+        finally:
+            bar.close()
+            if hasattr(self.crowd, "close"):  # a live crowd's webhook listener
+                self.crowd.close()
         if result is not None:
             self.echo(f"stopped: {result.stop}")
         return result

@@ -77,7 +77,7 @@ def _simulate(args: argparse.Namespace) -> int:
     pool = load_dataset(cfg.data.name, **cfg.data.options).train
     behaviours = simulated_labelers(cfg.annotators.labelers, truth_map(pool.ids, pool.y), pool.n_classes, cfg.seed)
     users = SimulatedUsers(ls.url, read_token(ls.token_env, ls.token_file), behaviours, pool.class_names,
-                           password=args.password).start()
+                           password=args.password, title_prefix=f"{ls.title} {cfg.name}").start()
     print(f"{len(users.users)} simulated users answering at {ls.url}: "
           + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)")
     try:

@@ -267,7 +267,8 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
     truth = truth_map(ds.train.ids, ds.train.y)
     behaviours = [BenignAnnotator(f"sim-benign{i}", truth, 10, pr=0.05, seed=0) for i in range(4)]
     behaviours.append(MaliciousAnnotator("sim-malicious", truth, 10, target=1, to=7, pr=0.05, seed=0))
-    users = SimulatedUsers(ls.url, ls.token, behaviours, ds.train.class_names).start()
+    users = SimulatedUsers(ls.url, ls.token, behaviours, ds.train.class_names,
+                           title_prefix="robust-al campaign tiny").start()
     monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
     cfg = load_config(data=tiny_config(**{
         "annotators": {"kind": "labelstudio", "k": 3, "labelstudio": {

@@ -25,8 +25,10 @@ class SimulatedUsers:
     """Simulated labelers as Label Studio users, answering the run's projects in a background thread."""
 
     def __init__(self, url: str, admin_token: str, behaviours: Sequence[SimulatedAnnotator],
-                 class_names: Sequence[str], password: str = "simulated-pw-1", delay: float = 0.0):
+                 class_names: Sequence[str], password: str = "simulated-pw-1", delay: float = 0.0,
+                 title_prefix: str | None = None):
         self.url, self.admin_token = url.rstrip("/"), admin_token
+        self.title_prefix = title_prefix  # only projects whose title starts with it (one campaign's projects)
         self.class_names = [str(c) for c in class_names]
         self.delay = delay
         self.users: list[tuple[SimulatedAnnotator, int, str]] = []
@@ -43,7 +45,8 @@ class SimulatedUsers:
                       params={"page_size": 1000}, timeout=60)
         r.raise_for_status()
         body = r.json()
-        return sorted(int(p["id"]) for p in (body["results"] if isinstance(body, dict) else body))
+        return sorted(int(p["id"]) for p in (body["results"] if isinstance(body, dict) else body)
+                      if self.title_prefix is None or str(p.get("title", "")).startswith(self.title_prefix))
 
     def step(self, client: httpx.Client) -> int:
         """Every user answers at most one task of each project; returns how many annotations were posted."""
