@@ -224,7 +224,10 @@ class Campaign:
         else:
             self.net.load_state_dict(self.initial_state)
         labeled = self.ids_with(LABELED)
-        aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
+        if isinstance(self.learner, CampaignLearner):  # crowd learners make their own adversarial examples
+            aug_ids, aug_X = np.zeros(0, np.int64), np.zeros((0, *self.pool.input_shape), np.float32)
+        else:
+            aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
         keep = np.isin(aug_ids, labeled)
         self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, ann, self.ledger,
                          extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,

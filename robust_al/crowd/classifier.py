@@ -58,19 +58,18 @@ class CrowdClassifier:
         return self.trainer.embed(X)
 
 
-class CampaignLearner:
+class CampaignLearner(CrowdClassifier):
     """Puts a crowd learner (A-LFC, MALC, Crowd Layer...; :mod:`robust_al.crowd.learners`) behind the interface
     the campaign trains: the campaign's trust-weighted Dawid-Skene still gives the label estimates that trust
     and augmentation need, while the network is fitted by the learner itself from the human annotations (with
-    its own confusion matrices, seeded from trust when ``prior_strength`` > 0). The campaign's ART
+    its own confusion matrices, seeded from trust when its ``prior_strength`` > 0). The campaign's ART
     augmentations are not fed to these learners (the adversarial ones make their own adversarial examples);
     they still measure vulnerability for the stop criterion and N_c.
     """
 
     def __init__(self, learner, aggregator: TrustWeightedDS):
-        self.learner, self.aggregator = learner, aggregator
-
-    aggregate = CrowdClassifier.aggregate
+        super().__init__(learner, aggregator)  # predict_proba / embed come from the learner
+        self.learner = learner
 
     def fit(self, X: np.ndarray, item_ids: np.ndarray, annotations: pd.DataFrame,
             trust: Callable[[str], float] | Mapping[str, float] | None = None,
@@ -85,12 +84,3 @@ class CampaignLearner:
         self.learner.fit(X, human, item_ids, prior_trust=table)
         self.loss_history_ = self.learner.loss_history_
         return self
-
-    def predict_proba(self, X: np.ndarray) -> np.ndarray:
-        return self.learner.predict_proba(X)
-
-    def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
-
-    def embed(self, X: np.ndarray) -> np.ndarray:
-        return self.learner.embed(X)
