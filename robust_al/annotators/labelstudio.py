@@ -65,7 +65,6 @@ class LabelStudioCrowd:
         self._projects: dict[str, object] = {}
         self._webhook = webhook
         self.listener = None
-        self._seen: set[tuple[str, str]] = set()
 
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property

@@ -8,7 +8,8 @@ from sklearn.metrics import silhouette_score
 METHODS = ("kmeans", "kmedoids", "agglomerative")
 
 
-def _nearest(E: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> np.ndarray:
+def nearest_center(E: np.ndarray, centers: np.ndarray, chunk: int = 65536) -> np.ndarray:
+    """Index of the nearest center for every row of E, in chunks."""
     out = np.empty(len(E), dtype=np.int64)
     cc = np.einsum("ij,ij->i", centers, centers)
     for s in range(0, len(E), chunk):
@@ -67,7 +68,7 @@ def cluster_pool(E: np.ndarray, method: str = "kmeans", n_clusters: int | None =
         S = E if len(E) <= sample else E[rng.choice(len(E), sample, replace=False)]
         best, best_score = 2, -np.inf
         for n in range(2, min(max_clusters, len(S) - 1) + 1):
-            lab = _nearest(S, _centers(S, n, method, seed, sample))
+            lab = nearest_center(S, _centers(S, n, method, seed, sample))
             if len(np.unique(lab)) < 2:
                 continue
             score = silhouette_score(S, lab)
@@ -76,4 +77,4 @@ def cluster_pool(E: np.ndarray, method: str = "kmeans", n_clusters: int | None =
         n_clusters = best
     n_clusters = max(1, min(n_clusters, len(E)))
     centers = _centers(E, n_clusters, method, seed, max(sample, 5000))
-    return _nearest(E, centers), centers
+    return nearest_center(E, centers), centers

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from robust_al.query.cluster import cluster_pool
+from robust_al.query.cluster import cluster_pool, nearest_center
 from robust_al.query.distance import MinDistance
 
 
@@ -146,7 +146,7 @@ class ClusterMaxMin(QueryStrategy):
         ok = np.isfinite(v)
         if not ok.any():
             return np.full(k, np.nan)
-        near = np.argmin(((E[ok, None, :] - centers[None]) ** 2).sum(-1), axis=1)
+        near = nearest_center(np.ascontiguousarray(E[ok], dtype=np.float32), centers)
         sums = np.bincount(near, weights=v[ok], minlength=k)
         cnt = np.bincount(near, minlength=k)
         return np.where(cnt > 0, sums / np.maximum(cnt, 1), v[ok].mean())
