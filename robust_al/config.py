@@ -83,7 +83,8 @@ class AugmentConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    network: Literal["auto", "mlp", "cnn"] = "auto"
+    network: Literal["auto", "mlp", "cnn", "frozen"] = Field(
+        "auto", description="frozen = fixed random-feature backbone + trained head (the transfer setting)")
     hidden: list[int] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(30, ge=1)

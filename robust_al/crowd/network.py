@@ -77,6 +77,37 @@ class SmallCNN(nn.Module):
         return self.head(self.features(self.standardize(x)))
 
 
+class FrozenFeatureNet(nn.Module):
+    """A fixed random-feature backbone and a trained head: the transfer-learning setting of the
+    robust-active-learning paper (a frozen ResNet50 + dense layer) without pretrained weights, which cannot be
+    loaded here. The backbone (random conv filters + ReLU + max pooling for images, a random ReLU projection
+    otherwise) is drawn from the construction seed and never trained; ``features`` (the penultimate layer, a
+    top-level child as ART's feature-collision attack needs) = backbone -> dense + ReLU + dropout."""
+
+    def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (128,),
+                 dropout: float = 0.2, width: int = 64):
+        super().__init__()
+        if len(in_shape) == 3:
+            c, h, w = in_shape
+            pool = 4 if h >= 16 else 2
+            self.standardize = Standardize((c, 1, 1))
+            backbone = nn.Sequential(nn.Conv2d(c, width, 5 if h >= 16 else 3, padding="same"), nn.ReLU(),
+                                     nn.MaxPool2d(pool), nn.Flatten())
+            d = width * (h // pool) * (w // pool)
+        else:
+            d_in = int(np.prod(in_shape))
+            self.standardize = Standardize((d_in,))
+            backbone = nn.Sequential(nn.Flatten(), nn.Linear(d_in, 8 * width), nn.ReLU())
+            d = 8 * width
+        for p in backbone.parameters():
+            p.requires_grad_(False)
+        self.features = nn.Sequential(backbone, nn.Linear(d, hidden[0]), nn.ReLU(), nn.Dropout(dropout))
+        self.head = nn.Linear(hidden[0], n_classes)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.features(self.standardize(x)))
+
+
 def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto",
                   hidden: Sequence[int] = (128,), dropout: float = 0.2) -> nn.Module:
     if kind == "auto":
@@ -87,7 +118,9 @@ def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto"
         if len(input_shape) != 3:
             raise ValueError(f"model.network 'cnn' needs images (c, h, w), got inputs of shape {tuple(input_shape)}")
         return SmallCNN(input_shape, n_classes, hidden, dropout)
-    raise ValueError(f"model.network must be 'auto', 'mlp' or 'cnn', got {kind!r}")
+    if kind == "frozen":
+        return FrozenFeatureNet(input_shape, n_classes, hidden, dropout)
+    raise ValueError(f"model.network must be 'auto', 'mlp', 'cnn' or 'frozen', got {kind!r}")
 
 
 class NetworkTrainer:
@@ -140,7 +173,7 @@ class NetworkTrainer:
         w = np.ones(len(X), np.float32) if weights is None else np.asarray(weights, np.float32)
         W_t = torch.as_tensor(w, device=self.device)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        opt = torch.optim.Adam(self.model.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr, weight_decay=self.weight_decay)
         history = []
         self.model.train()
         torch.manual_seed(seed)  # dropout masks
