@@ -1,37 +1,82 @@
-"""Labels needed to reach the target accuracy, per query strategy (first step of the Q1/Q2 evaluation).
+"""The robust-active-learning evaluation (paper section IV): labels needed to reach the target accuracy, per
+method and threat scenario, repeated, in parallel processes or on a Ray cluster.
 
-Target accuracy = test accuracy of the same network trained on every training item with clean labels (the
-robust-active-learning paper's 89% on CIFAR-2). Each repetition is a whole campaign (its own run directory,
-seed = repetition) with one strategy and one threat scenario; repetitions run in parallel worker processes
-and are aggregated afterwards from their run directories, so a crashed or repeated run never corrupts the
-others. Prints the Table III layout (mean, std, min, quartiles, max of the labels used when the test accuracy
-first reaches the target; runs that never reach it are counted apart) and writes config, seeds, versions,
-the table and the learning curves next to the runs.
+    python pipelines/robust_al_eval.py q1 configs/eval-cifar2.yaml --profile quick   # no attack (Table III)
+    python pipelines/robust_al_eval.py q2 configs/eval-cifar2.yaml --scenario malicious  # mislabeling (Table IV)
+    python pipelines/robust_al_eval.py q3 configs/eval-cifar2.yaml                   # clean-label poisoning (Table V)
+    python pipelines/robust_al_eval.py q1 configs/eval-cifar2.yaml --ray-address auto  # on a Ray cluster
+    robust-al report results/robust_al_eval                                            # HTML page + PNGs
 
-    python pipelines/robust_al_eval.py configs/digits.yaml --reps 5 --workers 2
-    python pipelines/robust_al_eval.py configs/digits.yaml --scenario malicious --strategies maxmin random
+Target accuracy = test accuracy of the same network trained on every training item with its clean label (the
+paper's 89%). Each repetition is a whole campaign in its own run folder (seed = repetition, shared by all
+methods, so methods are compared on the same draws); a repeated command resumes or re-reads finished folders,
+and a crashed repetition never touches the others. Results are aggregated from the folders afterwards.
 
-Not yet here (issue #5): CIFAR-2 CNN and frozen-feature variants, poisoning (Q3), Ray, the HTML report.
+Methods (``--methods``):
+  proposed          max-min per-cluster queries + trust-weighted DS + trust routing + secured check with
+                    re-examination + ART adversarial augmentation (the config as written)
+  random            the paper's baseline: random sampling, majority vote, no routing, no secured check, no
+                    augmentation
+  uncertainty       entropy sampling inside the same defended loop as 'proposed' (only the query differs)
+  coreset           greedy k-center (core-set) inside the same defended loop
+  proposed-norouting  'proposed' without trust-based routing (untrusted labels keep full weight), to show
+                    what routing buys under an attack
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import multiprocessing
+import re
 import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
-SCENARIOS = {
-    "none": [{"kind": "benign", "count": 11, "pr": 0.05}],
-    "malicious": [{"kind": "benign", "count": 10, "pr": 0.05},
-                  {"kind": "malicious", "count": 1, "pr": 0.05, "target": 1, "to": 7}],
-    "spammer": [{"kind": "benign", "count": 10, "pr": 0.05}, {"kind": "spammer", "count": 1}],
-    "colluding": [{"kind": "benign", "count": 8, "pr": 0.05},
-                  {"kind": "colluding", "count": 3, "rate": 0.3, "pr": 0.05}],
+METHODS = {
+    "proposed": [],
+    "random": ["query.strategy=random", "aggregation.method=mv", "aggregation.model_as_worker=false",
+               "aggregation.untrusted_weight=1.0", "trust.routing=false", "trust.epsilon=1.0",
+               "augment.enabled=false"],
+    "uncertainty": ["query.strategy=entropy"],
+    "coreset": ["query.strategy=coreset"],
+    "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
 }
+QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
+             "q2": ["proposed", "random", "proposed-norouting"],
+             "q3": ["proposed", "random", "uncertainty"]}
+PROFILES = {"quick": 3, "full": 30}
+
+
+def scenario_labelers(scenario: str, target: int, to: int, colluders: int = 3) -> list[dict]:
+    """11 labelers with pr = 0.05 (section IV-C); one (or a group) of them attacks."""
+    honest = {"kind": "benign", "pr": 0.05}
+    return {
+        "none": [{**honest, "count": 11}],
+        "malicious": [{**honest, "count": 10}, {"kind": "malicious", "count": 1, "pr": 0.05, "target": target,
+                                                "to": to}],
+        "spammer": [{**honest, "count": 10}, {"kind": "spammer", "count": 1}],
+        # a colluding group gives the same wrong label on the same items (a shared, item-keyed draw)
+        "colluding": [{**honest, "count": 11 - colluders},
+                      {"kind": "colluding", "count": colluders, "rate": 0.5, "pr": 0.05}],
+    }[scenario]
+
+
+def run_overrides(args, method: str) -> list[str]:
+    """Config overrides of one run: profile defaults, the scenario's labelers, the method."""
+    from robust_al.config import load_config
+
+    base = load_config(args.config, args.set)
+    sc = scenario_labelers(args.scenario, *args.malicious)
+    key = "annotators.inject" if base.annotators.kind == "replay" else "annotators.labelers"
+    if base.annotators.kind == "replay":  # a recorded crowd: attackers are injected next to it
+        sc = [s for s in sc if s["kind"] != "benign"]
+    out = list(args.set) + [f"{key}={json.dumps(sc)}"]
+    if args.question == "q3":
+        out.append("poison.enabled=true")
+    return out + METHODS[method]
 
 
 def target_accuracy(config: str, overrides: list[str], seed: int = 0) -> float:
@@ -46,85 +91,180 @@ def target_accuracy(config: str, overrides: list[str], seed: int = 0) -> float:
     net = NetworkTrainer(ds.train.input_shape, ds.train.n_classes, m.network, m.hidden, m.dropout, m.epochs,
                          m.batch_size, m.lr, m.weight_decay, m.device, seed=seed, min_steps=m.min_steps)
     net.set_input_statistics(ds.train.X)
-    net.fit(ds.train.X, ds.train.y, seed=seed)
+    known = ds.train.y >= 0
+    net.fit(ds.train.X[known], ds.train.y[known], seed=seed)
     return float((net.predict_proba(ds.test.X).argmax(1) == ds.test.y).mean())
 
 
+def worker_kind(worker: str) -> str:
+    m = re.match(r"(benign|malicious|spammer|colluding)\d*$", worker)
+    return m.group(1) if m else "replayed"
+
+
 def one_run(job: dict) -> dict:
-    """A whole campaign; returns its learning curve (labels used -> test accuracy)."""
+    """A whole campaign (resumed if its folder exists); returns and writes its ``result.json``."""
+    import torch
+
     from robust_al.campaign import Campaign
     from robust_al.config import load_config
     from robust_al.store import RunStore
 
-    import torch
-
-    torch.set_num_threads(1)
+    torch.set_num_threads(1)  # one core per repetition: parallel runs do not fight, results do not depend on it
     run_dir = Path(job["run_dir"])
-    if (run_dir / "campaign.sqlite").exists():  # a repeated run resumes (or just reads) its own folder
-        Campaign.resume(run_dir, echo=None).run(progress=False)
+    if (run_dir / "campaign.sqlite").exists():
+        campaign = Campaign.resume(run_dir, echo=None)
     else:
-        cfg = load_config(job["config"], job["overrides"] + [f"seed={job['seed']}",
-                                                              f"query.strategy={job['strategy']}"])
-        cfg.annotators.labelers = [type(cfg.annotators.labelers[0]).model_validate(x)
-                                   for x in SCENARIOS[job["scenario"]]]
-        Campaign.create(cfg, run_dir, echo=None).run(progress=False)
-    curve = [(m["labels_used"], m["test_acc"]) for m in RunStore(run_dir).metrics()]
-    (run_dir / "curve.json").write_text(json.dumps(curve))
-    return {**job, "curve": curve}
+        cfg = load_config(job["config"], job["overrides"] + [f"seed={job['seed']}"])
+        campaign = Campaign.create(cfg, run_dir, echo=None)
+    campaign.run(progress=False)
+    metrics = RunStore(run_dir).metrics()
+    curve = [(m["labels_used"], m["test_acc"]) for m in metrics]
+    trust: dict[str, list] = {}
+    for m in metrics:
+        for w, t in m["trust"].items():
+            trust.setdefault(w, []).append([m["iteration"], m["labels_used"], t])
+    result = {"method": job["method"], "rep": job["rep"], "seed": job["seed"], "curve": curve,
+              "labels_to_target": next((n for n, acc in curve if acc >= job["target"]), None),
+              "final_acc": curve[-1][1] if curve else None, "trust": trust,
+              "kinds": {w: worker_kind(w) for w in trust},
+              "re_examinations": sum(m.get("secured_check") == "re-examined" for m in metrics),
+              "seconds": sum(m["seconds"] for m in metrics)}
+    last = metrics[-1] if metrics else {}
+    if "poison_success" in last:
+        from robust_al.evaluate.poisoning import detection_report
+
+        campaign = Campaign.resume(run_dir, echo=None)
+        result["poison"] = {"success": bool(last["poison_success"]), "labeled": last["poisons_labeled"],
+                            "quarantined": last["poisons_quarantined"], "discarded": last["poisons_discarded"],
+                            **{k: v for k, v in campaign.store.get_meta("poison").items()
+                               if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
+        result["detection"] = detection_report(campaign)
+    elif job.get("poison"):
+        meta = RunStore(run_dir).get_meta("poison") or {}
+        result["poison"] = {"crafted": bool(meta.get("crafted")), "success": None}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
 
 
-def table_iii(budgets: dict[str, list[float]], never: dict[str, int]) -> str:
-    rows = ["| Strategy | Mean | Std | Min | 25% | 50% | 75% | Max | never reached |", "|---|" + "---:|" * 8]
-    for s, b in budgets.items():
+def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_run: float = 0.0) -> list[dict]:
+    """Repetitions in parallel: local spawned processes, or Ray tasks (1 CPU each, ``gpus_per_run`` GPUs)."""
+    if ray_address:
+        import ray
+
+        ray.init(address=None if ray_address == "local" else ray_address,
+                 num_cpus=workers if ray_address == "local" else None, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=1)(one_run)
+        results = ray.get([remote.remote(j) for j in jobs])
+        for r, j in zip(results, jobs):  # a cluster without a shared disk: the driver keeps a copy
+            Path(j["run_dir"]).mkdir(parents=True, exist_ok=True)
+            (Path(j["run_dir"]) / "result.json").write_text(json.dumps(r, indent=1))
+        return results
+    # spawn, not fork: the parent already ran torch (OpenMP) to measure the target, and forked OpenMP deadlocks
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(one_run, jobs))
+
+
+def table(results: list[dict], methods: list[str]) -> str:
+    """Table III layout: labels used when the test accuracy first reaches the target, over repetitions."""
+    rows = ["| Method | Mean | Std | Min | 25% | 50% | 75% | Max | never reached | final acc (mean) |",
+            "|---|" + "---:|" * 9]
+    for s in methods:
+        rs = [r for r in results if r["method"] == s]
+        b = [r["labels_to_target"] for r in rs if r["labels_to_target"] is not None]
+        acc = np.mean([r["final_acc"] for r in rs]) if rs else float("nan")
+        never = len(rs) - len(b)
         if b:
             q = np.percentile(b, [0, 25, 50, 75, 100])
             rows.append(f"| {s} | {np.mean(b):.1f} | {np.std(b, ddof=1) if len(b) > 1 else 0:.1f} | {q[0]:.0f} | "
-                        f"{q[1]:.0f} | {q[2]:.0f} | {q[3]:.0f} | {q[4]:.0f} | {never[s]} |")
+                        f"{q[1]:.0f} | {q[2]:.0f} | {q[3]:.0f} | {q[4]:.0f} | {never} | {acc:.4f} |")
         else:
-            rows.append(f"| {s} | - | - | - | - | - | - | - | {never[s]} |")
+            rows.append(f"| {s} | - | - | - | - | - | - | - | {never} | {acc:.4f} |")
     return "\n".join(rows)
+
+
+def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
+    """Q3: attack success rate per method and detection precision/recall per detector."""
+    out = {}
+    rows = ["| Method | runs with poisons | attack success rate | poisons labeled (mean) | quarantined (mean) |",
+            "|---|---:|---:|---:|---:|"]
+    for s in methods:
+        ps = [r["poison"] for r in results if r["method"] == s and r.get("poison", {}).get("success") is not None]
+        if ps:
+            rows.append(f"| {s} | {len(ps)} | {np.mean([p['success'] for p in ps]):.2f} | "
+                        f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} |")
+    out["Attack success"] = "\n".join(rows)
+    rows = ["| Method | Detector | precision (mean) | recall (mean) | flagged (mean) |", "|---|---|---:|---:|---:|"]
+    for s in methods:
+        dets: dict[str, list] = {}
+        for r in results:
+            if r["method"] == s:
+                for d, v in r.get("detection", {}).items():
+                    dets.setdefault(d, []).append(v)
+        for d, vs in dets.items():
+            def mean(k):
+                xs = [v[k] for v in vs if v.get(k) is not None]
+                return f"{np.mean(xs):.2f}" if xs else "-"
+            rows.append(f"| {s} | {d} | {mean('precision')} | {mean('recall')} | {mean('flagged')} |")
+    out["Detection of the injected poisons"] = "\n".join(rows)
+    return out
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("question", choices=sorted(QUESTIONS))
     ap.add_argument("config")
-    ap.add_argument("--strategies", nargs="+", default=["maxmin", "random", "entropy", "coreset"])
-    ap.add_argument("--scenario", choices=sorted(SCENARIOS), default="none")
-    ap.add_argument("--reps", type=int, default=5)
-    ap.add_argument("--workers", type=int, default=2)
+    ap.add_argument("--scenario", choices=["none", "malicious", "spammer", "colluding"],
+                    help="threat scenario (q1: none; q2: malicious by default; q3: none + poisons)")
+    ap.add_argument("--methods", nargs="+", choices=sorted(METHODS))
+    ap.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="quick = 3, full = 30 repetitions")
+    ap.add_argument("--reps", type=int, help="repetitions (overrides --profile)")
+    ap.add_argument("--workers", type=int, default=2, help="parallel repetitions on this machine")
+    ap.add_argument("--ray-address", help="run repetitions as Ray tasks: 'auto', ray://host:10001, or 'local'")
+    ap.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs a Ray task asks for")
+    ap.add_argument("--malicious", nargs=2, type=int, default=[0, 1], metavar=("TARGET", "TO"),
+                    help="the malicious labeler labels class TARGET as TO (default: airplane -> frog)")
     ap.add_argument("--target", type=float, help="default: full-data clean-label accuracy")
-    ap.add_argument("--set", action="append", default=[], help="config overrides, e.g. annotators.k=1")
+    ap.add_argument("--set", action="append", default=[], help="config overrides, e.g. stop.budget=1500")
     ap.add_argument("--out", default="results/robust_al_eval")
     args = ap.parse_args()
-    overrides = ["annotators.k=1", "stop.max_iterations=100", *args.set]
-    out = Path(args.out) / args.scenario
+    args.scenario = args.scenario or {"q1": "none", "q2": "malicious", "q3": "none"}[args.question]
+    methods = args.methods or QUESTIONS[args.question]
+    reps = args.reps or PROFILES[args.profile]
+    from robust_al.config import load_config
+
+    cfg = load_config(args.config, args.set)
+    out = Path(args.out) / cfg.name / f"{args.question}-{args.scenario}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    target = args.target if args.target is not None else target_accuracy(args.config, overrides)
-    print(f"target test accuracy: {target:.4f}", flush=True)
-    jobs = [{"config": args.config, "overrides": overrides, "strategy": s, "scenario": args.scenario, "seed": r,
-             "run_dir": str(out / f"{s}-rep{r}")} for s in args.strategies for r in range(args.reps)]
-    # spawn, not fork: the parent already ran torch (OpenMP) to measure the target, and forked OpenMP deadlocks
-    with ProcessPoolExecutor(max_workers=args.workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        results = list(pool.map(one_run, jobs))
-    budgets = {s: [] for s in args.strategies}
-    never = {s: 0 for s in args.strategies}
-    for r in results:
-        hit = next((labels for labels, acc in r["curve"] if acc >= target), None)
-        if hit is None:
-            never[r["strategy"]] += 1
-        else:
-            budgets[r["strategy"]].append(hit)
-    table = table_iii(budgets, never)
-    print(table)
+    if args.target is None:  # cached per config + overrides: every repetition and method shares it
+        key = hashlib.sha256(json.dumps([Path(args.config).read_text(), args.set]).encode()).hexdigest()[:16]
+        cache = Path(args.out) / cfg.name / f"target-{key}.json"
+        if not cache.exists():
+            cache.write_text(json.dumps({"target": target_accuracy(args.config, args.set)}))
+        args.target = json.loads(cache.read_text())["target"]
+    print(f"target test accuracy: {args.target:.4f}", flush=True)
+    jobs = [{"config": args.config, "overrides": run_overrides(args, m), "method": m, "rep": r, "seed": r,
+             "target": args.target, "poison": args.question == "q3", "run_dir": str(out / f"{m}-rep{r}")}
+            for r in range(reps) for m in methods]
+    results = run_all(jobs, args.workers, args.ray_address, args.gpus_per_run)
+    tab = table(results, methods)
+    extra = poison_tables(results, methods) if args.question == "q3" else {}
+    print(tab)
+    for name, t in extra.items():
+        print(f"\n{name}\n{t}")
     from robust_al.campaign import versions
 
-    (out / "table.md").write_text(f"# Labels to reach {target:.4f} test accuracy ({args.scenario})\n\n{table}\n")
+    wall = time.time() - t0
+    (out / "table.md").write_text(f"# {args.question.upper()} ({args.scenario}): labels to reach {args.target:.4f}"
+                                  f"\n\n{tab}\n" + "".join(f"\n## {k}\n\n{v}\n" for k, v in extra.items()))
     (out / "summary.json").write_text(json.dumps({
-        "args": vars(args), "overrides": overrides, "target": target, "versions": versions(),
-        "budgets": budgets, "never": never, "wall_seconds": time.time() - t0,
-        "curves": {f"{r['strategy']}-rep{r['seed']}": r["curve"] for r in results}}, indent=1))
-    print(f"wall time {time.time() - t0:.0f} s; written to {out}")
+        "question": args.question.upper(), "scenario": args.scenario, "dataset": cfg.data.name,
+        "config": args.config, "overrides": args.set, "target": args.target, "seeds": list(range(reps)),
+        "methods": methods, "method_overrides": {m: METHODS[m] for m in methods}, "versions": versions(),
+        "wall_seconds": wall, "workers": args.workers, "ray_address": args.ray_address, "table": tab,
+        "extra_tables": extra}, indent=1))
+    print(f"wall time {wall:.0f} s; written to {out}")
 
 
 if __name__ == "__main__":

@@ -40,6 +40,7 @@ from robust_al.trust import TrustLedger, independent_labelers
 log = logging.getLogger(__name__)
 
 LABELED, DISCARDED, HOLDOUT, RETIRED = "labeled", "discarded", "holdout", "retired"
+QUARANTINED = "quarantined"  # labels confirmed, yet training on them fails the secured check: suspected poison
 
 
 @dataclass
@@ -71,6 +72,12 @@ class Campaign:
         self.echo = echo or (lambda s: None)
         self.store = RunStore(self.run_dir)
         self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
+        if cfg.poison.enabled and cfg.annotators.kind == "labelstudio":
+            raise ConfigError("poison.enabled: poisons are injected into a simulated or replayed campaign's pool, "
+                              "not into a live Label Studio project")
+        inj_ids, inj_X, inj_y, _ = self.store.injected(self.dataset.train.input_shape)
+        if len(inj_ids):  # a resumed campaign whose pool was injected into
+            self.dataset.train = self.dataset.train.extended(inj_ids, inj_X, inj_y)
         pool = self.pool = self.dataset.train
         self.seed = cfg.seed
         if cfg.annotators.kind == "labelstudio":
@@ -182,10 +189,85 @@ class Campaign:
         if len(current) and not (q and iteration > 0 and iteration % q == 0):
             return
         free = self.pool.ids[~self.taken]
+        free = free[~np.isin(free, self.injected_ids())]  # S is trusted data: nothing injected ever enters it
         if len(current):
             self._set_status(current, RETIRED, iteration)
         new = draw_holdout(self.pool, free, self.cfg.holdout.size, self._rng("holdout", iteration))
         self._set_status(new, HOLDOUT, iteration)
+
+    def injected_ids(self) -> np.ndarray:
+        return self.store.injected(self.pool.input_shape)[0]
+
+    def _inject_poisons(self, iteration: int) -> None:
+        """Q3: craft feature-collision poisons against the current model F_{i-1} and put them into the
+        unlabeled pool, labeled honestly (as their base class) by whoever is asked. Done once per campaign."""
+        from robust_al.augment.poison import craft_verified
+
+        p = self.cfg.poison
+        if not p.enabled or iteration != p.at_iteration or self.store.get_meta("poison") is not None:
+            return
+        T = self.dataset.test
+        ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
+        order = ok[self._rng("poison", "targets").permutation(len(ok))][:p.max_targets]
+        free = self.pool.ids[(~self.taken) & (self.pool.y == p.base_class)][:p.n_base]
+        base_X = self.pool.X[self.pool.positions(free)]
+
+        def verify(PX: np.ndarray, Py: np.ndarray, target_x: np.ndarray) -> bool:
+            m = self.cfg.model
+            clean = self.pool.y >= 0
+            base = NetworkTrainer(self.pool.input_shape, self.pool.n_classes, m.network, m.hidden, m.dropout,
+                                  m.epochs, m.batch_size, m.lr, m.weight_decay, m.device, seed=self.seed,
+                                  min_steps=m.min_steps)
+            base.set_input_statistics(self.pool.X)
+            base.fit(np.concatenate([self.pool.X[clean], PX]), np.concatenate([self.pool.y[clean], Py]),
+                     seed=self._train_seed(iteration, "poison-baseline"))
+            return bool(base.predict_proba(target_x[None]).argmax(1)[0] == p.base_class)
+
+        ps = craft_verified(self.net.model, self.pool.input_shape, self.pool.n_classes,
+                            [(T.X[t], p.target_class) for t in order], base_X, free, p.base_class,
+                            list(p.watermarks), p.learning_rate, p.similarity_coeff, p.max_iter,
+                            verify if p.verify else None)
+        if ps is None:
+            self.store.set_meta("poison", {"crafted": False, "targets_tried": [int(t) for t in order]})
+            return
+        target = int(order[[np.array_equal(T.X[t], ps.target_x) for t in order].index(True)])
+        ids = np.arange(len(ps.X), dtype=np.int64) + int(max(self.pool.ids.max(), T.ids.max())) + 1
+        meta = {"crafted": True, "iteration": iteration, "target_test_index": target,
+                "target_class": ps.target_class, "base_class": ps.base_class, "watermark": ps.watermark,
+                "item_ids": [int(i) for i in ids], "base_ids": [int(i) for i in ps.base_ids], **ps.info}
+        self.store.add_injected(iteration, ids, "feature-collision", ps.X, ps.y, ("poison", meta))
+        self.dataset.train = self.pool = self.pool.extended(ids, ps.X, ps.y)
+        self.taken = np.concatenate([self.taken, np.zeros(len(ids), dtype=bool)])
+        if self.annotators:  # simulated / replayed labelers learn the new items' (honest) answers
+            self.annotators = build_annotators(self.cfg.annotators, self.dataset, self.seed)
+            self.crowd.annotators = {a.worker_id: a for a in self.annotators}
+        self.mind = None  # the pool changed: distances are rebuilt at the next query
+
+    def _quarantine(self, iteration: int, answered: np.ndarray, prev_state: dict, prev_acc: float,
+                    acc_s: float, post: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, float]:
+        """The re-examined batch still fails the secured check, so its labels are not the cause: suspect the
+        inputs. Items whose confirmed label contradicts F_{i-1}'s out-of-sample prediction (what clean-label
+        poisons look like: base-class images with target-class features) are set aside and F_i retrained;
+        kept aside if S accuracy recovers, restored otherwise. Quarantined items are never deleted or reused."""
+        oos = self.store.predictions().set_index("item_id")["label"]
+        est = post.idxmax(axis=1)
+        still = answered[np.isin(answered, self.ids_with(LABELED))]
+        suspects = [int(i) for i in still if i in oos.index and i in est.index and int(est[i]) != int(oos[i])]
+        info["quarantined"] = 0
+        if not suspects:
+            return post, acc_s
+        state1 = self.net.state_dict()
+        self.net.load_state_dict(prev_state)
+        self._set_status(suspects, QUARANTINED, iteration)
+        post2 = self._fit(iteration, 2, prev_state)
+        acc2, _ = self._secured_accuracy()
+        if acc2 > acc_s:
+            info.update(quarantined=len(suspects), quarantined_secured_acc=acc2)
+            return post2, acc2
+        self._set_status(suspects, LABELED, iteration)  # no better without them: not the cause
+        self.net.load_state_dict(state1)
+        post = self.learner.aggregate(self._annotations(), self._label_weight, self._model_counts())
+        return post, acc_s
 
     def _candidates(self) -> np.ndarray:
         cand = self.pool.ids[~self.taken]
@@ -397,6 +479,9 @@ class Campaign:
         self._secure_holdout(iteration)
         prev_state = None if iteration == 0 else self.net.state_dict()
         prev_acc = None if iteration == 0 else self._secured_accuracy()[0]
+        if iteration > 0:
+            with self._stage("poison"):
+                self._inject_poisons(iteration)
 
         with self._stage("query"):
             if iteration == 0:  # m items at random before there is any model
@@ -428,6 +513,8 @@ class Campaign:
                 self._reexamine(iteration, answered, rejected, info)
                 post = self._fit(iteration, 1, prev_state)
                 acc_s, _ = self._secured_accuracy()
+                if prev_acc - acc_s > cfg.trust.epsilon:
+                    post, acc_s = self._quarantine(iteration, answered, prev_state, prev_acc, acc_s, post, info)
 
         with self._stage("trust"):
             # trust moves with agreement: every label against the other evidence on its item
@@ -471,8 +558,20 @@ class Campaign:
             "mean_min_perturbation": float(finite.mean()) if len(finite) else None,
             "min_perturbation": float(vuln.min()) if len(vuln) else None,
             "attack_failures": int((~np.isfinite(vuln)).sum()),
-            "trust": self.ledger.table(), **info,
+            "trust": self.ledger.table(), **self._poison_metrics(), **info,
         }
+
+    def _poison_metrics(self) -> dict:
+        """Q3: is the target misclassified as the base class now; where did the poisons go."""
+        meta = self.store.get_meta("poison")
+        if not meta or not meta.get("crafted"):
+            return {}
+        T = self.dataset.test
+        pred = int(self.learner.predict(T.X[[meta["target_test_index"]]])[0])
+        st = [self.status.get(int(i)) for i in meta["item_ids"]]
+        return {"poison_target_pred": pred, "poison_success": pred == meta["base_class"],
+                "poisons_labeled": st.count(LABELED), "poisons_quarantined": st.count(QUARANTINED),
+                "poisons_discarded": st.count(DISCARDED)}
 
     def _stop_reason(self, iteration: int, metrics: dict, vuln: np.ndarray) -> str | None:
         s = self.cfg.stop

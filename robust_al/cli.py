@@ -1,4 +1,4 @@
-"""Command line: ``robust-al run CONFIG [--set key=value] | --resume RUN_DIR``, ``status``, ``trust``."""
+"""Command line: ``robust-al run CONFIG [--set key=value] | --resume RUN_DIR``, ``status``, ``trust``, ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -39,6 +39,13 @@ def _trust(args: argparse.Namespace) -> int:
     from robust_al.report import trust_text
 
     print(trust_text(Path(args.run_dir)))
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from robust_al.report import write_report
+
+    print(write_report(Path(args.results_dir), Path(args.out) if args.out else None))
     return 0
 
 
@@ -106,6 +113,11 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("trust", help="the trust table of a run, with its history")
     tr.add_argument("run_dir")
     tr.set_defaults(fn=_trust)
+    rp = sub.add_parser("report", help="static HTML page (index.html + PNGs) of evaluation results")
+    rp.add_argument("results_dir", help="searched recursively for the summary.json of pipelines/robust_al_eval.py")
+    rp.add_argument("--out", metavar="DIR", help="where to write index.html and its figures "
+                                                 "(default: RESULTS_DIR/report)")
+    rp.set_defaults(fn=_report)
     lsp = sub.add_parser("labelstudio", help="Label Studio: install | serve RUN_DIR | sync RUN_DIR | simulate CONFIG")
     ls_sub = lsp.add_subparsers(dest="ls_command", required=True)
     ls_sub.add_parser("install", help="create ~/.cache/robust-al/labelstudio-venv (or $ROBUST_AL_LS_VENV)")

@@ -127,6 +127,23 @@ class TrustConfig(_Strict):
     audit_size: int = Field(10, ge=0, description="past items of a flagged labeler re-examined at once")
 
 
+class PoisonConfig(_Strict):
+    """Q3 of the robust-active-learning evaluation: targeted clean-label poisons (ART feature collision) crafted
+    against the model of iteration ``at_iteration - 1`` and injected into the unlabeled pool."""
+    enabled: bool = False
+    at_iteration: int = Field(1, ge=1, description="poisons enter the pool before this iteration's query")
+    target_class: int = Field(1, ge=0, description="class of the target (a test instance it should misclassify)")
+    base_class: int = Field(0, ge=0, description="class the poisons look like and are honestly labeled as")
+    n_base: int = Field(50, ge=1, description="base instances per target (the first free pool items of base_class)")
+    watermarks: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3], description="opacities tried in order")
+    learning_rate: float = Field(1.0, gt=0, description="ART's default (500*255) with similarity 256 barely moves")
+    similarity_coeff: float = Field(0.5, gt=0)
+    max_iter: int = Field(120, ge=1)
+    max_targets: int = Field(3, ge=1, description="targets tried before giving up")
+    verify: bool = Field(True, description="keep only poisons that succeed against a baseline trained on all "
+                         "training items plus the poisons")
+
+
 class StopConfig(_Strict):
     budget: int = Field(600, ge=1, description="labels (annotations) the campaign may buy")
     target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="accuracy on S that ends the campaign")
@@ -147,6 +164,7 @@ class CampaignConfig(_Strict):
     aggregation: AggregationConfig = Field(default_factory=AggregationConfig)
     trust: TrustConfig = Field(default_factory=TrustConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
+    poison: PoisonConfig = Field(default_factory=PoisonConfig)
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}-seed{self.seed}")

@@ -70,7 +70,13 @@ class TrustWeightedDS:
             self.confusions_, self.priors_ = {}, np.full(C, 1.0 / C)
             return self
 
-        q = self._weighted_vote(df, t, tasks)
+        # start from the human vote: seeded with the model's vote as a tie-breaker, the EM (humans' confusions
+        # free, the model's fixed) slid to the fixed point where humans are as bad as the model: CIFAR-2, k = 1,
+        # 500 labels 95.4% right -> 83.8% after inference; from the human vote it stays at the human labels
+        human = ~df["worker"].astype(str).str.startswith(MODEL_WORKER).to_numpy()
+        has_human = df["task"].isin(df.loc[human, "task"]).to_numpy()
+        init = human | ~has_human
+        q = self._weighted_vote(df[init], t[init], tasks)
         P0 = np.full((C, C), (1 - self.prior_diag) / max(C - 1, 1))
         np.fill_diagonal(P0, self.prior_diag)
         pi = np.tile(P0, (len(workers), 1, 1))

@@ -78,31 +78,31 @@ class SmallCNN(nn.Module):
 
 
 class FrozenFeatureNet(nn.Module):
-    """A fixed random-feature backbone and a trained head: the transfer-learning setting of the
-    robust-active-learning paper (a frozen ResNet50 + dense layer) without pretrained weights, which cannot be
-    loaded here. The backbone (random conv filters + ReLU + max pooling for images, a random ReLU projection
-    otherwise) is drawn from the construction seed and never trained; ``features`` (the penultimate layer, a
-    top-level child as ART's feature-collision attack needs) = backbone -> dense + ReLU + dropout."""
+    """A fixed random-feature extractor and a trained head: the transfer-learning setting of the
+    robust-active-learning paper (frozen ResNet50 features -> dropout 0.2 -> one dense output layer) without
+    pretrained weights, which cannot be loaded here. ``features`` (random conv filters + ReLU + max pooling for
+    images, a random ReLU projection otherwise) is drawn from the construction seed and never trained; it is
+    the penultimate layer and a top-level child, as ART's feature-collision attack needs; ``head`` = dropout +
+    linear is all that training changes. ``hidden`` is unused (kept for a uniform signature)."""
 
     def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (128,),
-                 dropout: float = 0.2, width: int = 64):
+                 dropout: float = 0.2, width: int = 32):
         super().__init__()
         if len(in_shape) == 3:
             c, h, w = in_shape
             pool = 4 if h >= 16 else 2
             self.standardize = Standardize((c, 1, 1))
-            backbone = nn.Sequential(nn.Conv2d(c, width, 5 if h >= 16 else 3, padding="same"), nn.ReLU(),
-                                     nn.MaxPool2d(pool), nn.Flatten())
+            self.features = nn.Sequential(nn.Conv2d(c, width, 5 if h >= 16 else 3, padding="same"), nn.ReLU(),
+                                          nn.MaxPool2d(pool), nn.Flatten())
             d = width * (h // pool) * (w // pool)
         else:
             d_in = int(np.prod(in_shape))
             self.standardize = Standardize((d_in,))
-            backbone = nn.Sequential(nn.Flatten(), nn.Linear(d_in, 8 * width), nn.ReLU())
-            d = 8 * width
-        for p in backbone.parameters():
+            self.features = nn.Sequential(nn.Flatten(), nn.Linear(d_in, 16 * width), nn.ReLU())
+            d = 16 * width
+        for p in self.features.parameters():
             p.requires_grad_(False)
-        self.features = nn.Sequential(backbone, nn.Linear(d, hidden[0]), nn.ReLU(), nn.Dropout(dropout))
-        self.head = nn.Linear(hidden[0], n_classes)
+        self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, n_classes))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.standardize(x)))

@@ -65,6 +65,12 @@ class Pool:
         except KeyError as e:
             raise KeyError(f"item id {e.args[0]} is not in the pool") from None
 
+    def extended(self, item_ids, X: np.ndarray, y: np.ndarray) -> "Pool":
+        """This pool plus new items (e.g. injected poisons); ids must be new."""
+        return Pool(np.concatenate([self.ids, np.asarray(item_ids, np.int64)]),
+                    np.concatenate([self.X, np.asarray(X, np.float32)]),
+                    np.concatenate([self.y, np.asarray(y, np.int64)]), self.n_classes, list(self.class_names))
+
     def subset(self, item_ids) -> "Pool":
         p = self.positions(item_ids)
         return Pool(self.ids[p], self.X[p], self.y[p], self.n_classes, list(self.class_names))

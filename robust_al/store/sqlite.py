@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS ls_tasks (
     project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
     purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
+CREATE TABLE IF NOT EXISTS injected (
+    item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, kind TEXT NOT NULL, y INTEGER NOT NULL,
+    x BLOB NOT NULL);  -- items an experiment put into the pool (poisons); ground truth y = the honest label
 """
 
 # tables holding derived rows keyed by iteration, dropped for an iteration that did not complete
@@ -218,6 +221,26 @@ class RunStore:
         X = np.stack([np.frombuffer(r[2], dtype=np.float32).reshape(input_shape) for r in rows])
         norms = np.array([np.nan if r[3] is None else r[3] for r in rows], dtype=float)
         return ids, X, [r[1] for r in rows], norms
+
+    def add_injected(self, iteration: int, item_ids: np.ndarray, kind: str, X: np.ndarray, y: np.ndarray,
+                     meta: tuple[str, Any]) -> None:
+        """Items put into the pool, with the meta entry describing them, in one transaction (kept on resume:
+        an injection is part of the experiment, not a derived row)."""
+        X = np.ascontiguousarray(X, dtype=np.float32)
+        with self.db:
+            self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (meta[0], json.dumps(meta[1])))
+            self.db.executemany("INSERT INTO injected VALUES (?, ?, ?, ?, ?)",
+                                [(int(i), int(iteration), kind, int(c), X[k].tobytes())
+                                 for k, (i, c) in enumerate(zip(item_ids, y))])
+
+    def injected(self, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
+        """(item_ids, X, y, kinds) of the items injected into the pool, in id order."""
+        rows = self.db.execute("SELECT item_id, x, y, kind FROM injected ORDER BY item_id").fetchall()
+        if not rows:
+            return np.zeros(0, np.int64), np.zeros((0, *input_shape), np.float32), np.zeros(0, np.int64), []
+        return (np.array([r[0] for r in rows], dtype=np.int64),
+                np.stack([np.frombuffer(r[1], dtype=np.float32).reshape(input_shape) for r in rows]),
+                np.array([r[2] for r in rows], dtype=np.int64), [r[3] for r in rows])
 
     # -- iterations ----------------------------------------------------------------------------------------
     def complete_iteration(self, iteration: int, metrics: dict, state: dict, checkpoint: dict) -> None:

@@ -1,0 +1,98 @@
+"""How well are injected poisons found? The secured-set check vs ART's poisoning defences.
+
+Each detector names a set of training items; precision = poisons among them / named, recall = poisons named /
+poisons that entered training (labeled, or caught before training by the check). ART's defences run on the
+campaign's final training set (labeled items with their inferred labels):
+- ActivationDefence (activation clustering, Chen et al. 2018) and SpectralSignatureDefense (Tran et al. 2018),
+  per class on the *penultimate* layer (ART would use the logits: measured weak, see NOTES.md);
+- ProvenanceDefense (Baracaldo et al. 2018) with the secured set S as trusted data and each item's labeler as
+  its data source.
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from torch import nn
+
+
+def _penultimate_classifier(model: nn.Module, input_shape, n_classes: int, lr: float = 1e-3):
+    """An ART PyTorchClassifier whose ``get_activations`` returns the penultimate layer (``features``)."""
+    from art.estimators.classification import PyTorchClassifier
+
+    class Penultimate(PyTorchClassifier):
+        def get_activations(self, x, layer=None, batch_size: int = 128, framework: bool = False):
+            dev = next(model.parameters()).device
+            model.eval()
+            outs = []
+            with torch.no_grad():
+                for s in range(0, len(x), batch_size):
+                    xb = torch.as_tensor(np.asarray(x[s:s + batch_size], np.float32), device=dev)
+                    outs.append(model.features(model.standardize(xb)).flatten(1).cpu().numpy())
+            return np.concatenate(outs)
+
+    device = next(model.parameters()).device
+    opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
+    return Penultimate(model, loss=nn.CrossEntropyLoss(), optimizer=opt, input_shape=tuple(input_shape),
+                       nb_classes=n_classes, clip_values=(0.0, 1.0), channels_first=True,
+                       device_type="gpu" if device.type == "cuda" else "cpu")
+
+
+def _accuracy(y: np.ndarray, logits: np.ndarray) -> float:
+    return float(np.mean(np.asarray(y).argmax(1) == np.asarray(logits).argmax(1)))
+
+
+def precision_recall(flagged: np.ndarray, poisons: np.ndarray) -> dict:
+    flagged, poisons = np.unique(flagged), np.unique(poisons)
+    hit = len(np.intersect1d(flagged, poisons))
+    return {"precision": hit / len(flagged) if len(flagged) else None,
+            "recall": hit / len(poisons) if len(poisons) else None, "flagged": int(len(flagged)),
+            "poisons": int(len(poisons))}
+
+
+def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, dict]:
+    """Precision/recall of each detector on a finished (resumed, not run) campaign with injected poisons."""
+    import copy
+
+    from art.defences.detector.poison import (ActivationDefence, ProvenanceDefense,
+                                              SpectralSignatureDefense)
+
+    from robust_al.campaign import DISCARDED, HOLDOUT, LABELED, QUARANTINED
+
+    c = campaign
+    c._load_state()
+    injected = c.injected_ids()
+    status = c.status
+    entered = np.array([i for i in injected if status.get(int(i)) in (LABELED, QUARANTINED, DISCARDED)], np.int64)
+    caught = np.array([i for i, s in status.items() if s in (QUARANTINED, DISCARDED)], np.int64)
+    report = {"secured check": precision_recall(caught, entered)}
+
+    labeled = c.ids_with(LABELED)
+    post = c.learner.aggregate(c._annotations(), c._label_weight, c._model_counts())
+    labeled = labeled[np.isin(labeled, post.index.to_numpy())]
+    X = c.pool.X[c.pool.positions(labeled)]
+    y = post.loc[labeled].to_numpy().argmax(1)
+    Y = np.eye(c.pool.n_classes, dtype=np.float32)[y]
+    in_train = injected[np.isin(injected, labeled)]
+    model = copy.deepcopy(c.net.model)
+    clf = _penultimate_classifier(model, c.pool.input_shape, c.pool.n_classes)
+
+    ac = ActivationDefence(clf, X, Y)
+    _, clean = ac.detect_poison(nb_clusters=2, nb_dims=10, reduce="PCA", cluster_analysis="smaller")
+    report["activation clustering"] = precision_recall(labeled[np.asarray(clean) == 0], in_train)
+
+    ss = SpectralSignatureDefense(clf, X, Y, expected_pp_poison=expected_poison_share, batch_size=256,
+                                  eps_multiplier=1.5)
+    _, clean = ss.detect_poison()
+    report["spectral signature"] = precision_recall(labeled[np.asarray(clean) == 0], in_train)
+
+    ann = c.store.annotations(labeled)
+    ann = ann[ann["purpose"] == "query"].drop_duplicates("task").set_index("task")["worker"]
+    workers = sorted(set(ann))
+    src = ann.reindex(labeled).map({w: k for k, w in enumerate(workers)}).fillna(len(workers)).astype(int)
+    P = np.eye(len(workers) + 1, dtype=np.float32)[src.to_numpy()]
+    S = c.pool.subset(c.ids_with(HOLDOUT))
+    pv = ProvenanceDefense(clf, X, Y, P, x_val=S.X, y_val=np.eye(c.pool.n_classes, dtype=np.float32)[S.y], eps=0.2,
+                           perf_func=_accuracy)  # ART's "accuracy" string fails on one-hot labels + logits
+    _, clean = pv.detect_poison()
+    report["provenance (labelers as sources)"] = precision_recall(labeled[np.asarray(clean) == 0], in_train)
+    return report
