@@ -316,6 +316,20 @@ class Campaign:
                          seed=self._train_seed(iteration, attempt))
         return post
 
+    def _significant_drop(self, before: np.ndarray, after: np.ndarray, info: dict) -> bool:
+        """Is F_i worse than F_{i-1} on S beyond chance? One-sided exact McNemar test on the items the two
+        models disagree about (b = lost, c = gained; under 'no change' b ~ Binomial(b + c, 1/2)). With a
+        small S a drop of epsilon is often noise, and each false alarm costs h relabels of the batch."""
+        alpha = self.cfg.trust.significance
+        if alpha is None or before is None or len(before) != len(after):
+            return True
+        from scipy.stats import binomtest
+
+        b, c = int(np.sum(before & ~after)), int(np.sum(~before & after))
+        p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
+        info["secured_drop_p"] = float(p)
+        return p < alpha
+
     def _secured_accuracy(self) -> tuple[float, np.ndarray]:
         S = self.pool.subset(self.ids_with(HOLDOUT))
         correct = self.learner.predict(S.X) == S.y
@@ -478,7 +492,7 @@ class Campaign:
         t0 = time.perf_counter()
         self._secure_holdout(iteration)
         prev_state = None if iteration == 0 else self.net.state_dict()
-        prev_acc = None if iteration == 0 else self._secured_accuracy()[0]
+        prev_acc, prev_correct = (None, None) if iteration == 0 else self._secured_accuracy()
         if iteration > 0:
             with self._stage("poison"):
                 self._inject_poisons(iteration)
@@ -503,9 +517,10 @@ class Campaign:
         with self._stage("train"):
             post = self._fit(iteration, 0, prev_state)
         with self._stage("secured_check"):
-            acc_s, _ = self._secured_accuracy()
+            acc_s, correct = self._secured_accuracy()
             info["secured_check"] = "accepted"
-            if prev_acc is not None and prev_acc - acc_s > cfg.trust.epsilon and len(answered):
+            if (prev_acc is not None and prev_acc - acc_s > cfg.trust.epsilon and len(answered)
+                    and self._significant_drop(prev_correct, correct, info)):
                 # F_i lost more than epsilon on S: roll back to F_{i-1} and re-examine D'
                 rejected = self.learner.predict_proba(self.pool.X[self.pool.positions(answered)])
                 info.update(secured_check="re-examined", rejected_secured_acc=acc_s)

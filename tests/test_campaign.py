@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import pandas as pd
 import pytest
 import yaml
@@ -123,12 +124,14 @@ def test_resuming_a_finished_campaign_changes_nothing(tmp_path, tiny):
 
 
 def test_secured_check_reexamines_and_cuts_only_the_liar(tmp_path, tiny):
-    # one labeler lies on 90% of its items; with epsilon = 0 any drop on S triggers re-examination by h
+    # one labeler lies on 90% of its items; with epsilon = 0 and no significance test any drop on S triggers
+    # re-examination by h
     # independent labelers, whose consistent relabels may contradict only the liar
     cfg = tiny(**{"annotators.k": 1, "annotators.labelers": [
         {"kind": "benign", "count": 5, "pr": 0.0},
         {"kind": "colluding", "count": 1, "rate": 0.9, "pr": 0.0, "name": "liar"}],
-        "trust.epsilon": 0.0, "stop.budget": 400, "query.initial": 60})
+        "trust.epsilon": 0.0, "trust.significance": None, "stop.budget": 600, "stop.max_iterations": 12,
+        "query.initial": 60})
     result = Campaign.create(cfg, tmp_path / "run", echo=None).run(progress=False)
     store = RunStore(tmp_path / "run")
     assert any(m["secured_check"] == "re-examined" for m in store.metrics())
@@ -150,3 +153,17 @@ def test_the_loop_trains_any_crowd_learner(tmp_path, tiny, learner):
     assert camp.augmenter.clf.model is camp.net.model  # ART attacks the learner's live network
     assert result.metrics["test_acc"] > 0.6
     assert result.metrics["trust"]["malicious0"] < 0.9
+
+
+def test_a_drop_on_S_within_chance_does_not_trigger_reexamination(tmp_path, tiny):
+    c = Campaign.create(tiny(), tmp_path / "run", echo=None)
+    right = np.ones(200, dtype=bool)
+    lost_12 = right.copy()
+    lost_12[:12] = False  # 12 items lost, none gained: p = 0.5 ** 12
+    assert c._significant_drop(right, lost_12, {})
+    before = right.copy()
+    before[:2] = False
+    after = right.copy()
+    after[2:5] = False  # lost 3, gained 2: a 0.5-point drop both ways by chance
+    info = {}
+    assert not c._significant_drop(before, after, info) and info["secured_drop_p"] >= 0.5

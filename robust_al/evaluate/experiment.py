@@ -1,0 +1,189 @@
+"""Repeated robust-active-learning experiments (paper section IV): methods, threat scenarios, one repetition
+as a whole campaign in its own folder, and the parallel runners (local processes or Ray tasks).
+
+Library code so that Ray workers (and spawned processes) import it from the installed package;
+``pipelines/robust_al_eval.py`` is the command line.
+"""
+from __future__ import annotations
+
+import json
+import multiprocessing
+import re
+from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
+
+import numpy as np
+
+METHODS = {
+    "proposed": [],
+    "random": ["query.strategy=random", "aggregation.method=mv", "aggregation.model_as_worker=false",
+               "aggregation.untrusted_weight=1.0", "trust.routing=false", "trust.epsilon=1.0",
+               "augment.enabled=false"],
+    "uncertainty": ["query.strategy=entropy"],
+    "coreset": ["query.strategy=coreset"],
+    "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
+}
+QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
+             "q2": ["proposed", "random", "proposed-norouting"],
+             "q3": ["proposed", "random", "uncertainty"]}
+PROFILES = {"quick": 3, "full": 30}
+
+
+def scenario_labelers(scenario: str, target: int, to: int, colluders: int = 3) -> list[dict]:
+    """11 labelers with pr = 0.05 (section IV-C); one (or a group) of them attacks."""
+    honest = {"kind": "benign", "pr": 0.05}
+    return {
+        "none": [{**honest, "count": 11}],
+        "malicious": [{**honest, "count": 10}, {"kind": "malicious", "count": 1, "pr": 0.05, "target": target,
+                                                "to": to}],
+        "spammer": [{**honest, "count": 10}, {"kind": "spammer", "count": 1}],
+        # a colluding group gives the same wrong label on the same items (a shared, item-keyed draw)
+        "colluding": [{**honest, "count": 11 - colluders},
+                      {"kind": "colluding", "count": colluders, "rate": 0.5, "pr": 0.05}],
+    }[scenario]
+
+
+def run_overrides(args, method: str) -> list[str]:
+    """Config overrides of one run: profile defaults, the scenario's labelers, the method."""
+    from robust_al.config import load_config
+
+    base = load_config(args.config, args.set)
+    sc = scenario_labelers(args.scenario, *args.malicious)
+    key = "annotators.inject" if base.annotators.kind == "replay" else "annotators.labelers"
+    if base.annotators.kind == "replay":  # a recorded crowd: attackers are injected next to it
+        sc = [s for s in sc if s["kind"] != "benign"]
+    out = list(args.set) + [f"{key}={json.dumps(sc)}"]
+    if args.question == "q3":
+        out.append("poison.enabled=true")
+    return out + METHODS[method]
+
+
+def target_accuracy(config: str, overrides: list[str], seed: int = 0) -> float:
+    """Test accuracy of the campaign's network trained on all training items with their true labels."""
+    from robust_al.config import load_config
+    from robust_al.crowd import NetworkTrainer
+    from robust_al.data.loaders import load_dataset
+
+    cfg = load_config(config, overrides)
+    ds = load_dataset(cfg.data.name, **cfg.data.options)
+    m = cfg.model
+    net = NetworkTrainer(ds.train.input_shape, ds.train.n_classes, m.network, m.hidden, m.dropout, m.epochs,
+                         m.batch_size, m.lr, m.weight_decay, m.device, seed=seed, min_steps=m.min_steps)
+    net.set_input_statistics(ds.train.X)
+    known = ds.train.y >= 0
+    net.fit(ds.train.X[known], ds.train.y[known], seed=seed)
+    return float((net.predict_proba(ds.test.X).argmax(1) == ds.test.y).mean())
+
+
+def worker_kind(worker: str) -> str:
+    m = re.match(r"(benign|malicious|spammer|colluding)\d*$", worker)
+    return m.group(1) if m else "replayed"
+
+
+def one_run(job: dict) -> dict:
+    """A whole campaign (resumed if its folder exists); returns and writes its ``result.json``."""
+    import torch
+
+    from robust_al.campaign import Campaign
+    from robust_al.config import load_config
+    from robust_al.store import RunStore
+
+    torch.set_num_threads(1)  # one core per repetition: parallel runs do not fight, results do not depend on it
+    run_dir = Path(job["run_dir"])
+    if (run_dir / "campaign.sqlite").exists():
+        campaign = Campaign.resume(run_dir, echo=None)
+    else:
+        cfg = load_config(job["config"], job["overrides"] + [f"seed={job['seed']}"])
+        campaign = Campaign.create(cfg, run_dir, echo=None)
+    campaign.run(progress=False)
+    metrics = RunStore(run_dir).metrics()
+    curve = [(m["labels_used"], m["test_acc"]) for m in metrics]
+    trust: dict[str, list] = {}
+    for m in metrics:
+        for w, t in m["trust"].items():
+            trust.setdefault(w, []).append([m["iteration"], m["labels_used"], t])
+    result = {"method": job["method"], "rep": job["rep"], "seed": job["seed"], "curve": curve,
+              "labels_to_target": next((n for n, acc in curve if acc >= job["target"]), None),
+              "final_acc": curve[-1][1] if curve else None, "trust": trust,
+              "kinds": {w: worker_kind(w) for w in trust},
+              "re_examinations": sum(m.get("secured_check") == "re-examined" for m in metrics),
+              "seconds": sum(m["seconds"] for m in metrics)}
+    last = metrics[-1] if metrics else {}
+    if "poison_success" in last:
+        from robust_al.evaluate.poisoning import detection_report
+
+        campaign = Campaign.resume(run_dir, echo=None)
+        result["poison"] = {"success": bool(last["poison_success"]), "labeled": last["poisons_labeled"],
+                            "quarantined": last["poisons_quarantined"], "discarded": last["poisons_discarded"],
+                            **{k: v for k, v in campaign.store.get_meta("poison").items()
+                               if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
+        result["detection"] = detection_report(campaign)
+    elif job.get("poison"):
+        meta = RunStore(run_dir).get_meta("poison") or {}
+        result["poison"] = {"crafted": bool(meta.get("crafted")), "success": None}
+    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    return result
+
+
+def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_run: float = 0.0) -> list[dict]:
+    """Repetitions in parallel: local spawned processes, or Ray tasks (1 CPU each, ``gpus_per_run`` GPUs)."""
+    if ray_address:
+        import ray
+
+        ray.init(address=None if ray_address == "local" else ray_address,
+                 num_cpus=workers if ray_address == "local" else None, include_dashboard=False,
+                 log_to_driver=False, ignore_reinit_error=True)
+        remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=1)(one_run)
+        results = ray.get([remote.remote(j) for j in jobs])
+        for r, j in zip(results, jobs):  # a cluster without a shared disk: the driver keeps a copy
+            Path(j["run_dir"]).mkdir(parents=True, exist_ok=True)
+            (Path(j["run_dir"]) / "result.json").write_text(json.dumps(r, indent=1))
+        return results
+    # spawn, not fork: the parent already ran torch (OpenMP) to measure the target, and forked OpenMP deadlocks
+    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return list(pool.map(one_run, jobs))
+
+
+def table(results: list[dict], methods: list[str]) -> str:
+    """Table III layout: labels used when the test accuracy first reaches the target, over repetitions."""
+    rows = ["| Method | Mean | Std | Min | 25% | 50% | 75% | Max | never reached | final acc (mean) |",
+            "|---|" + "---:|" * 9]
+    for s in methods:
+        rs = [r for r in results if r["method"] == s]
+        b = [r["labels_to_target"] for r in rs if r["labels_to_target"] is not None]
+        acc = np.mean([r["final_acc"] for r in rs]) if rs else float("nan")
+        never = len(rs) - len(b)
+        if b:
+            q = np.percentile(b, [0, 25, 50, 75, 100])
+            rows.append(f"| {s} | {np.mean(b):.1f} | {np.std(b, ddof=1) if len(b) > 1 else 0:.1f} | {q[0]:.0f} | "
+                        f"{q[1]:.0f} | {q[2]:.0f} | {q[3]:.0f} | {q[4]:.0f} | {never} | {acc:.4f} |")
+        else:
+            rows.append(f"| {s} | - | - | - | - | - | - | - | {never} | {acc:.4f} |")
+    return "\n".join(rows)
+
+
+def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
+    """Q3: attack success rate per method and detection precision/recall per detector."""
+    out = {}
+    rows = ["| Method | runs with poisons | attack success rate | poisons labeled (mean) | quarantined (mean) |",
+            "|---|---:|---:|---:|---:|"]
+    for s in methods:
+        ps = [r["poison"] for r in results if r["method"] == s and r.get("poison", {}).get("success") is not None]
+        if ps:
+            rows.append(f"| {s} | {len(ps)} | {np.mean([p['success'] for p in ps]):.2f} | "
+                        f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} |")
+    out["Attack success"] = "\n".join(rows)
+    rows = ["| Method | Detector | precision (mean) | recall (mean) | flagged (mean) |", "|---|---|---:|---:|---:|"]
+    for s in methods:
+        dets: dict[str, list] = {}
+        for r in results:
+            if r["method"] == s:
+                for d, v in r.get("detection", {}).items():
+                    dets.setdefault(d, []).append(v)
+        for d, vs in dets.items():
+            def mean(k):
+                xs = [v[k] for v in vs if v.get(k) is not None]
+                return f"{np.mean(xs):.2f}" if xs else "-"
+            rows.append(f"| {s} | {d} | {mean('precision')} | {mean('recall')} | {mean('flagged')} |")
+    out["Detection of the injected poisons"] = "\n".join(rows)
+    return out
