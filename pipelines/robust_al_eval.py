@@ -48,6 +48,8 @@ def main() -> None:
     ap.add_argument("--malicious", nargs=2, type=int, default=[0, 1], metavar=("TARGET", "TO"),
                     help="the malicious labeler labels class TARGET as TO (default: airplane -> frog)")
     ap.add_argument("--target", type=float, help="default: full-data clean-label accuracy")
+    ap.add_argument("--fractions", nargs="*", type=float, default=[0.97],
+                    help="also tabulate labels to reach these fractions of the target")
     ap.add_argument("--set", action="append", default=[], help="config overrides, e.g. stop.budget=1500")
     ap.add_argument("--out", default="results/robust_al_eval")
     args = ap.parse_args()
@@ -71,8 +73,10 @@ def main() -> None:
              "target": args.target, "poison": args.question == "q3", "run_dir": str(out / f"{m}-rep{r}")}
             for r in range(reps) for m in methods]
     results = run_all(jobs, args.workers, args.ray_address, args.gpus_per_run)
-    tab = table(results, methods)
-    extra = poison_tables(results, methods) if args.question == "q3" else {}
+    tab = table(results, methods, args.target)
+    extra = {f"Labels to reach {f:g} x target = {f * args.target:.4f}": table(results, methods, f * args.target)
+             for f in args.fractions}
+    extra.update(poison_tables(results, methods) if args.question == "q3" else {})
     print(tab)
     for name, t in extra.items():
         print(f"\n{name}\n{t}")

@@ -277,17 +277,29 @@ class Campaign:
         left = self.cfg.stop.budget - self.labels_used()
         return max(0, min(n_items, left // self.cfg.annotators.k))
 
-    def _annotations(self) -> pd.DataFrame:
-        """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker."""
+    def _annotations(self, with_model: bool | None = None) -> pd.DataFrame:
+        """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
+        (``with_model``, default ``aggregation.model_as_worker``)."""
         labeled = self.ids_with(LABELED)
         ann = self.store.annotations(labeled)[["task", "worker", "label"]]
-        if self.cfg.aggregation.model_as_worker:
+        if self.cfg.aggregation.model_as_worker if with_model is None else with_model:
             pred = self.store.predictions()
             pred = pred[pred["item_id"].isin(labeled)]
             ann = pd.concat([ann, pd.DataFrame({"task": pred["item_id"],
                                                 "worker": [f"{MODEL_WORKER}{i}" for i in pred["iteration"]],
                                                 "label": pred["label"]})], ignore_index=True)
         return ann
+
+    def _trust_evidence(self) -> pd.DataFrame:
+        """Each label against the other evidence on its item (leave-one-out posteriors). When the model does not
+        vote on labels (``aggregation.model_as_worker`` off) it still testifies here (``trust.model_evidence``):
+        with one label per item it is the only other evidence, and a labeler who always turns one class into
+        another disagrees with it on that class."""
+        if self.cfg.aggregation.model_as_worker or not self.cfg.trust.model_evidence:
+            return self.learner.aggregator.leave_one_out()
+        witness = TrustWeightedDS(self.pool.n_classes, self.cfg.aggregation.method)
+        witness.fit(self._annotations(with_model=True), self._label_weight, self._model_counts())
+        return witness.leave_one_out()
 
     def _label_weight(self, worker: str) -> float:
         """Labels of labelers under the trust threshold are down-weighted (``aggregation.untrusted_weight``)."""
@@ -533,7 +545,7 @@ class Campaign:
 
         with self._stage("trust"):
             # trust moves with agreement: every label against the other evidence on its item
-            self.ledger.agreement_update(iteration, self.learner.aggregator.leave_one_out(), self.pool.n_classes)
+            self.ledger.agreement_update(iteration, self._trust_evidence(), self.pool.n_classes)
         with self._stage("augment"):
             still = answered[np.isin(answered, self.ids_with(LABELED))]
             vuln = self._augment(iteration, still, post)
@@ -553,7 +565,7 @@ class Campaign:
         proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
         for item, p in zip(batch, proba):
             self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
-        if self.cfg.aggregation.model_as_worker:
+        if self.cfg.aggregation.model_as_worker or self.cfg.trust.model_evidence:
             S = self.pool.subset(self.ids_with(HOLDOUT))
             counts = np.zeros((self.pool.n_classes, self.pool.n_classes))
             np.add.at(counts, (S.y, self.learner.predict(S.X)), 1.0)

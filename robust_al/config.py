@@ -121,6 +121,8 @@ class TrustConfig(_Strict):
     threshold: float = Field(0.5, ge=0, le=1, description="below it a labeler gets no queries")
     routing: bool = True
     epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")
+    model_evidence: bool = Field(True, description="score labelers against the model's out-of-sample prediction "
+                                 "even when it does not vote on labels (aggregation.model_as_worker off)")
     significance: Optional[float] = Field(0.05, gt=0, lt=1, description="...and only if the drop is significant "
                                           "(one-sided exact McNemar test on S at this level); null = any drop")
     p_h: float = Field(0.9995, gt=0, lt=1, description="P_h of eq. 3")

@@ -103,7 +103,7 @@ def one_run(job: dict) -> dict:
         for w, t in m["trust"].items():
             trust.setdefault(w, []).append([m["iteration"], m["labels_used"], t])
     result = {"method": job["method"], "rep": job["rep"], "seed": job["seed"], "curve": curve,
-              "labels_to_target": next((n for n, acc in curve if acc >= job["target"]), None),
+              "labels_to_target": labels_to_reach(curve, job["target"]),
               "final_acc": curve[-1][1] if curve else None, "trust": trust,
               "kinds": {w: worker_kind(w) for w in trust},
               "re_examinations": sum(m.get("secured_check") == "re-examined" for m in metrics),
@@ -144,21 +144,29 @@ def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_ru
         return list(pool.map(one_run, jobs))
 
 
-def table(results: list[dict], methods: list[str]) -> str:
-    """Table III layout: labels used when the test accuracy first reaches the target, over repetitions."""
-    rows = ["| Method | Mean | Std | Min | 25% | 50% | 75% | Max | never reached | final acc (mean) |",
-            "|---|" + "---:|" * 9]
+def labels_to_reach(curve: list, threshold: float) -> int | None:
+    """Labels used when the test accuracy first reaches ``threshold`` (None: never)."""
+    return next((n for n, acc in curve if acc >= threshold), None)
+
+
+def table(results: list[dict], methods: list[str], threshold: float) -> str:
+    """Table III layout: labels used when the test accuracy first reaches ``threshold``, over repetitions."""
+    rows = ["| Method | Mean | Std | Min | 25% | 50% | 75% | Max | never reached | final acc (mean) | final labels (mean) |",
+            "|---|" + "---:|" * 10]
     for s in methods:
         rs = [r for r in results if r["method"] == s]
-        b = [r["labels_to_target"] for r in rs if r["labels_to_target"] is not None]
+        hits = [labels_to_reach(r["curve"], threshold) for r in rs]
+        b = [h for h in hits if h is not None]
         acc = np.mean([r["final_acc"] for r in rs]) if rs else float("nan")
+        used = np.mean([r["curve"][-1][0] for r in rs if r["curve"]]) if rs else float("nan")
         never = len(rs) - len(b)
+        tail = f"{never} | {acc:.4f} | {used:.0f} |"
         if b:
             q = np.percentile(b, [0, 25, 50, 75, 100])
             rows.append(f"| {s} | {np.mean(b):.1f} | {np.std(b, ddof=1) if len(b) > 1 else 0:.1f} | {q[0]:.0f} | "
-                        f"{q[1]:.0f} | {q[2]:.0f} | {q[3]:.0f} | {q[4]:.0f} | {never} | {acc:.4f} |")
+                        f"{q[1]:.0f} | {q[2]:.0f} | {q[3]:.0f} | {q[4]:.0f} | {tail}")
         else:
-            rows.append(f"| {s} | - | - | - | - | - | - | - | {never} | {acc:.4f} |")
+            rows.append(f"| {s} | - | - | - | - | - | - | - | {tail}")
     return "\n".join(rows)
 
 
