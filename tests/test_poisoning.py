@@ -56,6 +56,17 @@ def test_injected_poisons_are_caught_by_the_secured_check(tmp_path, tiny):
     assert recall >= 0.5 and precision >= 3 * len(in_batch) / len(batch), (recall, precision)
     # every answer about a quarantined item is still stored (nothing collected is lost)
     assert set(c.store.annotations(sorted(quarantined))["task"]) == quarantined
+    # the detection report counts the same catch, and ART's defences each name a set of labeled items
+    from robust_al.evaluate.poisoning import detection_report
+
+    entered = {i for i in poisons if c.status.get(i) in ("labeled", "quarantined", "discarded")}
+    rep = detection_report(Campaign.resume(tmp_path / "run", dataset=blobs(), echo=None))
+    sc = rep["secured check"]
+    assert sc["flagged"] == len(quarantined) and sc["poisons"] == len(entered)
+    assert sc["precision"] == len(quarantined & poisons) / len(quarantined)
+    assert {"activation clustering", "spectral signature", "provenance (labelers as sources)"} <= set(rep)
+    for name in ("activation clustering", "spectral signature"):
+        assert rep[name]["poisons"] == len(poisons & set(c.ids_with("labeled").tolist()))
 
 
 def test_a_resumed_poisoned_campaign_keeps_its_pool(tmp_path, tiny):

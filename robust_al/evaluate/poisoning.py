@@ -86,13 +86,16 @@ def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, 
     report["spectral signature"] = precision_recall(labeled[np.asarray(clean) == 0], in_train)
 
     ann = c.store.annotations(labeled)
-    ann = ann[ann["purpose"] == "query"].drop_duplicates("task").set_index("task")["worker"]
-    workers = sorted(set(ann))
-    src = ann.reindex(labeled).map({w: k for k, w in enumerate(workers)}).fillna(len(workers)).astype(int)
-    P = np.eye(len(workers) + 1, dtype=np.float32)[src.to_numpy()]
+    ann = ann[ann["purpose"] == "query"].drop_duplicates("task").set_index("task")["worker"].reindex(labeled)
+    sources = sorted(set(ann.dropna()))  # only sources that hold items: ART cannot fit on an empty one
+    src = ann.map({w: k for k, w in enumerate(sources)}).fillna(len(sources)).astype(int).to_numpy()
+    P = np.eye(int(src.max()) + 1, dtype=np.float32)[src]
     S = c.pool.subset(c.ids_with(HOLDOUT))
     pv = ProvenanceDefense(clf, X, Y, P, x_val=S.X, y_val=np.eye(c.pool.n_classes, dtype=np.float32)[S.y], eps=0.2,
                            perf_func=_accuracy)  # ART's "accuracy" string fails on one-hot labels + logits
-    _, clean = pv.detect_poison()
-    report["provenance (labelers as sources)"] = precision_recall(labeled[np.asarray(clean) == 0], in_train)
+    try:
+        _, clean = pv.detect_poison()
+        report["provenance (labelers as sources)"] = precision_recall(labeled[np.asarray(clean) == 0], in_train)
+    except ValueError as e:  # ART refits without each source; a refit on nothing left raises
+        report["provenance (labelers as sources)"] = {"precision": None, "recall": None, "error": str(e)}
     return report
