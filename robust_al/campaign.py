@@ -196,7 +196,9 @@ class Campaign:
         self._set_status(new, HOLDOUT, iteration)
 
     def injected_ids(self) -> np.ndarray:
-        return self.store.injected(self.pool.input_shape)[0]
+        """Ids of items an experiment injected into the pool (poisons)."""
+        rows = self.store.db.execute("SELECT item_id FROM injected ORDER BY item_id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
 
     def _inject_poisons(self, iteration: int) -> None:
         """Q3: craft feature-collision poisons against the current model F_{i-1} and put them into the
