@@ -72,7 +72,10 @@ def main() -> None:
     jobs = [{"config": args.config, "overrides": run_overrides(args, m), "method": m, "rep": r, "seed": r,
              "target": args.target, "poison": args.question == "q3", "run_dir": str(out / f"{m}-rep{r}")}
             for r in range(reps) for m in methods]
-    results = run_all(jobs, args.workers, args.ray_address, args.gpus_per_run)
+    failures: list[dict] = []
+    results = run_all(jobs, args.workers, args.ray_address, args.gpus_per_run, failures)
+    for f in failures:
+        print(f"FAILED {f['run_dir']}: {f['error']} (run the same command again to resume it)")
     tab = table(results, methods, args.target)
     extra = {f"Labels to reach {f:g} x target = {f * args.target:.4f}": table(results, methods, f * args.target)
              for f in args.fractions}
@@ -89,7 +92,7 @@ def main() -> None:
         "question": args.question.upper(), "scenario": args.scenario, "dataset": cfg.data.name,
         "config": args.config, "overrides": args.set, "target": args.target, "seeds": list(range(reps)),
         "methods": methods, "method_overrides": {m: METHODS[m] for m in methods}, "versions": versions(),
-        "wall_seconds": wall, "workers": args.workers, "ray_address": args.ray_address, "table": tab,
+        "wall_seconds": wall, "failures": failures, "workers": args.workers, "ray_address": args.ray_address, "table": tab,
         "extra_tables": extra}, indent=1))
     print(f"wall time {wall:.0f} s; written to {out}")
 

@@ -38,3 +38,19 @@ def test_ray_and_processes_give_identical_results(tmp_path):
         assert json.loads((Path(j["run_dir"]) / "result.json").read_text())["curve"]
     # and the seeds really differ (the comparison is not vacuous)
     assert local[0]["trust"] != local[1]["trust"]
+
+
+def test_a_failing_repetition_leaves_the_others_intact(tmp_path):
+    import yaml
+
+    cfg = tiny_config(**{"augment.enabled": False, "stop.budget": 60, "stop.max_iterations": 2,
+                         "annotators.k": 1, "model.epochs": 3, "model.min_steps": 30, "holdout.size": 40})
+    config = tmp_path / "tiny.yaml"
+    config.write_text(yaml.safe_dump(cfg))
+    good, bad = jobs(tmp_path, "runs", config)
+    bad["overrides"] = bad["overrides"] + ["query.strategy=farthest"]  # fails validation in its process
+    failures: list[dict] = []
+    results = ev.run_all([good, bad], workers=2, ray_address=None, failures=failures)
+    assert [r["seed"] for r in results] == [good["seed"]] and results[0]["curve"]
+    assert len(failures) == 1 and failures[0]["run_dir"] == bad["run_dir"] and "farthest" in failures[0]["error"]
+    assert (Path(good["run_dir"]) / "result.json").exists()

@@ -125,8 +125,14 @@ def one_run(job: dict) -> dict:
     return result
 
 
-def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_run: float = 0.0) -> list[dict]:
-    """Repetitions in parallel: local spawned processes, or Ray tasks (1 CPU each, ``gpus_per_run`` GPUs)."""
+def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_run: float = 0.0,
+            failures: list[dict] | None = None) -> list[dict]:
+    """Repetitions in parallel: local spawned processes, or Ray tasks (1 CPU each, ``gpus_per_run`` GPUs).
+
+    A repetition that raises is left out of the returned results and appended to ``failures`` (or re-raised
+    when no list is given) after every other repetition has finished; its folder keeps what it stored, and
+    running the same command again resumes it."""
+    outcomes: list[tuple[dict, dict | None, BaseException | None]] = []
     if ray_address:
         import ray
 
@@ -134,14 +140,30 @@ def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_ru
                  num_cpus=workers if ray_address == "local" else None, include_dashboard=False,
                  log_to_driver=False, ignore_reinit_error=True)
         remote = ray.remote(num_cpus=1, num_gpus=gpus_per_run, max_retries=1)(one_run)
-        results = ray.get([remote.remote(j) for j in jobs])
-        for r, j in zip(results, jobs):  # a cluster without a shared disk: the driver keeps a copy
+        refs = [remote.remote(j) for j in jobs]
+        for j, ref in zip(jobs, refs):
+            try:
+                r = ray.get(ref)
+            except Exception as e:  # noqa: BLE001 - reported per repetition below
+                outcomes.append((j, None, e))
+                continue
+            # a cluster without a shared disk: the driver keeps a copy
             Path(j["run_dir"]).mkdir(parents=True, exist_ok=True)
             (Path(j["run_dir"]) / "result.json").write_text(json.dumps(r, indent=1))
-        return results
-    # spawn, not fork: the parent already ran torch (OpenMP) to measure the target, and forked OpenMP deadlocks
-    with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-        return list(pool.map(one_run, jobs))
+            outcomes.append((j, r, None))
+    else:
+        # spawn, not fork: the parent already ran torch (OpenMP) to measure the target; forked OpenMP deadlocks
+        with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            futures = [pool.submit(one_run, j) for j in jobs]
+            for j, f in zip(jobs, futures):
+                e = f.exception()
+                outcomes.append((j, None if e else f.result(), e))
+    bad = [(j, e) for j, _, e in outcomes if e is not None]
+    if bad and failures is None:
+        raise bad[0][1]
+    for j, e in bad:
+        failures.append({"run_dir": j["run_dir"], "method": j["method"], "seed": j["seed"], "error": repr(e)})
+    return [r for _, r, e in outcomes if e is None]
 
 
 def labels_to_reach(curve: list, threshold: float) -> int | None:
