@@ -21,6 +21,7 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
+import torch
 
 from robust_al.annotators import Crowd
 from robust_al.annotators.base import item_rng
@@ -178,6 +179,14 @@ class Campaign:
     def _rng(self, *keys) -> np.random.Generator:
         return item_rng(self.seed, *keys)
 
+    def _seed_globals(self, *keys) -> None:
+        """ART draws random starts (PGD, BIM) from numpy's and torch's global generators: seed them from the
+        campaign seed so that a run does not depend on what its process did before (measured: the same
+        campaign gave different learning curves in a fresh process and in a reused worker)."""
+        s = int(self._rng("globals", *keys).integers(2**31))
+        np.random.seed(s)
+        torch.manual_seed(s)
+
     def _train_seed(self, iteration: int, attempt: int = 0) -> int:
         return int(self._rng("train", iteration, attempt).integers(2**31))
 
@@ -208,6 +217,7 @@ class Campaign:
         p = self.cfg.poison
         if not p.enabled or iteration != p.at_iteration or self.store.get_meta("poison") is not None:
             return
+        self._seed_globals("poison", iteration)
         T = self.dataset.test
         ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
         order = ok[self._rng("poison", "targets").permutation(len(ok))][:p.max_targets]
@@ -481,6 +491,7 @@ class Campaign:
             return np.zeros(0)
         new_items = new_items[np.isin(new_items, post.index.to_numpy())]
         X = self.pool.X[self.pool.positions(new_items)]
+        self._seed_globals("augment", iteration)
         labels = post.loc[new_items].to_numpy().argmax(axis=1)
         norms = []
         for aug in self.augmenter.adversarial(new_items, X, labels):

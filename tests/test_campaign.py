@@ -167,3 +167,15 @@ def test_a_drop_on_S_within_chance_does_not_trigger_reexamination(tmp_path, tiny
     after[2:5] = False  # lost 3, gained 2: a 0.5-point drop both ways by chance
     info = {}
     assert not c._significant_drop(before, after, info) and info["secured_drop_p"] >= 0.5
+
+
+def test_a_campaign_does_not_depend_on_the_process_random_state(tmp_path, tiny):
+    # ART's PGD draws its random start from numpy's global generator
+    cfg = tiny(**{"augment.attacks": ["pgd"], "stop.max_iterations": 3, "stop.budget": 270})
+    curves = []
+    for k, state in enumerate((1, 12345)):
+        np.random.seed(state)
+        Campaign.create(cfg, tmp_path / f"run{k}", echo=None).run(progress=False)
+        curves.append([(m["labels_used"], m["test_acc"], m["mean_min_perturbation"])
+                       for m in RunStore(tmp_path / f"run{k}").metrics()])
+    assert curves[0] == curves[1]
