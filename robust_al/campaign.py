@@ -98,9 +98,7 @@ class Campaign:
         m = cfg.model
         aggregator = TrustWeightedDS(pool.n_classes, cfg.aggregation.method)
         if m.learner == "two-stage":
-            self.net = NetworkTrainer(pool.input_shape, pool.n_classes, m.network, m.hidden, m.dropout, m.epochs,
-                                      m.batch_size, m.lr, m.weight_decay, m.device, seed=cfg.seed,
-                                      min_steps=m.min_steps)
+            self.net = NetworkTrainer.from_config(pool.input_shape, pool.n_classes, m, cfg.seed)
             self.net.set_input_statistics(pool.X)
             self.learner = CrowdClassifier(self.net, aggregator)
         else:
@@ -225,11 +223,9 @@ class Campaign:
         base_X = self.pool.X[self.pool.positions(free)]
 
         def verify(PX: np.ndarray, Py: np.ndarray, target_x: np.ndarray) -> bool:
-            m = self.cfg.model
             clean = self.pool.y >= 0
-            base = NetworkTrainer(self.pool.input_shape, self.pool.n_classes, m.network, m.hidden, m.dropout,
-                                  m.epochs, m.batch_size, m.lr, m.weight_decay, m.device, seed=self.seed,
-                                  min_steps=m.min_steps)
+            base = NetworkTrainer.from_config(self.pool.input_shape, self.pool.n_classes, self.cfg.model,
+                                              self.seed)
             base.set_input_statistics(self.pool.X)
             base.fit(np.concatenate([self.pool.X[clean], PX]), np.concatenate([self.pool.y[clean], Py]),
                      seed=self._train_seed(iteration, "poison-baseline"))
@@ -242,7 +238,7 @@ class Campaign:
         if ps is None:
             self.store.set_meta("poison", {"crafted": False, "targets_tried": [int(t) for t in order]})
             return
-        target = int(order[[np.array_equal(T.X[t], ps.target_x) for t in order].index(True)])
+        target = int(order[ps.target_rank])
         ids = np.arange(len(ps.X), dtype=np.int64) + int(max(self.pool.ids.max(), T.ids.max())) + 1
         meta = {"crafted": True, "iteration": iteration, "target_test_index": target,
                 "target_class": ps.target_class, "base_class": ps.base_class, "watermark": ps.watermark,
@@ -255,8 +251,8 @@ class Campaign:
             self.crowd.annotators = {a.worker_id: a for a in self.annotators}
         self.mind = None  # the pool changed: distances are rebuilt at the next query
 
-    def _quarantine(self, iteration: int, answered: np.ndarray, prev_state: dict, prev_acc: float,
-                    acc_s: float, post: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, float]:
+    def _quarantine(self, iteration: int, answered: np.ndarray, prev_state: dict, acc_s: float,
+                    post: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, float]:
         """The re-examined batch still fails the secured check, so its labels are not the cause: suspect the
         inputs. Items whose confirmed label contradicts F_{i-1}'s out-of-sample prediction (what clean-label
         poisons look like: base-class images with target-class features) are set aside and F_i retrained;
@@ -554,7 +550,7 @@ class Campaign:
                 post = self._fit(iteration, 1, prev_state)
                 acc_s, _ = self._secured_accuracy()
                 if prev_acc - acc_s > cfg.trust.epsilon:
-                    post, acc_s = self._quarantine(iteration, answered, prev_state, prev_acc, acc_s, post, info)
+                    post, acc_s = self._quarantine(iteration, answered, prev_state, acc_s, post, info)
 
         with self._stage("trust"):
             # trust moves with agreement: every label against the other evidence on its item

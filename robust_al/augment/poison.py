@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 import numpy as np
-import torch
 from torch import nn
 
 log = logging.getLogger(__name__)
@@ -31,6 +30,7 @@ class PoisonSet:
     base_class: int
     watermark: float
     base_ids: np.ndarray
+    target_rank: int = 0  # position of the target in the list craft_verified was given
     info: dict = field(default_factory=dict)
 
 
@@ -61,11 +61,9 @@ def feature_collision(model: nn.Module, input_shape: tuple[int, ...], n_classes:
 
 def feature_distance(model: nn.Module, target_x: np.ndarray, X: np.ndarray) -> float:
     """Mean L2 distance of X's penultimate features to the target's, relative to the target's norm."""
-    device = next(model.parameters()).device
-    model.eval()
-    with torch.no_grad():
-        f = lambda a: model.features(model.standardize(torch.as_tensor(a, device=device))).cpu().numpy()  # noqa
-        t, p = f(target_x[None].astype(np.float32)), f(X.astype(np.float32))
+    from robust_al.crowd.network import penultimate
+
+    t, p = penultimate(model, target_x[None]), penultimate(model, X)
     return float(np.linalg.norm(p - t, axis=1).mean() / max(np.linalg.norm(t), 1e-8))
 
 
@@ -78,7 +76,7 @@ def craft_verified(model: nn.Module, input_shape: tuple[int, ...], n_classes: in
     accepts (``verify(poisons_X, poisons_y, target_x)`` = the attack succeeds against a baseline trained on
     all training items plus the poisons), or None. Without ``verify`` the first crafted set is returned."""
     tried = []
-    for target_x, target_class in targets:
+    for rank, (target_x, target_class) in enumerate(targets):
         for wm in watermarks:
             P = feature_collision(model, input_shape, n_classes, target_x, base_X, wm, learning_rate,
                                   similarity_coeff, max_iter)
@@ -88,7 +86,7 @@ def craft_verified(model: nn.Module, input_shape: tuple[int, ...], n_classes: in
             tried.append({"watermark": wm, "target_class": target_class, "feature_distance": d, "success": ok})
             log.info("feature collision: watermark %.2f, relative feature distance %.3f, success %s", wm, d, ok)
             if ok:
-                return PoisonSet(P, y, target_x, target_class, base_class, wm, base_ids,
+                return PoisonSet(P, y, target_x, target_class, base_class, wm, base_ids, rank,
                                  {"tried": tried, "learning_rate": learning_rate,
                                   "similarity_coeff": similarity_coeff, "max_iter": max_iter,
                                   "linf_to_base": float(np.abs(P - base_X).max())})

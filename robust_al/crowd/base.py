@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from robust_al.crowd.network import build_network, pick_device
+from robust_al.crowd.network import build_network, penultimate, pick_device
 
 
 @dataclass
@@ -182,11 +182,8 @@ class CrowdLearner:
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.predict_proba(X).argmax(axis=1)
 
-    @torch.no_grad()
     def embed(self, X: np.ndarray) -> np.ndarray:
-        self.model.eval()
-        xb = torch.as_tensor(np.asarray(X, dtype=np.float32), device=self.device)
-        return self.model.features(self.model.standardize(xb)).cpu().numpy()
+        return penultimate(self.model, X)
 
     def confusion_of(self, worker: str) -> np.ndarray:
         return self.confusion_matrices_[self.workers_.index(worker)]

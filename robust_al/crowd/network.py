@@ -123,6 +123,17 @@ def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto"
     raise ValueError(f"model.network must be 'auto', 'mlp', 'cnn' or 'frozen', got {kind!r}")
 
 
+@torch.no_grad()
+def penultimate(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    """Penultimate-layer features ``model.features(model.standardize(x))`` of X, in batches, in eval mode."""
+    model.eval()
+    device = next(model.parameters()).device
+    outs = [model.features(model.standardize(torch.as_tensor(np.asarray(X[s:s + batch_size], np.float32),
+                                                             device=device))).flatten(1).cpu().numpy()
+            for s in range(0, len(X), batch_size)]
+    return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
+
+
 class NetworkTrainer:
     """Trains a network on soft targets with per-example weights; predicts, embeds.
 
@@ -143,6 +154,12 @@ class NetworkTrainer:
         self.seed = seed
         torch.manual_seed(seed)
         self.model = build_network(self.input_shape, n_classes, network, self.hidden, dropout).to(self.device)
+
+    @classmethod
+    def from_config(cls, input_shape: Sequence[int], n_classes: int, m, seed: int) -> "NetworkTrainer":
+        """The network and training settings of a ``model:`` config section (``robust_al.config.ModelConfig``)."""
+        return cls(input_shape, n_classes, m.network, m.hidden, m.dropout, m.epochs, m.batch_size, m.lr,
+                   m.weight_decay, m.device, seed=seed, min_steps=m.min_steps)
 
     def set_input_statistics(self, X: np.ndarray) -> None:
         """Standardize inputs with the mean/std of ``X`` (the whole unlabeled pool: no labels involved)."""
@@ -213,4 +230,4 @@ class NetworkTrainer:
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         """Penultimate-layer features (the space the query strategy measures distances in)."""
-        return self._batched(X, lambda x: self.model.features(self.model.standardize(x)))
+        return penultimate(self.model, X)

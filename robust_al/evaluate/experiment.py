@@ -66,9 +66,7 @@ def target_accuracy(config: str, overrides: list[str], seed: int = 0) -> float:
 
     cfg = load_config(config, overrides)
     ds = load_dataset(cfg.data.name, **cfg.data.options)
-    m = cfg.model
-    net = NetworkTrainer(ds.train.input_shape, ds.train.n_classes, m.network, m.hidden, m.dropout, m.epochs,
-                         m.batch_size, m.lr, m.weight_decay, m.device, seed=seed, min_steps=m.min_steps)
+    net = NetworkTrainer.from_config(ds.train.input_shape, ds.train.n_classes, cfg.model, seed)
     net.set_input_statistics(ds.train.X)
     known = ds.train.y >= 0
     net.fit(ds.train.X[known], ds.train.y[known], seed=seed)

@@ -14,6 +14,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from robust_al.crowd.network import penultimate
+
 
 def _penultimate_classifier(model: nn.Module, input_shape, n_classes: int, lr: float = 1e-3):
     """An ART PyTorchClassifier whose ``get_activations`` returns the penultimate layer (``features``)."""
@@ -21,14 +23,7 @@ def _penultimate_classifier(model: nn.Module, input_shape, n_classes: int, lr: f
 
     class Penultimate(PyTorchClassifier):
         def get_activations(self, x, layer=None, batch_size: int = 128, framework: bool = False):
-            dev = next(model.parameters()).device
-            model.eval()
-            outs = []
-            with torch.no_grad():
-                for s in range(0, len(x), batch_size):
-                    xb = torch.as_tensor(np.asarray(x[s:s + batch_size], np.float32), device=dev)
-                    outs.append(model.features(model.standardize(xb)).flatten(1).cpu().numpy())
-            return np.concatenate(outs)
+            return penultimate(model, x, batch_size)
 
     device = next(model.parameters()).device
     opt = torch.optim.Adam([p for p in model.parameters() if p.requires_grad], lr=lr)
