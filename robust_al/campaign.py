@@ -100,7 +100,7 @@ class Campaign:
         if m.learner == "two-stage":
             self.net = NetworkTrainer.from_config(pool.input_shape, pool.n_classes, m, cfg.seed)
             self.net.set_input_statistics(pool.X)
-            self.learner = CrowdClassifier(self.net, aggregator)
+            self.learner = CrowdClassifier(self.net, aggregator, m.targets)
         else:
             self.net = make_learner(m.learner, pool.n_classes, pool.input_shape, hidden=m.hidden, dropout=m.dropout,
                                     epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, device=m.device,
@@ -409,19 +409,23 @@ class Campaign:
         self._mind_iter = iteration - 1
 
     def _reexamine(self, iteration: int, answered: np.ndarray, rejected_proba: np.ndarray, info: dict) -> None:
-        """Secured-check failure (section III-B, Fig. 3): h independent labelers relabel the batch D'."""
+        """Secured-check failure (section III-B, Fig. 3): h independent labelers relabel the batch D' (by default
+        only its suspicious items: ``trust.reexamine``)."""
         cfg = self.cfg.trust
         h = independent_labelers(self.ledger.p1(self.crowd.eligible_workers(self.ledger)), cfg.p_h)
         batch = answered
         ann = self.store.annotations(batch)
         ann = ann[ann["purpose"] == "query"]
         original = {int(i): dict(zip(g["worker"], g["label"])) for i, g in ann.groupby("task")}
-        # the budget may not cover h relabels of the whole batch: re-examine the most suspicious items first
-        # (a label F_{i-1} disagreed with out of sample); of the rest, keep only labels F_{i-1} agreed with
+        # suspicious: a label F_{i-1} disagreed with out of sample. trust.reexamine = 'suspicious' relabels only
+        # those (the others stand); 'all' relabels the batch, suspicious items first, as far as the budget
+        # goes, and of the rest keeps only labels F_{i-1} agreed with
         oos = self.store.predictions().set_index("item_id")["label"].to_dict()
         suspicious = {i: any(int(l) != oos.get(i, int(l)) for l in original.get(i, {}).values())
                       for i in map(int, batch)}
         order = sorted(map(int, batch), key=lambda i: (not suspicious[i], i))
+        if cfg.reexamine == "suspicious":
+            order = [i for i in order if suspicious[i]]
         n_afford = max(0, (self.cfg.stop.budget - self.labels_used()) // h)
         batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
         dropped = [i for i in skipped if suspicious[i]]
@@ -455,7 +459,7 @@ class Campaign:
         for worker in sorted(flagged):
             self.store.add_flag(iteration, worker, "F_i misclassified with high confidence after its label")
             self._audit(iteration, worker, h)
-        info.update(reexamined=len(batch), not_reexamined=len(skipped), h=h, discarded=len(discarded),
+        info.update(suspicious=int(sum(suspicious.values())), reexamined=len(batch), not_reexamined=len(skipped), h=h, discarded=len(discarded),
                     contradicted=contradicted, unverified=unverified, flagged=sorted(flagged))
 
     def _audit(self, iteration: int, worker: str, h: int) -> None:

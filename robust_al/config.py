@@ -98,6 +98,10 @@ class ModelConfig(_Strict):
                          "learner: mv, ds, crowdlayer-mw/-vw/-vwb, aggnet, alfc, malc, alfc-clpm, malc-clpm")
     learner_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {eps: 0.03, alpha: 0.5}")
     trust_prior: float = Field(0.0, ge=0, description="labels' worth of the trust-seeded confusion prior")
+    targets: Literal["hard", "soft"] = Field(
+        "hard", description="two-stage: train on the inferred labels (hard) or on the DS posteriors (soft). With "
+        "one label per item DS cannot learn a labeler's confusion, its posteriors are its prior (~0.69) and "
+        "training on them cost 2-4 points: CIFAR-2, 100 items, 0.845 soft vs 0.882 hard")
 
     @field_validator("learner")
     @classmethod
@@ -125,6 +129,10 @@ class TrustConfig(_Strict):
                                  "even when it does not vote on labels (aggregation.model_as_worker off)")
     significance: Optional[float] = Field(0.05, gt=0, lt=1, description="...and only if the drop is significant "
                                           "(one-sided exact McNemar test on S at this level); null = any drop")
+    reexamine: Literal["suspicious", "all"] = Field(
+        "suspicious", description="items of a failing batch that h labelers relabel: those whose label F_{i-1} "
+        "disagreed with out of sample (the rest stand), or all of them as in the paper (h x batch labels: one "
+        "false alarm cost 600 of a 1500 budget on CIFAR-2)")
     p_h: float = Field(0.9995, gt=0, lt=1, description="P_h of eq. 3")
     penalty: float = Field(0.05, ge=0, le=1, description="a at chance-level model confidence (one label's worth, not a verdict)")
     high_confidence: float = Field(0.9, gt=0, le=1, description="model confidence that flags a labeler for a check")

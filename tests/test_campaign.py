@@ -141,6 +141,13 @@ def test_secured_check_reexamines_and_cuts_only_the_liar(tmp_path, tiny):
     assert not cuts.empty and (cuts["worker"] == "liar0").all()
     trust = result.metrics["trust"]
     assert trust["liar0"] < min(t for w, t in trust.items() if w != "liar0")
+    # trust.reexamine = 'suspicious': only labels F_{i-1} disagreed with out of sample were relabeled
+    ann = store.annotations()
+    oos = store.predictions().set_index("item_id")["label"]
+    relabeled = ann.loc[ann["purpose"] == "reexam", "task"].unique()
+    first = ann[(ann["purpose"] == "query") & ann["task"].isin(relabeled)]
+    disagreed = pd.Series(first["label"].to_numpy() != oos.loc[first["task"]].to_numpy(), index=first["task"])
+    assert disagreed.groupby(level=0).any().all()
 
 
 @pytest.mark.parametrize("learner", ["malc", "crowdlayer-mw"])

@@ -84,6 +84,23 @@ def test_leave_one_out_ignores_the_workers_own_vote():
     assert first.loc["a", "agreement"] < 0.5 and first.loc["b", "agreement"] < 0.5
 
 
+@settings(max_examples=5, deadline=None)
+@given(st.floats(0.51, 0.99), st.floats(0.51, 0.99))
+def test_hard_targets_train_on_the_inferred_label_not_the_prior(conf_a, conf_b):
+    # with one label per item DS posteriors are mostly its prior; how sure they are must not move the model
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(40, 5)).astype(np.float32)
+    label = (X[:, 0] > 0.5).astype(int)
+    ann = pd.DataFrame({"task": np.arange(40), "worker": "w", "label": label})
+    models = []
+    for conf in (conf_a, conf_b):
+        post = pd.DataFrame(np.where(np.eye(2)[label] == 1, conf, 1 - conf), columns=range(2))
+        clf = CrowdClassifier(NetworkTrainer((5,), 2, epochs=3, min_steps=0, device="cpu"), TrustWeightedDS(2))
+        clf.fit(X, np.arange(40), ann, posteriors=post, seed=1)
+        models.append(clf.predict_proba(X))
+    np.testing.assert_allclose(models[0], models[1], atol=1e-6)
+
+
 def test_classifier_learns_from_crowd_labels_on_cpu():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5)).astype(np.float32)
@@ -98,3 +115,36 @@ def test_classifier_learns_from_crowd_labels_on_cpu():
     assert (clf.predict(X01) == truth).mean() > 0.9
     assert clf.embed(X01).shape == (300, 128)
     assert clf.loss_history_[-1] < clf.loss_history_[0]
+
+
+def test_a_frozen_network_trains_only_its_head_and_as_if_end_to_end():
+    # the fixed features are computed once per fit; the model must be the one end-to-end training gives
+    import torch
+
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(120, 3, 16, 16)).astype(np.float32)
+    y = (X[:, 0].mean(axis=(1, 2)) > 0.5).astype(int)
+    tr = NetworkTrainer((3, 16, 16), 2, network="frozen", epochs=3, min_steps=0, seed=0, device="cpu")
+    tr.set_input_statistics(X)
+    before = {k: v.clone() for k, v in tr.model.state_dict().items()}
+    tr.fit(X, y, seed=1)
+    after = tr.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if not k.startswith("head."))
+    assert not torch.equal(before["head.1.weight"], after["head.1.weight"])
+    # reference: the same steps through the whole network
+    ref = NetworkTrainer((3, 16, 16), 2, network="frozen", epochs=3, min_steps=0, seed=0, device="cpu")
+    ref.model.load_state_dict(before)
+    opt = torch.optim.Adam([p for p in ref.model.parameters() if p.requires_grad], lr=ref.lr)
+    gen = torch.Generator().manual_seed(1)
+    torch.manual_seed(1)
+    ref.model.train()
+    Xt, yt = torch.as_tensor(X), torch.as_tensor(y)
+    for _ in range(3):
+        perm = torch.randperm(len(X), generator=gen)
+        for s in range(0, len(perm), ref.batch_size):
+            b = perm[s:s + ref.batch_size]
+            loss = torch.nn.functional.cross_entropy(ref.model(Xt[b]), yt[b])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+    np.testing.assert_allclose(tr.predict_proba(X), ref.predict_proba(X), atol=1e-5)

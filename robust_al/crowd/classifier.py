@@ -14,7 +14,8 @@ from robust_al.crowd.network import NetworkTrainer
 
 
 class CrowdClassifier:
-    """Two-stage learner: trust-weighted Dawid-Skene posteriors, then a network trained on them.
+    """Two-stage learner: trust-weighted Dawid-Skene posteriors, then a network trained on the inferred labels
+    (``targets='hard'``) or on the posteriors themselves (``'soft'``).
 
     ``fit(X, item_ids, annotations)`` takes items row-aligned with ``item_ids`` and annotations in crowd-kit's
     long (task, worker, label) form; extra examples (adversarial / noisy copies of labeled items, no labeling
@@ -22,8 +23,10 @@ class CrowdClassifier:
     ``labels_``, ``confusions_``, ``loss_history_``.
     """
 
-    def __init__(self, trainer: NetworkTrainer, aggregator: TrustWeightedDS):
-        self.trainer, self.aggregator = trainer, aggregator
+    def __init__(self, trainer: NetworkTrainer, aggregator: TrustWeightedDS, targets: str = "hard"):
+        if targets not in ("hard", "soft"):
+            raise ValueError(f"targets must be 'hard' or 'soft', got {targets!r}")
+        self.trainer, self.aggregator, self.targets = trainer, aggregator, targets
 
     def aggregate(self, annotations: pd.DataFrame,
                   trust: Callable[[str], float] | Mapping[str, float] | None = None,
@@ -45,6 +48,8 @@ class CrowdClassifier:
             ok = np.isin(extra_items, post.index.to_numpy())
             X_all = np.concatenate([X_all, extra_X[ok]])
             T_all = np.concatenate([T_all, post.loc[extra_items[ok]].to_numpy(dtype=np.float32)])
+        if self.targets == "hard":  # the inferred label, not the posterior (see ModelConfig.targets)
+            T_all = np.eye(T_all.shape[1], dtype=np.float32)[T_all.argmax(axis=1)]
         self.loss_history_ = self.trainer.fit(X_all, T_all, seed=seed)
         return self
 
