@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import multiprocessing
 import re
+import time
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
@@ -87,6 +88,7 @@ def one_run(job: dict) -> dict:
     from robust_al.store import RunStore
 
     torch.set_num_threads(1)  # one core per repetition: parallel runs do not fight, results do not depend on it
+    started = time.perf_counter()
     run_dir = Path(job["run_dir"])
     if (run_dir / "campaign.sqlite").exists():
         campaign = Campaign.resume(run_dir, echo=None)
@@ -119,6 +121,7 @@ def one_run(job: dict) -> dict:
     elif job.get("poison"):
         meta = RunStore(run_dir).get_meta("poison") or {}
         result["poison"] = {"crafted": bool(meta.get("crafted")), "success": None}
+    result["wall_seconds"] = time.perf_counter() - started  # this call: with resuming and the detection report
     (run_dir / "result.json").write_text(json.dumps(result, indent=1))
     return result
 
