@@ -76,3 +76,19 @@ def test_a_resumed_poisoned_campaign_keeps_its_pool(tmp_path, tiny):
     again = Campaign.resume(tmp_path / "run", dataset=blobs(), echo=None)
     ids = c.store.get_meta("poison")["item_ids"]
     np.testing.assert_array_equal(again.pool.X[again.pool.positions(ids)], c.pool.X[c.pool.positions(ids)])
+
+
+def test_the_provenance_filter_removes_the_same_rows_as_arts():
+    from art.defences.detector.poison import ProvenanceDefense
+
+    from robust_al.evaluate.poisoning import _provenance_defense
+
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(60, 7)).astype(np.float32)
+    labels = np.eye(2, dtype=np.float32)[rng.integers(2, size=60)]
+    segment = data[rng.choice(60, size=15, replace=False)]
+    ours = _provenance_defense().filter_input(data, labels, segment)
+    arts = ProvenanceDefense.filter_input(data, labels, segment)
+    assert len(ours[0]) == 45
+    for a, b in zip(ours, arts):
+        np.testing.assert_array_equal(a, b)

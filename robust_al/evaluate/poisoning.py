@@ -6,7 +6,7 @@ campaign's final training set (labeled items with their inferred labels):
 - ActivationDefence (activation clustering, Chen et al. 2018) and SpectralSignatureDefense (Tran et al. 2018),
   per class on the *penultimate* layer (ART would use the logits: measured weak, see NOTES.md);
 - ProvenanceDefense (Baracaldo et al. 2018) with the secured set S as trusted data and each item's labeler as
-  its data source.
+  its data source (on a frozen network: its head refitted on the fixed features, which is the same refit).
 """
 from __future__ import annotations
 
