@@ -459,8 +459,9 @@ class Campaign:
         for worker in sorted(flagged):
             self.store.add_flag(iteration, worker, "F_i misclassified with high confidence after its label")
             self._audit(iteration, worker, h)
-        info.update(suspicious=int(sum(suspicious.values())), reexamined=len(batch), not_reexamined=len(skipped), h=h, discarded=len(discarded),
-                    contradicted=contradicted, unverified=unverified, flagged=sorted(flagged))
+        info.update(suspicious=int(sum(suspicious.values())), reexamined=len(batch), not_reexamined=len(skipped),
+                    h=h, discarded=len(discarded), contradicted=contradicted, unverified=unverified,
+                    flagged=sorted(flagged))
 
     def _audit(self, iteration: int, worker: str, h: int) -> None:
         """Immediate check of a flagged labeler: h others relabel some of its past items; trust is capped at
