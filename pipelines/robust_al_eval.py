@@ -92,8 +92,8 @@ def main() -> None:
         "question": args.question.upper(), "scenario": args.scenario, "dataset": cfg.data.name,
         "config": args.config, "overrides": args.set, "target": args.target, "seeds": list(range(reps)),
         "methods": methods, "method_overrides": {m: METHODS[m] for m in methods}, "versions": versions(),
-        "wall_seconds": wall, "failures": failures, "workers": args.workers, "ray_address": args.ray_address, "table": tab,
-        "extra_tables": extra}, indent=1))
+        "wall_seconds": wall, "failures": failures, "workers": args.workers, "ray_address": args.ray_address,
+        "table": tab, "extra_tables": extra}, indent=1))
     print(f"wall time {wall:.0f} s; written to {out}")
 
 

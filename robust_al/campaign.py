@@ -204,8 +204,7 @@ class Campaign:
 
     def injected_ids(self) -> np.ndarray:
         """Ids of items an experiment injected into the pool (poisons)."""
-        rows = self.store.db.execute("SELECT item_id FROM injected ORDER BY item_id").fetchall()
-        return np.array([r[0] for r in rows], dtype=np.int64)
+        return self.store.injected_ids()
 
     def _inject_poisons(self, iteration: int) -> None:
         """Q3: craft feature-collision poisons against the current model F_{i-1} and put them into the

@@ -233,6 +233,11 @@ class RunStore:
                                 [(int(i), int(iteration), kind, int(c), X[k].tobytes())
                                  for k, (i, c) in enumerate(zip(item_ids, y))])
 
+    def injected_ids(self) -> np.ndarray:
+        """Ids of the items injected into the pool, in id order (without loading their inputs)."""
+        rows = self.db.execute("SELECT item_id FROM injected ORDER BY item_id").fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64)
+
     def injected(self, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[str]]:
         """(item_ids, X, y, kinds) of the items injected into the pool, in id order."""
         rows = self.db.execute("SELECT item_id, x, y, kind FROM injected ORDER BY item_id").fetchall()
