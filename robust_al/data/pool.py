@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,6 +16,15 @@ class Pool:
 
     ``X`` is float32, either ``(n, d)`` features or ``(n, c, h, w)`` images scaled to [0, 1];
     ``y`` holds the true class per item or ``UNKNOWN`` (-1) where nobody knows it.
+
+    The integer ``ids`` are what the store and the loop use. What a person knows the item by, and what they
+    must see to label it, travel alongside:
+
+    - ``keys``: the user's own item id (a relative file path, a table's id column), a string per item;
+      ``str(id)`` when the data has none. Exports and Label Studio tasks use it.
+    - ``media_kind`` / ``media``: ``"image"`` with the image file's absolute path per item, or ``"text"``
+      with the text per item; ``None`` for bare feature vectors. ``media_root`` is the folder image paths
+      live under (what a Label Studio local-files storage serves).
     """
 
     ids: np.ndarray
@@ -22,6 +32,10 @@ class Pool:
     y: np.ndarray
     n_classes: int
     class_names: list[str] = field(default_factory=list)
+    keys: np.ndarray | None = None
+    media: np.ndarray | None = None
+    media_kind: str | None = None
+    media_root: Path | None = None
 
     def __post_init__(self) -> None:
         self.ids = np.asarray(self.ids, dtype=np.int64)
@@ -41,6 +55,16 @@ class Pool:
             )
         if not self.class_names:
             self.class_names = [str(c) for c in range(self.n_classes)]
+        self.keys = (np.array([str(i) for i in self.ids], dtype=object) if self.keys is None
+                     else np.asarray(self.keys, dtype=object))
+        if len(self.keys) != len(self.ids):
+            raise ValueError(f"pool keys disagree in length with ids: {len(self.keys)} vs {len(self.ids)}")
+        if self.media is not None:
+            self.media = np.asarray(self.media, dtype=object)
+            if len(self.media) != len(self.ids):
+                raise ValueError(f"pool media disagree in length with ids: {len(self.media)} vs {len(self.ids)}")
+            if self.media_kind not in ("image", "text"):
+                raise ValueError(f"media_kind must be 'image' or 'text' when media are given, not {self.media_kind!r}")
         self._pos = {int(i): p for p, i in enumerate(self.ids)}
 
     def __len__(self) -> int:
@@ -66,14 +90,20 @@ class Pool:
             raise KeyError(f"item id {e.args[0]} is not in the pool") from None
 
     def extended(self, item_ids, X: np.ndarray, y: np.ndarray) -> "Pool":
-        """This pool plus new items (e.g. injected poisons); ids must be new."""
-        return Pool(np.concatenate([self.ids, np.asarray(item_ids, np.int64)]),
+        """This pool plus new items (e.g. injected poisons, which have no media); ids must be new."""
+        item_ids = np.asarray(item_ids, np.int64)
+        media = None if self.media is None else np.concatenate([self.media, np.full(len(item_ids), None, object)])
+        return Pool(np.concatenate([self.ids, item_ids]),
                     np.concatenate([self.X, np.asarray(X, np.float32)]),
-                    np.concatenate([self.y, np.asarray(y, np.int64)]), self.n_classes, list(self.class_names))
+                    np.concatenate([self.y, np.asarray(y, np.int64)]), self.n_classes, list(self.class_names),
+                    keys=np.concatenate([self.keys, np.array([str(i) for i in item_ids], dtype=object)]),
+                    media=media, media_kind=self.media_kind, media_root=self.media_root)
 
     def subset(self, item_ids) -> "Pool":
         p = self.positions(item_ids)
-        return Pool(self.ids[p], self.X[p], self.y[p], self.n_classes, list(self.class_names))
+        return Pool(self.ids[p], self.X[p], self.y[p], self.n_classes, list(self.class_names), keys=self.keys[p],
+                    media=None if self.media is None else self.media[p], media_kind=self.media_kind,
+                    media_root=self.media_root)
 
 
 @dataclass
