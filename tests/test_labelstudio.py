@@ -69,37 +69,7 @@ def test_parse_and_deduplicate_events():
     assert deleted.annotation_ids == [3] and deleted.item_id is None
 
 
-# -- a real server -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def ls():
-    """A running Label Studio server for the whole session (stopped and its data removed at the end)."""
-    if not ls_server.installed():
-        if os.environ.get("ROBUST_AL_LS_INSTALL") != "1":
-            pytest.skip(f"label-studio is not installed at {ls_server.executable()}; set ROBUST_AL_LS_INSTALL=1 "
-                        "to install it into its own venv (or run `robust-al labelstudio install`)")
-        ls_server.install()
-    base = Path(tempfile.mkdtemp(prefix="robust-al-ls-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    srv = ls_server.LabelStudioServer()
-    try:
-        srv.start(base / "labelstudio")
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def client(ls):
-    with LabelStudioClient.for_server(ls) as c:  # per test: the URL changes when the server restarts
-        yield c
-
-
-@pytest.fixture(scope="session")
-def annotators(ls):
-    """Three annotators signed up through the invite link: [(user_id, token), ...]."""
-    return [create_annotator(ls, f"annotator{i}@example.com", f"pw-annotator-{i}") for i in range(3)]
-
-
+# -- a real server (fixtures ls, client, annotators: tests/conftest.py) ---------------------------------
 def test_server_secrets_and_environment(ls):
     assert ls.url == f"http://127.0.0.1:{ls.port}"
     mode = stat.S_IMODE(ls.token_file.stat().st_mode)
