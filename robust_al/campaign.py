@@ -34,8 +34,10 @@ from robust_al.crowd.learners import make_learner
 from robust_al.data.holdout import draw_holdout
 from robust_al.data.loaders import load_dataset
 from robust_al.data.pool import Dataset
+from robust_al.faults import kill_point
 from robust_al.query import MinDistance, QueryContext, make_strategy
 from robust_al.store import RunStore
+from robust_al.store.lock import RunLock
 from robust_al.trust import TrustLedger, independent_labelers
 
 log = logging.getLogger(__name__)
@@ -72,6 +74,7 @@ class Campaign:
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.echo = echo or (lambda s: None)
         self.store = RunStore(self.run_dir)
+        self.lock = RunLock(self.run_dir)
         self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
         if cfg.poison.enabled and cfg.annotators.kind == "labelstudio":
             raise ConfigError("poison.enabled: poisons are injected into a simulated or replayed campaign's pool, "
@@ -280,9 +283,23 @@ class Campaign:
         cand = self.pool.ids[~self.taken]
         return cand[self.crowd.answerable(cand, self.ledger)]
 
-    def _affordable(self, n_items: int) -> int:
-        left = self.cfg.stop.budget - self.labels_used()
-        return max(0, min(n_items, left // self.cfg.annotators.k))
+    def _spent_before(self, iteration: int, purpose: str) -> int:
+        """Labels bought before stage ``purpose`` of ``iteration``: every earlier iteration's and this one's
+        earlier stages' (query, then reexam, then the audits in name order). An unfinished iteration's stored
+        answers count as bought for the stage that asked them, so a resumed iteration derives the same batch
+        and uses every answer it paid for (counting them against its own batch shrank it: 144 instead of 150
+        items, 90 paid labels unused, when killed in the last, budget-limited iteration)."""
+        def stage(p: str) -> tuple[int, str]:
+            return (0, "") if p == "query" else (1, "") if p == "reexam" else (2, p)
+
+        return self.store.labels_before(iteration) + sum(
+            n for p, n in self.store.labels_of_iteration(iteration).items() if stage(p) < stage(purpose))
+
+    def _affordable(self, n_items: int, iteration: int | None = None, per_item: int | None = None) -> int:
+        """Items of ``per_item`` labels (default k) the budget still buys; for a stage's batch when
+        ``iteration`` is given (its query stage), else after everything stored."""
+        spent = self.labels_used() if iteration is None else self._spent_before(iteration, "query")
+        return max(0, min(n_items, (self.cfg.stop.budget - spent) // (per_item or self.cfg.annotators.k)))
 
     def _annotations(self, with_model: bool | None = None) -> pd.DataFrame:
         """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
@@ -330,6 +347,7 @@ class Campaign:
         else:
             aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
         keep = np.isin(aug_ids, labeled)
+        kill_point("training", iteration)
         self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, ann, self.ledger,
                          extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,
                          seed=self._train_seed(iteration, attempt))
@@ -425,7 +443,7 @@ class Campaign:
         order = sorted(map(int, batch), key=lambda i: (not suspicious[i], i))
         if cfg.reexamine == "suspicious":
             order = [i for i in order if suspicious[i]]
-        n_afford = max(0, (self.cfg.stop.budget - self.labels_used()) // h)
+        n_afford = max(0, (self.cfg.stop.budget - self._spent_before(iteration, "reexam")) // h)
         batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
         dropped = [i for i in skipped if suspicious[i]]
         answers = self.crowd.ask(batch, iteration, "reexam", self.ledger, n_per_item=h,
@@ -465,7 +483,8 @@ class Campaign:
     def _audit(self, iteration: int, worker: str, h: int) -> None:
         """Immediate check of a flagged labeler: h others relabel some of its past items; trust is capped at
         the share of those it got right."""
-        n = min(self.cfg.trust.audit_size, max(0, (self.cfg.stop.budget - self.labels_used()) // h))
+        n = min(self.cfg.trust.audit_size,
+                max(0, (self.cfg.stop.budget - self._spent_before(iteration, f"audit:{worker}")) // h))
         ann = self.store.annotations()
         mine = ann[(ann["worker"] == worker) & ann["task"].isin(self.ids_with(LABELED))]
         if n == 0 or mine.empty:
@@ -496,6 +515,7 @@ class Campaign:
         norms = []
         for aug in self.augmenter.adversarial(new_items, X, labels):
             self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
+            kill_point("augmentation-written", iteration)
             norms.append(aug.norms)
         for aug in self.augmenter.noise(new_items, X, self._rng("noise", iteration)):
             self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
@@ -525,10 +545,18 @@ class Campaign:
         with self._stage("query"):
             if iteration == 0:  # m items at random before there is any model
                 cand = self._candidates()
-                n = self._affordable(min(cfg.query.initial, len(cand)))
+                n = self._affordable(min(cfg.query.initial, len(cand)), iteration)
                 batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
             else:
-                batch = self._query(iteration, self._affordable(cfg.query.batch), info)
+                batch = self._query(iteration, self._affordable(cfg.query.batch, iteration), info)
+            stored = self.store.batch(iteration, "query")
+            if stored is not None and not np.array_equal(stored, batch):  # people were asked about these
+                log.warning("iteration %d: the resumed query differs from the stored batch; using the stored one",
+                            iteration)
+                batch = stored
+            self.store.set_batch(iteration, "query", batch)
+            kill_point("batch-stored", iteration)
+            if iteration > 0:
                 self._record_predictions(iteration, batch)
 
         with self._stage("annotate"):
@@ -569,7 +597,9 @@ class Campaign:
         metrics["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
         metrics["seconds"] = time.perf_counter() - t0
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
+        kill_point("before-checkpoint", iteration)
         self.store.complete_iteration(iteration, metrics, state, self.net.state_dict())
+        kill_point("after-checkpoint", iteration)
         self.prev_metrics, self.prev_state = metrics, state
         return IterationResult(iteration, metrics, stop)
 
@@ -629,11 +659,19 @@ class Campaign:
         return None
 
     def run(self, progress: bool = True) -> IterationResult | None:
-        from tqdm import tqdm
-
+        """Run (or resume) the campaign to its stop; holds the run directory's lock meanwhile."""
         self.net.progress = progress
         if self.augmenter is not None:
             self.augmenter.progress = progress
+        self.lock.acquire()  # before anything is read for resuming or written: one process per run
+        try:
+            return self._run(progress)
+        finally:
+            self.lock.release()
+
+    def _run(self, progress: bool) -> IterationResult | None:
+        from tqdm import tqdm
+
         if hasattr(self.crowd, "sync") and self.store.get_meta("ls_projects"):
             n = self.crowd.sync()  # answers given while the campaign was not running
             if n:

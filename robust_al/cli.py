@@ -24,8 +24,24 @@ def _run(args: argparse.Namespace) -> int:
         cfg = load_config(args.config, args.set)
         campaign = Campaign.create(cfg, args.run_dir)
     print(f"run directory: {campaign.run_dir}")
-    campaign.run(progress=not args.no_progress)
+    try:
+        campaign.run(progress=not args.no_progress)
+    except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the current write finished (each is one transaction)
+        code = 143 if _terminated else 130
+        print(f"\nstopped ({'SIGTERM' if _terminated else 'Ctrl-C'}); every answer is stored. Continue with:\n"
+              f"  robust-al run --resume {campaign.run_dir}", file=sys.stderr)
+        return code
     return 0
+
+
+_terminated = False
+
+
+def _on_sigterm(signum, frame) -> None:
+    """SIGTERM stops a campaign as Ctrl-C does: between two writes, with a resume hint, exit 143."""
+    global _terminated
+    _terminated = True
+    raise KeyboardInterrupt
 
 
 def _status(args: argparse.Namespace) -> int:
@@ -60,7 +76,8 @@ def _labelstudio(args: argparse.Namespace) -> int:
         from robust_al.campaign import Campaign
 
         camp = Campaign.resume(args.run_dir, echo=None)
-        new = camp.crowd.sync()
+        with camp.lock:
+            new = camp.crowd.sync()
         print(f"pulled {new} new annotation(s) into {camp.store.path}")
         return 0
     return _simulate(args)
@@ -133,11 +150,19 @@ def main(argv: list[str] | None = None) -> int:
     lsp.set_defaults(fn=_labelstudio)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    import signal
+
+    from robust_al.store.lock import RunDirBusy
+
+    signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return args.fn(args)
     except (ConfigError, FileNotFoundError, FileExistsError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except RunDirBusy as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 3
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from robust_al.annotators.base import Annotator, Answer, item_rng
+from robust_al.faults import kill_point
 from robust_al.store import RunStore
 
 
@@ -101,6 +102,7 @@ class Crowd:
         for w, items in todo.items():
             for a in self.annotators[w].annotate(items):
                 self.store.add_annotation(a.item_id, a.worker, a.label, iteration, purpose)
+                kill_point(f"answer:{purpose.split(':')[0]}", iteration)
                 self.asked += 1
                 answers.append(a)
         return answers

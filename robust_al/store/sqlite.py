@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS ls_tasks (
     project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
     purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
+CREATE TABLE IF NOT EXISTS asked (
+    iteration INTEGER NOT NULL, purpose TEXT NOT NULL, position INTEGER NOT NULL, item_id INTEGER NOT NULL,
+    PRIMARY KEY (iteration, purpose, position));  -- a stage's batch, stored before anyone is asked
 CREATE TABLE IF NOT EXISTS batches (
     iteration INTEGER NOT NULL, purpose TEXT NOT NULL, closed_at REAL NOT NULL,
     PRIMARY KEY (iteration, purpose));  -- when a live crowd's batch stopped waiting for answers
@@ -145,6 +148,29 @@ class RunStore:
     def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
         q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
         return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))
+
+    def labels_before(self, iteration: int) -> int:
+        """Labels bought in iterations before ``iteration`` (late answers to no batch, iteration -1, included)."""
+        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE iteration < ?",
+                                   (int(iteration),)).fetchone()[0])
+
+    def labels_of_iteration(self, iteration: int) -> dict[str, int]:
+        """Labels bought in ``iteration``, per purpose (query, reexam, audit:<worker>)."""
+        rows = self.db.execute("SELECT purpose, COUNT(*) FROM annotations WHERE iteration = ? GROUP BY purpose",
+                               (int(iteration),)).fetchall()
+        return {str(p): int(n) for p, n in rows}
+
+    def set_batch(self, iteration: int, purpose: str, item_ids) -> None:
+        """The items a stage is about to ask about, stored before anyone is asked (kept on resume)."""
+        with self.db:
+            self.db.executemany("INSERT OR IGNORE INTO asked VALUES (?, ?, ?, ?)",
+                                [(int(iteration), purpose, k, int(i)) for k, i in enumerate(item_ids)])
+
+    def batch(self, iteration: int, purpose: str) -> np.ndarray | None:
+        """The stored batch of a stage, in the order it was asked; None if that stage never asked."""
+        rows = self.db.execute("SELECT item_id FROM asked WHERE iteration = ? AND purpose = ? ORDER BY position",
+                               (int(iteration), purpose)).fetchall()
+        return np.array([r[0] for r in rows], dtype=np.int64) if rows else None
 
     def close_batch(self, iteration: int, purpose: str) -> None:
         """A live crowd's batch stopped waiting: answers to it stored after now arrived late."""

@@ -7,6 +7,7 @@ from typing import Iterable
 import numpy as np
 import pandas as pd
 
+from robust_al.faults import kill_point
 from robust_al.store import RunStore
 
 
@@ -85,6 +86,7 @@ class TrustLedger:
         if self.store is not None:
             score, n = self.score.get(worker, (self.initial, 0.0))
             self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, score, n)
+            kill_point("trust-event", iteration)
         return after
 
     def set(self, iteration: int, worker: str, value: float, reason: str) -> float:
