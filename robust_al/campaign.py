@@ -37,6 +37,7 @@ from robust_al.data.pool import Dataset
 from robust_al.faults import kill_point
 from robust_al.query import MinDistance, QueryContext, make_strategy
 from robust_al.store import RunStore
+from robust_al.store.sqlite import abandoned_start
 from robust_al.store.lock import RunLock
 from robust_al.trust import TrustLedger, independent_labelers
 
@@ -73,12 +74,13 @@ class Campaign:
                  echo: Callable[[str], None] | None = print):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.echo = echo or (lambda s: None)
+        # everything that can be refused is checked before the store exists: a failed start leaves nothing
+        self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
+        self.annotators = ([] if cfg.annotators.kind == "labelstudio"
+                           else build_annotators(cfg.annotators, self.dataset, cfg.seed))
+        check_startable(cfg, self.dataset, self.annotators)
         self.store = RunStore(self.run_dir)
         self.lock = RunLock(self.run_dir)
-        self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
-        if cfg.poison.enabled and cfg.annotators.kind == "labelstudio":
-            raise ConfigError("poison.enabled: poisons are injected into a simulated or replayed campaign's pool, "
-                              "not into a live Label Studio project")
         inj_ids, inj_X, inj_y, _ = self.store.injected(self.dataset.train.input_shape)
         if len(inj_ids):  # a resumed campaign whose pool was injected into
             self.dataset.train = self.dataset.train.extended(inj_ids, inj_X, inj_y)
@@ -88,14 +90,12 @@ class Campaign:
             from robust_al.annotators.labelstudio import LabelStudioCrowd, read_token
 
             ls = cfg.annotators.labelstudio
-            self.annotators = []
             self.crowd = LabelStudioCrowd(self.store, ls.url, read_token(ls.token_env, ls.token_file),
                                           pool.class_names, k=cfg.annotators.k, threshold=cfg.trust.threshold,
                                           routing=cfg.trust.routing, wait_seconds=ls.wait_seconds,
                                           poll_seconds=ls.poll_seconds, webhook=ls.webhook,
                                           title=f"{ls.title} {cfg.name}")
         else:
-            self.annotators = build_annotators(cfg.annotators, self.dataset, cfg.seed)
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
                                threshold=cfg.trust.threshold, routing=cfg.trust.routing)
         m = cfg.model
@@ -122,25 +122,34 @@ class Campaign:
     # -- construction ---------------------------------------------------------------------------------------
     @classmethod
     def create(cls, cfg: CampaignConfig, run_dir: str | Path | None = None, **kw) -> "Campaign":
+        """A new campaign in ``run_dir``. If anything refuses to start, nothing that blocks a retry is left."""
         run_dir = Path(run_dir) if run_dir else cfg.resolved_run_dir()
-        if (run_dir / "campaign.sqlite").exists():
+        db = run_dir / "campaign.sqlite"
+        if db.exists() and not abandoned_start(db):
             raise FileExistsError(f"{run_dir} already holds a campaign; continue it with --resume {run_dir}")
-        self = cls(cfg, run_dir, **kw)
-        self.store.set_meta("config", cfg.model_dump(mode="json"))
-        self.store.set_meta("seed", cfg.seed)
-        self.store.set_meta("versions", versions())
-        self.store.set_meta("created_at", time.time())
-        (run_dir / "config.yaml").write_text(_yaml(cfg.model_dump(mode="json")))
+        made_dir = not run_dir.exists()
+        try:
+            self = cls(cfg, run_dir, **kw)
+            with self.lock:
+                self.store.set_meta("config", cfg.model_dump(mode="json"))  # first: it makes the run resumable
+                self.store.set_meta("seed", cfg.seed)
+                self.store.set_meta("versions", versions())
+                self.store.set_meta("created_at", time.time())
+                (run_dir / "config.yaml").write_text(_yaml(cfg.model_dump(mode="json")))
+        except BaseException:
+            _remove_failed_start(run_dir, made_dir)
+            raise
         return self
 
     @classmethod
     def resume(cls, run_dir: str | Path, **kw) -> "Campaign":
         run_dir = Path(run_dir)
-        if not (run_dir / "campaign.sqlite").exists():
-            raise FileNotFoundError(f"{run_dir} holds no campaign (no campaign.sqlite)")
-        raw = RunStore(run_dir).get_meta("config")
+        store = RunStore(run_dir, create=False)
+        raw = store.get_meta("config")
+        store.close()
         if raw is None:
-            raise ConfigError(f"{run_dir}/campaign.sqlite has no stored config")
+            raise ConfigError(f"{run_dir}/campaign.sqlite has no stored config: the campaign never started; "
+                              f"start it again with robust-al run CONFIG --run-dir {run_dir}")
         return cls(load_config(data=raw), run_dir, **kw)
 
     # -- state ----------------------------------------------------------------------------------------------
@@ -701,6 +710,44 @@ class Campaign:
         if result is not None:
             self.echo(f"stopped: {result.stop}")
         return result
+
+
+def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list) -> None:
+    """Refuse, with one line naming the key, a campaign that could not run as configured."""
+    k, budget = cfg.annotators.k, cfg.stop.budget
+    if cfg.poison.enabled and cfg.annotators.kind == "labelstudio":
+        raise ConfigError("poison.enabled: poisons are injected into a simulated or replayed campaign's pool, "
+                          "not into a live Label Studio project")
+    if budget < k:
+        raise ConfigError(f"stop.budget = {budget} buys no item: each item takes annotators.k = {k} labels")
+    if cfg.annotators.kind != "labelstudio" and len(annotators) < k:
+        raise ConfigError(f"annotators.k = {k}, but the crowd has {len(annotators)} labelers; every item needs k "
+                          "different ones: lower annotators.k or add labelers")
+    trusted = int((dataset.train.y >= 0).sum())
+    if trusted < cfg.holdout.size:
+        raise ConfigError(f"holdout.size = {cfg.holdout.size}, but only {trusted} pool items have a trusted label "
+                          "for the secured holdout: give trusted labels (class folders, a label column or "
+                          "data.options.trusted_labels) or lower holdout.size")
+    if cfg.annotators.kind == "labelstudio":
+        try:
+            import label_studio_sdk  # noqa: F401
+        except ImportError:
+            raise ConfigError('annotators.kind = labelstudio needs the labelstudio extra: '
+                              'pip install "robust-al[labelstudio]"') from None
+
+
+def _remove_failed_start(run_dir: Path, made_dir: bool) -> None:
+    """Undo a start that failed before the campaign held anything paid for."""
+    db = run_dir / "campaign.sqlite"
+    if db.exists() and not abandoned_start(db):
+        return
+    for name in ("campaign.sqlite", "campaign.sqlite-wal", "campaign.sqlite-shm", "config.yaml", "campaign.lock"):
+        (run_dir / name).unlink(missing_ok=True)
+    if made_dir:
+        try:
+            run_dir.rmdir()
+        except OSError:
+            pass
 
 
 def format_metrics(iteration: int, m: dict, budget: int) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sqlite3
 import sys
 from pathlib import Path
 
@@ -26,6 +27,12 @@ def _run(args: argparse.Namespace) -> int:
     print(f"run directory: {campaign.run_dir}")
     try:
         campaign.run(progress=not args.no_progress)
+    except sqlite3.Error as e:  # e.g. a full disk mid-run: what is stored stays stored
+        from robust_al.store.sqlite import describe_sqlite_error
+
+        print(f"error: {campaign.store.path}: {describe_sqlite_error(e)} (robust-al run --resume {campaign.run_dir})",
+              file=sys.stderr)
+        return 2
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the current write finished (each is one transaction)
         code = 143 if _terminated else 130
         print(f"\nstopped ({'SIGTERM' if _terminated else 'Ctrl-C'}); every answer is stored. Continue with:\n"

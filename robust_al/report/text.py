@@ -7,9 +7,7 @@ from robust_al.store import RunStore
 
 
 def _open(run_dir: Path) -> RunStore:
-    if not (Path(run_dir) / "campaign.sqlite").exists():
-        raise FileNotFoundError(f"{run_dir} holds no campaign (no campaign.sqlite)")
-    return RunStore(run_dir)
+    return RunStore(run_dir, create=False)
 
 
 def status_text(run_dir: Path) -> str:

@@ -61,22 +61,76 @@ CREATE TABLE IF NOT EXISTS injected (
     x BLOB NOT NULL);  -- items an experiment put into the pool (poisons); ground truth y = the honest label
 """
 
+def describe_sqlite_error(e: sqlite3.Error) -> str:
+    """One line saying what a SQLite failure means for the user."""
+    msg = str(e)
+    if "disk is full" in msg or "disk I/O" in msg:
+        return f"{msg}: free some space; every answer stored so far is kept, then resume"
+    if "not a database" in msg or "malformed" in msg:
+        return f"{msg}: the file is corrupt or not a robust-al campaign store"
+    return msg
+
+
 # tables holding derived rows keyed by iteration, dropped for an iteration that did not complete
 DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations")
 
 
-class RunStore:
-    """One campaign's SQLite database, ``RUN_DIR/campaign.sqlite``."""
+SCHEMA_VERSION = 2  # PRAGMA user_version; 0 = a store from before versioning (schema 1, upgraded in place)
 
-    def __init__(self, run_dir: str | Path):
+
+class StoreError(ValueError):
+    """The run directory holds no usable store (missing, empty, corrupt, from a newer version, disk full)."""
+
+
+def abandoned_start(db: Path) -> bool:
+    """A store that a killed or failed start left behind: no stored config and no answer (safe to replace)."""
+    if db.stat().st_size == 0:
+        return True
+    try:
+        con = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+        try:
+            tables = {r[0] for r in con.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            if "meta" not in tables:
+                return not tables
+            config = con.execute("SELECT 1 FROM meta WHERE key='config'").fetchone()
+            answers = con.execute("SELECT COUNT(*) FROM annotations").fetchone()[0] if "annotations" in tables else 0
+            return config is None and answers == 0
+        finally:
+            con.close()
+    except sqlite3.DatabaseError as e:
+        raise StoreError(f"{db}: {e}: the file is corrupt or not a robust-al campaign store") from None
+
+
+
+class RunStore:
+    """One campaign's SQLite database, ``RUN_DIR/campaign.sqlite``.
+
+    ``create=False`` (status, trust, export, resume) opens only an existing store and writes no schema into
+    a file that is not one (a 0-byte or foreign file is reported, not initialized).
+    """
+
+    def __init__(self, run_dir: str | Path, create: bool = True):
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.run_dir / "campaign.sqlite"
-        # autocommit mode: every statement outside an explicit transaction is durable on return
-        self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(SCHEMA)
+        if not create and not self.path.is_file():
+            raise StoreError(f"{self.path}: no campaign store here (expected a run directory made by robust-al run)")
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            # autocommit mode: every statement outside an explicit transaction is durable on return
+            self.db = sqlite3.connect(self.path, isolation_level=None, timeout=30.0, check_same_thread=False)
+            tables = {r[0] for r in self.db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+            version = int(self.db.execute("PRAGMA user_version").fetchone()[0])
+            if not create and "meta" not in tables:
+                raise StoreError(f"{self.path}: empty or not a robust-al campaign store")
+            if version > SCHEMA_VERSION:
+                raise StoreError(f"{self.path}: written by a newer robust-al (store schema {version}, this one "
+                                 f"reads up to {SCHEMA_VERSION}); upgrade robust-al to read it")
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(SCHEMA)
+            self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        except sqlite3.DatabaseError as e:
+            raise StoreError(f"{self.path}: {describe_sqlite_error(e)}") from None
 
     def close(self) -> None:
         self.db.close()

@@ -1,0 +1,91 @@
+"""A campaign that cannot run is refused before anything is written; broken stores give one-line errors."""
+from __future__ import annotations
+
+import sqlite3
+
+import numpy as np
+import pytest
+import yaml
+from conftest import tiny_config
+
+from robust_al.campaign import Campaign
+from robust_al.cli import main
+from robust_al.config import ConfigError, load_config
+from robust_al.data.loaders import load_digits_dataset
+from robust_al.data.pool import Dataset, Pool
+from robust_al.store import RunStore, StoreError
+
+
+def _cli(capsys, *argv: str) -> tuple[int, str]:
+    code = main(list(argv))
+    err = capsys.readouterr().err.strip()
+    return code, err
+
+
+def _config_file(tmp_path, **over) -> str:
+    path = tmp_path / "cfg.yaml"
+    path.write_text(yaml.safe_dump(tiny_config(**over)))
+    return str(path)
+
+
+@pytest.mark.parametrize("over, key", [
+    ({"annotators.k": 12}, "annotators.k = 12, but the crowd has 11 labelers"),
+    ({"stop.budget": 2}, "stop.budget = 2 buys no item"),
+    ({"holdout.size": 5000}, "holdout.size = 5000, but only"),
+])
+def test_an_impossible_campaign_is_refused_with_nothing_written(tmp_path, capsys, over, key):
+    run_dir = tmp_path / "run"
+    code, err = _cli(capsys, "run", _config_file(tmp_path, **over), "--run-dir", str(run_dir), "--no-progress")
+    assert code == 2 and key in err and len(err.splitlines()) == 1 and "Traceback" not in err
+    assert not run_dir.exists()
+
+
+def test_a_pool_without_trusted_labels_cannot_have_a_secured_holdout(tmp_path):
+    digits = load_digits_dataset()
+    unlabeled = Pool(digits.train.ids, digits.train.X, np.full(len(digits.train.ids), -1), 10)
+    ds = Dataset("unlabeled", unlabeled, digits.test)
+    with pytest.raises(ConfigError, match="holdout.size = 60, but only 0 pool items have a trusted label"):
+        Campaign.create(load_config(data=tiny_config(**{"annotators.kind": "labelstudio",
+                                                        "annotators.labelstudio": {"url": "http://127.0.0.1:9"}})),
+                        tmp_path / "run", dataset=ds, echo=None)
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_failed_start_does_not_block_a_retry(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "campaign.sqlite").write_bytes(b"")  # what a kill in the first instant leaves
+    code, err = _cli(capsys, "status", str(run_dir))
+    assert code == 2 and "empty or not a robust-al campaign store" in err and len(err.splitlines()) == 1
+    assert (run_dir / "campaign.sqlite").stat().st_size == 0  # no schema written into it
+    camp = Campaign.create(load_config(data=tiny_config()), run_dir, echo=None)  # the retry just works
+    assert camp.store.get_meta("config")["name"] == "tiny"
+
+
+def test_a_run_holding_answers_is_never_replaced(tmp_path):
+    run_dir = tmp_path / "run"
+    store = RunStore(run_dir)
+    store.add_annotation(1, "w", 0, 0, "query")  # paid for, though no config was stored
+    store.close()
+    with pytest.raises(FileExistsError, match="already holds a campaign"):
+        Campaign.create(load_config(data=tiny_config()), run_dir, echo=None)
+    assert len(RunStore(run_dir).annotations()) == 1
+
+
+@pytest.mark.parametrize("command", [["status"], ["trust"], ["run", "--resume"]])
+def test_a_corrupt_store_is_a_one_line_error(tmp_path, capsys, command):
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    (run_dir / "campaign.sqlite").write_bytes(b"this is not a database, it is garbage" * 100)
+    code, err = _cli(capsys, *command, str(run_dir))
+    assert code == 2 and str(run_dir / "campaign.sqlite") in err and "corrupt" in err
+    assert len(err.splitlines()) == 1 and "Traceback" not in err
+
+
+def test_a_store_from_a_newer_version_is_detected(tmp_path):
+    RunStore(tmp_path).close()
+    con = sqlite3.connect(tmp_path / "campaign.sqlite")
+    con.execute("PRAGMA user_version = 99")
+    con.close()
+    with pytest.raises(StoreError, match="written by a newer robust-al"):
+        RunStore(tmp_path, create=False)
