@@ -28,8 +28,7 @@ CONFIG = tiny_config(**{
                                                {"kind": "colluding", "count": 1, "rate": 0.9, "pr": 0.0,
                                                 "name": "liar"}],
     "trust.epsilon": 0.0, "trust.significance": None, "query.initial": 60, "query.batch": 30,
-    "stop.budget": 235, "stop.max_iterations": 8, "model.epochs": 5, "model.min_steps": 100,
-    "augment.attacks": ["pgd"]})
+    "stop.budget": 235, "stop.max_iterations": 8, "model.epochs": 5})
 
 
 def _cli(args: list[str], kill_at: str | None = None) -> subprocess.CompletedProcess:
