@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 import os
+import secrets
 import time
 from pathlib import Path
 from typing import Callable, Sequence
@@ -65,6 +66,8 @@ class LabelStudioCrowd:
         self._projects: dict[str, object] = {}
         self._webhook = webhook
         self.listener = None
+        self._member_ids: set[int] = set()
+        self._members_at = 0.0
 
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
@@ -108,12 +111,20 @@ class LabelStudioCrowd:
         from robust_al.labelstudio.webhook import WebhookListener
 
         if self.listener is None:
-            self.listener = WebhookListener()
+            # a fresh secret per process, in the registered webhook's headers: nobody else on the machine can
+            # post answers (measured: a plain curl stored an annotation for any user, item or holdout item)
+            self.listener = WebhookListener(secret=secrets.token_urlsafe(32))
             self.listener.start()
         hooks = self.store.get_meta("ls_webhooks", {})
-        if hooks.get(str(proj.id)) != self.listener.url:
-            self.client.create_webhook(proj, self.listener.url)
-            hooks[str(proj.id)] = self.listener.url
+        old = hooks.get(str(proj.id))
+        if not isinstance(old, dict) or old.get("url") != self.listener.url:
+            if isinstance(old, dict) and old.get("id") is not None:  # an earlier process's: gone with its port
+                try:
+                    self.client.delete_webhook(int(old["id"]))
+                except Exception as e:  # already deleted by hand: nothing to undo
+                    log.info("old webhook %s of project %s not deleted (%s)", old.get("id"), proj.id, e)
+            wid = self.client.create_webhook(proj, self.listener.url, headers=self.listener.headers)
+            hooks[str(proj.id)] = {"id": wid, "url": self.listener.url}
             self.store.set_meta("ls_webhooks", hooks)
 
     def _tasks(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
@@ -184,8 +195,35 @@ class LabelStudioCrowd:
             asked = self._asked_in(proj.id)
             for a in ev.annotations:
                 ann = annotation_from_payload(a, ev.task, proj)
+                refused = self._refuse(proj.id, ann)
+                if refused:
+                    log.warning("webhook annotation %s refused: %s", ann.annotation_id, refused)
+                    continue
                 iteration, purpose = asked.get(ann.item_id, (-1, "late"))
                 self.ingest(proj.id, [ann], iteration, purpose)
+
+    def _refuse(self, project_id: int, ann) -> str | None:
+        """Why a delivered answer is not stored: its task is not one the campaign created (with that item),
+        its item is in the secured holdout, or its user is not a member of the organization."""
+        if ann.item_id in self.forbidden:
+            return f"item {ann.item_id} belongs to the secured holdout"
+        tasks = self.store.ls_tasks(project_id)
+        task_of = dict(zip(tasks["item_id"].astype(int), tasks["task_id"].astype(int)))
+        if ann.task_id is not None and task_of.get(ann.item_id) != ann.task_id:
+            return f"task {ann.task_id} with item {ann.item_id} is not a task of this campaign"
+        if not self._is_member(ann.user_id):
+            return f"user {ann.user_id} is not a member of the server's organization"
+        return None
+
+    def _is_member(self, user_id: int) -> bool:
+        """Is ``user_id`` a user of the organization? (Cached; an unknown id refreshes the list at most
+        every 5 s, so a colleague invited mid-campaign is recognised.)"""
+        if user_id in self._member_ids:
+            return True
+        if time.time() - self._members_at > 5.0:
+            self._member_ids = {int(u["id"]) for u in self.client.list_users()}
+            self._members_at = time.time()
+        return user_id in self._member_ids
 
     def _asked_in(self, project_id: int) -> dict[int, tuple[int, str]]:
         """item -> (iteration, purpose) of the task it was put to in this project."""

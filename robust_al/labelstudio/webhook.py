@@ -7,7 +7,9 @@ annotation id and ``updated_at`` (:class:`Deduplicator`).
 """
 from __future__ import annotations
 
+import hmac
 import json
+import logging
 import queue
 import threading
 import time
@@ -17,6 +19,8 @@ from typing import Any
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 
+
+log = logging.getLogger(__name__)
 
 @dataclass
 class WebhookEvent:
@@ -112,6 +116,12 @@ class WebhookListener:
         """Headers to register with the webhook (the shared secret, when set)."""
         return {"X-Robust-AL-Secret": self.secret} if self.secret else {}
 
+    def authentic(self, presented: str | None) -> bool:
+        """Does a request carry the shared secret (compared in constant time)?"""
+        if not self.secret:
+            return True
+        return presented is not None and hmac.compare_digest(presented.encode(), self.secret.encode())
+
     def start(self) -> str:
         listener = self
 
@@ -120,8 +130,10 @@ class WebhookListener:
                 t = time.time()
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
-                if self.path.split("?")[0] != listener.path or (
-                        listener.secret and self.headers.get("X-Robust-AL-Secret") != listener.secret):
+                if self.path.split("?")[0] != listener.path or not listener.authentic(
+                        self.headers.get("X-Robust-AL-Secret")):
+                    log.warning("webhook refused: %s without the shared secret from %s", self.path,
+                                self.client_address[0])
                     listener.rejected += 1
                     self.send_response(403)
                     self.end_headers()
