@@ -91,17 +91,19 @@ class Crowd:
         """Answers for (item, worker) pairs: from the store when already paid for, else from the annotator."""
         answers: list[Answer] = []
         todo: dict[str, list[int]] = defaultdict(list)
+        leaked = [i for i, _ in pairs if i in self.forbidden]
+        if leaked:
+            raise HoldoutLeak(f"item {leaked[0]} belongs to the secured holdout and must never reach an annotator")
+        stored = self.store.stored_labels({i for i, _ in pairs})
         for i, w in pairs:
-            if i in self.forbidden:
-                raise HoldoutLeak(f"item {i} belongs to the secured holdout and must never reach an annotator")
-            stored = self.store.get_annotation(i, w)
-            if stored is None:
-                todo[w].append(i)
+            if (i, w) in stored:
+                answers.append(Answer(i, w, stored[(i, w)]))
             else:
-                answers.append(Answer(i, w, stored))
-        for w, items in todo.items():
-            for a in self.annotators[w].annotate(items):
-                self.store.add_annotation(a.item_id, a.worker, a.label, iteration, purpose)
+                todo[w].append(i)
+        for w, items in todo.items():  # one transaction per labeler's answers, durable before they are used
+            got = self.annotators[w].annotate(items)
+            self.store.add_annotations([(a.item_id, a.worker, a.label) for a in got], iteration, purpose)
+            for a in got:
                 kill_point(f"answer:{purpose.split(':')[0]}", iteration)
                 self.asked += 1
                 answers.append(a)

@@ -35,15 +35,11 @@ def status_text(run_dir: Path) -> str:
 
 def trust_text(run_dir: Path) -> str:
     store = _open(run_dir)
-    ev = store.trust_events()
-    if ev.empty:
+    table = store.trust_summary()
+    if table.empty:
         return "no trust events yet"
-    last = ev.groupby("worker").last()
-    counts = store.annotations().groupby("worker").size()
-    flags = store.flags()
     lines = [f"{'labeler':<16} {'trust':>6} {'labels':>6} {'events':>6}  flagged"]
-    for w, row in last.sort_values("trust").iterrows():
-        n_flags = int((flags["worker"] == w).sum()) if not flags.empty else 0
-        lines.append(f"{w:<16} {row['trust']:>6.3f} {int(counts.get(w, 0)):>6} "
-                     f"{int((ev['worker'] == w).sum()):>6}  {'yes' if n_flags else ''}")
+    for row in table.itertuples():
+        lines.append(f"{row.worker:<16} {row.trust:>6.3f} {int(row.labels):>6} {int(row.events):>6}  "
+                     f"{'yes' if row.flags else ''}")
     return "\n".join(lines)
