@@ -174,7 +174,10 @@ def from_arrays(X: Any, y: Any = None, keys: Sequence[Any] | None = None,
 
 def _collect(torch_dataset: Any) -> tuple[np.ndarray, np.ndarray]:
     xs, ys = [], []
-    for x, t in torch_dataset:
+    # a map-style dataset is read by index: plain iteration only ends where __getitem__ raises IndexError
+    items = ((torch_dataset[i] for i in range(len(torch_dataset))) if hasattr(torch_dataset, "__len__")
+             else iter(torch_dataset))
+    for x, t in items:
         if hasattr(x, "convert") and hasattr(x, "size"):  # a PIL image: what ToTensor() would make of it
             x = np.asarray(x.convert("RGB"), dtype=np.float32).transpose(2, 0, 1) / 255.0
         xs.append(np.asarray(x.detach().cpu() if hasattr(x, "detach") else x, dtype=np.float32))

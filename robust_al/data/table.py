@@ -21,7 +21,7 @@ min-max scaled to [0, 1] with training statistics.
 """
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -44,8 +44,9 @@ def _numeric(col: pd.Series) -> pd.Series | None:
     return num.astype(np.float64) if ok.all() and (s != "").any() else None
 
 
-def read_table(path: str | Path) -> tuple[pd.DataFrame, Where]:
-    """The table (numbers as floats, every other cell as read) and a function naming row i's place in the file."""
+def read_table(path: str | Path, as_text: Iterable[str | None] = ()) -> tuple[pd.DataFrame, Where]:
+    """The table and a function naming row i's place in the file. CSV cells are numbers (floats) where a whole
+    column is numeric, except in the ``as_text`` columns (ids like '007', labels), which stay as written."""
     path = _user_file(path, f"a table ({', '.join(SUFFIXES)})")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
@@ -60,7 +61,7 @@ def read_table(path: str | Path) -> tuple[pd.DataFrame, Where]:
             frame = pd.read_csv(path, dtype=str, keep_default_na=False)
         except pd.errors.EmptyDataError:
             raise ValueError(f"{path}: empty file; expected a header row and one row per item") from None
-        for c in frame.columns:
+        for c in set(frame.columns) - set(as_text):
             num = _numeric(frame[c])
             if num is not None:
                 frame[c] = num
@@ -120,15 +121,15 @@ def prepare(path, id_column="id", feature_columns=None, text_column=None, label_
             n_components=100, test_size=0.0, seed=0) -> tuple[Dataset, Featurizer, list[str]]:
     """The Dataset, a function featurizing another table of the same columns exactly like the pool, and the
     columns it reads."""
-    frame, where = read_table(path)
+    frame, where = read_table(path, (id_column, label_column or "label", text_column))
     path = Path(path).expanduser()
+    if label_column is None and "label" in frame.columns:
+        label_column = "label"
     if frame.empty:
         raise ValueError(f"{path}: no rows; expected one row per item")
     keys, order = sort_keys(_ids(frame, id_column, path, where), str(path))
     frame = frame.iloc[order].reset_index(drop=True)
     here = lambda i: where(int(order[i]))  # noqa: E731  (rows are sorted; messages name the file's own rows)
-    if label_column is None and "label" in frame.columns:
-        label_column = "label"
     labels = (_column(frame, label_column, path, "label (data.options.label_column)").tolist()
               if label_column is not None else [None] * len(frame))
     y, names = encode_labels(labels, class_names, str(path), here)
@@ -177,7 +178,7 @@ def featurize_inputs(options: Mapping[str, Any], path: str | Path) -> tuple[np.n
     path = Path(path).expanduser()
     _, featurize, columns = prepare(**options)
     if path.suffix.lower() != ".npy":
-        frame, where = read_table(path)
+        frame, where = read_table(path, (options.get("id_column", "id"), options.get("text_column")))
         return featurize(frame, path, where)
     if options.get("text_column") is not None:
         raise ValueError(f"{path}: a text pool takes a table of texts, not a .npy")
