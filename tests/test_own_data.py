@@ -267,7 +267,8 @@ def test_sentiment_polarity_subsample(tmp_path):
     from sklearn.linear_model import LogisticRegression
 
     clf = LogisticRegression(max_iter=2000).fit(ds.train.X, ds.train.y)
-    assert clf.score(ds.test.X, ds.test.y) > 0.6  # measured 0.68: the text features carry the sentiment
+    # measured 0.633 (chance 0.5): short sentences, 900 of them, carry some sentiment in 50 SVD dimensions
+    assert clf.score(ds.test.X, ds.test.y) > 0.58
 
 
 # ------------------------------------------------------------------------------------ from Python

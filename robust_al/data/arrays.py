@@ -6,7 +6,7 @@ From Python::
     from robust_al.data import Dataset
 
     X = np.random.rand(500, 20).astype("float32")          # features (n, d) or images (n, 3, h, w) in [0, 1]
-    y = np.where(np.arange(500) < 100, np.arange(500) % 2, -1)  # truth for 100 items, -1 = unknown
+    y = (X[:, 0] > 0.5).astype(int)   # class per row; -1 = unknown (a simulated crowd needs every truth)
     ds = Dataset.from_arrays(X, y, keys=[f"doc-{i}" for i in range(500)], class_names=["ham", "spam"])
     # ds.train.keys[0] == "doc-0"; ds.train.ids == 0..499 (row positions)
 
