@@ -63,7 +63,8 @@ def scan(root: Path, class_names: Sequence[str] | None) -> tuple[np.ndarray, np.
         nested = [p for d in subdirs for p in _images_under(d)][:1]
         if nested:
             raise ValueError(f"{root}: mixes images at the top level ({top[0].name}) with images in sub-folders "
-                             f"({nested[0].relative_to(root).as_posix()}); use one sub-folder per class or a flat folder")
+                             f"({nested[0].relative_to(root).as_posix()}); use one sub-folder per class or a flat "
+                             "folder")
         if class_names is None:
             raise ValueError(f"data.options.class_names is required for the flat folder {root} (nothing else "
                              "names the classes)")
