@@ -13,7 +13,7 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    name: Literal["digits", "generic", "labelme", "cifar2", "cifar10n"] = "digits"
+    name: Literal["digits", "generic", "labelme", "cifar2", "cifar10n", "imagefolder", "table", "text"] = "digits"
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
 
 

@@ -11,13 +11,16 @@ or the ``item`` column of a generic features file).  Items of a *separate* test 
 from __future__ import annotations
 
 import csv
+import importlib
+import inspect
 import io
 import logging
 import math
 import os
 import tarfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,6 +49,8 @@ __all__ = [
     "load_cifar10n",
     "load_cifar2",
     "load_dataset",
+    "get_loader",
+    "check_options",
 ]
 
 
@@ -679,19 +684,57 @@ def load_cifar2(
 # --------------------------------------------------------------------------------------------
 # dispatch
 # --------------------------------------------------------------------------------------------
-_LOADERS = {
+# Loaders of a user's own data live in their own modules, which import the helpers above; they are named
+# here as "module:function" and imported on first use, so that this module never imports them back.
+_LOADERS: dict[str, Callable[..., Dataset] | str] = {
     "digits": load_digits_dataset,
     "generic": load_generic_crowd,
     "labelme": load_labelme,
     "cifar2": load_cifar2,
     "cifar10n": load_cifar10n,
+    "imagefolder": "robust_al.data.imagefolder:load_imagefolder",
+    "table": "robust_al.data.table:load_table",
+    "text": "robust_al.data.text:load_text",
 }
 
 
-def load_dataset(name: str, **kwargs) -> Dataset:
-    """Load a dataset by name (one of digits, generic, labelme, cifar2, cifar10n); kwargs go to its loader."""
+def get_loader(name: str) -> Callable[..., Dataset]:
+    """The loader function registered under ``name`` (ValueError listing the valid names otherwise)."""
     try:
         loader = _LOADERS[name]
     except KeyError:
         raise ValueError(f"unknown dataset {name!r}; valid names: {', '.join(sorted(_LOADERS))}") from None
-    return loader(**kwargs)
+    if isinstance(loader, str):
+        module, func = loader.split(":")
+        loader = getattr(importlib.import_module(module), func)
+    return loader
+
+
+def check_options(options: Mapping[str, Any], accepted: Iterable[str], where: str,
+                  required: Iterable[str] = ()) -> None:
+    """One-line ValueError naming ``<where>.<key>`` for an unknown or a missing key, listing the accepted keys.
+
+    The single check of option mappings (a loader's ``data.options``, a backbone's sub-options), so that a
+    typo reads as a config error instead of a ``TypeError`` from deep inside a call.
+    """
+    accepted = sorted(accepted)
+    unknown = sorted(set(options) - set(accepted), key=str)
+    if unknown:
+        raise ValueError(f"{where}.{unknown[0]}: unknown option; accepted keys: {', '.join(accepted)}")
+    missing = [k for k in required if k not in options]
+    if missing:
+        raise ValueError(f"{where}.{missing[0]} is required; accepted keys: {', '.join(accepted)}")
+
+
+def check_loader_options(name: str, options: Mapping[str, Any]) -> Callable[..., Dataset]:
+    """The loader of ``name`` after checking ``options`` against its keyword parameters."""
+    loader = get_loader(name)
+    params = inspect.signature(loader).parameters.values()
+    check_options(options, [p.name for p in params], "data.options",
+                  required=[p.name for p in params if p.default is inspect.Parameter.empty])
+    return loader
+
+
+def load_dataset(name: str, **kwargs) -> Dataset:
+    """Load a dataset by name (see ``_LOADERS``); kwargs go to its loader (an unknown key is a one-line error)."""
+    return check_loader_options(name, kwargs)(**kwargs)

@@ -129,3 +129,22 @@ class Dataset:
                     f"recorded crowd of {self.name!r} names item {self.recorded['task'][unknown].iloc[0]} "
                     "that is not in the training pool"
                 )
+
+    @staticmethod
+    def from_arrays(X, y=None, keys=None, class_names=None, test=None, name: str = "arrays") -> "Dataset":
+        """A Dataset from in-memory arrays (features or images in [0, 1]), e.g. in a notebook::
+
+            ds = Dataset.from_arrays(X, y, keys=ids, class_names=["ham", "spam"])
+
+        See :func:`robust_al.data.arrays.from_arrays`.
+        """
+        from robust_al.data.arrays import from_arrays
+
+        return from_arrays(X, y, keys=keys, class_names=class_names, test=test, name=name)
+
+    @staticmethod
+    def from_torch(torch_dataset, class_names=None, keys=None, test=None, name: str = "torch") -> "Dataset":
+        """A Dataset from a torch ``Dataset`` yielding ``(x, y)``; see :func:`robust_al.data.arrays.from_torch`."""
+        from robust_al.data.arrays import from_torch
+
+        return from_torch(torch_dataset, class_names=class_names, keys=keys, test=test, name=name)
