@@ -3,13 +3,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from robust_al.store import RunStore
 
 
 def _open(run_dir: Path) -> RunStore:
-    if not (Path(run_dir) / "campaign.sqlite").exists():
-        raise FileNotFoundError(f"{run_dir} holds no campaign (no campaign.sqlite)")
-    return RunStore(run_dir)
+    return RunStore.existing(run_dir)
+
+
+def trust_table(store: RunStore) -> pd.DataFrame:
+    """One row per labeler (least trusted first): worker, name (Label Studio display name, '' if unknown),
+    trust (its latest value; the configured initial one before any event), labels given, trust events,
+    routed_out (under the threshold while routing is on: it gets no more queries), flags (count) and
+    flag_reasons. ``robust-al trust`` prints it; exports write it."""
+    cfg = store.get_meta("config", {}).get("trust", {})
+    initial, threshold = cfg.get("initial", 0.9), cfg.get("threshold", 0.5)
+    ev, ann, flags = store.trust_events(), store.annotations(), store.flags()
+    names = store.get_meta("ls_users", {}) or {}
+    last = ev.groupby("worker")["trust"].last() if not ev.empty else pd.Series(dtype=float)
+    counts = ann.groupby("worker").size()
+    n_events = ev.groupby("worker").size()
+    workers = sorted(set(last.index) | set(counts.index))
+    rows = []
+    for w in workers:
+        t = float(last.get(w, initial))
+        mine = flags[flags["worker"] == w]["reason"].tolist() if not flags.empty else []
+        rows.append({"worker": w, "name": names.get(w, ""), "trust": t, "labels": int(counts.get(w, 0)),
+                     "events": int(n_events.get(w, 0)), "routed_out": bool(cfg.get("routing", True) and t < threshold),
+                     "flags": len(mine), "flag_reasons": "; ".join(dict.fromkeys(mine))})
+    cols = ["worker", "name", "trust", "labels", "events", "routed_out", "flags", "flag_reasons"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["trust", "worker"], kind="stable").reset_index(drop=True)
 
 
 def status_text(run_dir: Path) -> str:
@@ -37,15 +62,16 @@ def status_text(run_dir: Path) -> str:
 
 def trust_text(run_dir: Path) -> str:
     store = _open(run_dir)
-    ev = store.trust_events()
-    if ev.empty:
+    table = trust_table(store)
+    if table.empty:
         return "no trust events yet"
-    last = ev.groupby("worker").last()
-    counts = store.annotations().groupby("worker").size()
-    flags = store.flags()
-    lines = [f"{'labeler':<16} {'trust':>6} {'labels':>6} {'events':>6}  flagged"]
-    for w, row in last.sort_values("trust").iterrows():
-        n_flags = int((flags["worker"] == w).sum()) if not flags.empty else 0
-        lines.append(f"{w:<16} {row['trust']:>6.3f} {int(counts.get(w, 0)):>6} "
-                     f"{int((ev['worker'] == w).sum()):>6}  {'yes' if n_flags else ''}")
+    width = max(16, int(table["worker"].str.len().max()) + 1)
+    named = table["name"].astype(bool).any()  # a Label Studio crowd: show who each labeler is
+    nwidth = max(4, int(table["name"].str.len().max()) + 1) if named else 0
+    head = f"{'labeler':<{width}} " + (f"{'name':<{nwidth}} " if named else "")
+    lines = [head + f"{'trust':>6} {'labels':>6} {'events':>6}  flagged"]
+    for r in table.itertuples():
+        lines.append(f"{r.worker:<{width}} " + (f"{r.name:<{nwidth}} " if named else "")
+                     + f"{r.trust:>6.3f} {r.labels:>6} {r.events:>6}  {'yes' if r.flags else ''}"
+                     + ("  routed out" if r.routed_out else ""))
     return "\n".join(lines)
