@@ -24,7 +24,7 @@ import pandas as pd
 import torch
 
 from robust_al.annotators import Crowd
-from robust_al.annotators.base import item_rng
+from robust_al.annotators.base import Answer, item_rng
 from robust_al.annotators.factory import build_annotators
 from robust_al.augment import Augmenter
 from robust_al.config import CampaignConfig, ConfigError, load_config
@@ -137,6 +137,9 @@ class Campaign:
     def _load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
+        # answers a killed run stored for the iteration being redone are spent once the replay reuses them, not
+        # before: counted up front they would make a budget-bound last iteration query nothing
+        self._unreplayed = self.store.answer_pairs(start)
         self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial,
                                   self.cfg.trust.prior_strength)
         self.status = self.store.statuses()
@@ -165,7 +168,13 @@ class Campaign:
             self.crowd.forbidden.update(ids)
 
     def labels_used(self) -> int:
-        return int(self.store.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+        """Labels spent so far (stored answers, less those of a redone iteration not yet reused)."""
+        return self.store.n_annotations() - len(getattr(self, "_unreplayed", ()))
+
+    def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
+        answers = self.crowd.ask(item_ids, iteration, purpose, self.ledger, **kw)
+        self._unreplayed -= {(a.item_id, a.worker) for a in answers}
+        return answers
 
     def _rng(self, *keys) -> np.random.Generator:
         return item_rng(self.seed, *keys)
@@ -421,8 +430,8 @@ class Campaign:
         n_afford = max(0, (self.cfg.stop.budget - self.labels_used()) // h)
         batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
         dropped = [i for i in skipped if suspicious[i]]
-        answers = self.crowd.ask(batch, iteration, "reexam", self.ledger, n_per_item=h,
-                                 exclude={i: set(w) for i, w in original.items()})
+        answers = self._ask(batch, iteration, "reexam", n_per_item=h,
+                            exclude={i: set(w) for i, w in original.items()})
         relabels: dict[int, list[int]] = {}
         for a in answers:
             relabels.setdefault(a.item_id, []).append(a.label)
@@ -466,8 +475,7 @@ class Campaign:
         rng = self._rng("audit", iteration, worker)
         pick = mine.iloc[np.sort(rng.choice(len(mine), size=min(n, len(mine)), replace=False))]
         others = {int(t): set(ann.loc[ann["task"] == t, "worker"]) for t in pick["task"]}
-        answers = self.crowd.ask(pick["task"].to_numpy(), iteration, f"audit:{worker}", self.ledger,
-                                 n_per_item=h, exclude=others)
+        answers = self._ask(pick["task"].to_numpy(), iteration, f"audit:{worker}", n_per_item=h, exclude=others)
         by_item: dict[int, list[int]] = {}
         for a in answers:
             by_item.setdefault(a.item_id, []).append(a.label)
@@ -525,7 +533,7 @@ class Campaign:
                 self._record_predictions(iteration, batch)
 
         with self._stage("annotate"):
-            answers = self.crowd.ask(batch, iteration, "query", self.ledger)
+            answers = self._ask(batch, iteration, "query")
             answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
             self._set_status(answered, LABELED, iteration)
             if self.mind is not None:
@@ -549,6 +557,7 @@ class Campaign:
                 if prev_acc - acc_s > cfg.trust.epsilon:
                     post, acc_s = self._quarantine(iteration, answered, prev_state, acc_s, post, info)
 
+        self._unreplayed = set()  # all asking of this iteration is done: whatever was paid for counts
         with self._stage("trust"):
             # trust moves with agreement: every label against the other evidence on its item
             self.ledger.agreement_update(iteration, self._trust_evidence(), self.pool.n_classes)
@@ -655,7 +664,7 @@ class Campaign:
             self.echo(f"campaign already finished: {self.prev_metrics['stop']}")
             return None
         if start > 0:
-            self.echo(f"resuming at iteration {start} ({self.labels_used()} labels already stored)")
+            self.echo(f"resuming at iteration {start} ({self.store.n_annotations()} labels already stored)")
         result = None
         # sized by the label budget: max_iterations is a safety limit, the budget is what ends a campaign
         bar = tqdm(total=self.cfg.stop.budget, initial=self.labels_used(), desc="labels", unit="label",

@@ -179,6 +179,15 @@ class RunStore:
             df = df[df["task"].isin(list(item_ids))]
         return df.reset_index(drop=True)
 
+    def n_annotations(self) -> int:
+        """Labels paid for: every stored answer, cancelled ones included."""
+        return int(self.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+
+    def answer_pairs(self, since_iteration: int) -> set[tuple[int, str]]:
+        """(item_id, worker) of the answers stored for iterations >= ``since_iteration``."""
+        rows = self.db.execute("SELECT item_id, worker FROM annotations WHERE iteration >= ?", (int(since_iteration),))
+        return {(int(i), str(w)) for i, w in rows}
+
     # -- derived rows ---------------------------------------------------------------------------------------
     def set_prediction(self, item_id: int, iteration: int, label: int, score: float) -> None:
         self.db.execute("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?)",
