@@ -143,6 +143,10 @@ def test_predict_on_a_npy_file(run, tmp_path):
                                                                                          index=False)
     df2 = pd.read_csv(predict_file(run.run_dir, tmp_path / "new.csv", tmp_path / "p2.csv"), dtype={"label": str})
     assert df2["item"].tolist() == [f"x{i}" for i in range(50)] and df2["label"].tolist() == df["label"].tolist()
+    # ... and so does a bare .csv without a header line (its first row is data, not column names)
+    pd.DataFrame(X).to_csv(tmp_path / "bare.csv", index=False, header=False)
+    df3 = pd.read_csv(predict_file(run.run_dir, tmp_path / "bare.csv", tmp_path / "p3.csv"), dtype={"label": str})
+    assert df3["label"].tolist() == df["label"].tolist()
 
 
 def test_predict_with_the_wrong_width_names_the_file_and_the_width(run, tmp_path, capsys):

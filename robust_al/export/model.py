@@ -78,15 +78,18 @@ def read_inputs(path: Path, input_shape: tuple[int, ...], data_name: str, option
         X = np.load(path, allow_pickle=False)
         keys = np.array([str(i) for i in range(len(X))], dtype=object)
     elif suffix == ".csv":
-        df = pd.read_csv(path)
-        if all(_is_number(c) for c in df.columns):  # no header row: the first line is data
-            df = pd.read_csv(path, header=None)
-        if df.shape[1] == width + 1:
-            keys, df = df.iloc[:, 0].astype(str).to_numpy(dtype=object), df.iloc[:, 1:]
+        raw = pd.read_csv(path, header=None, dtype=str, keep_default_na=False)
+        first = [str(c) for c in raw.iloc[0, -width:]] if len(raw) else []
+        # the first line is a header unless its feature cells are numbers; pandas' default header 0..n-1
+        # (DataFrame(X).to_csv()) is numeric, yet a header
+        if not all(_is_number(c) for c in first) or first == [str(i) for i in range(len(first))]:
+            raw = raw.iloc[1:]
+        if raw.shape[1] == width + 1:
+            keys, raw = raw.iloc[:, 0].to_numpy(dtype=object), raw.iloc[:, 1:]
         else:
-            keys = np.array([str(i) for i in range(len(df))], dtype=object)
+            keys = np.array([str(i) for i in range(len(raw))], dtype=object)
         try:
-            X = df.to_numpy(dtype=np.float32)
+            X = raw.to_numpy(dtype=np.float32)
         except ValueError:
             raise ValueError(f"{path}: expected numeric feature columns (an optional first column of item keys)") \
                 from None
