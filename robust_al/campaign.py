@@ -580,8 +580,7 @@ class Campaign:
         """The accepted labels of this iteration, as exports read them. Labeled items carry their posterior;
         discarded and quarantined items (out of the aggregation) the majority of their answers and its share;
         S items their trusted label."""
-        ann = self.store.annotations()
-        ann = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
+        ann = self.store.annotations()  # human answers only: the model votes in _annotations, not in the store
         n_ans = ann.groupby("task").size()
         rows = []
         for item, status in sorted(self.status.items()):

@@ -11,7 +11,6 @@ from typing import IO, Callable
 import pandas as pd
 import torch
 
-from robust_al.crowd.aggregate import MODEL_WORKER
 from robust_al.report.text import trust_table
 from robust_al.store import RunStore
 
@@ -64,7 +63,6 @@ def annotations_frame(store: RunStore) -> pd.DataFrame:
     """Every stored human answer in crowd-kit's long form (task = item key, worker, label = class name) plus
     time (ISO 8601, UTC), iteration and purpose (query, reexam, audit:<worker>)."""
     ann = store.annotations()
-    ann = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
     names = _names(store)
     return pd.DataFrame({
         "task": _keys(store)(ann["task"]), "worker": ann["worker"].astype(str).to_numpy(),
@@ -90,7 +88,8 @@ def labelstudio_tasks(labels: pd.DataFrame, model_version: str) -> list[dict]:
 
 def _write_table(df: pd.DataFrame, path: Path) -> None:
     if path.suffix == ".jsonl":
-        atomic_write(path, lambda f: df.to_json(f, orient="records", lines=True, force_ascii=False, double_precision=15))
+        atomic_write(path, lambda f: df.to_json(f, orient="records", lines=True, force_ascii=False,
+                                                double_precision=15))
     else:
         atomic_write(path, lambda f: df.to_csv(f, index=False))
 

@@ -13,7 +13,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robust_al.crowd.aggregate import MODEL_WORKER
 from robust_al.report.html import CSS, _esc, _figure, _fmt, _table
 from robust_al.report.text import trust_table
 from robust_al.store import RunStore
@@ -62,7 +61,6 @@ def accuracy_figure(metrics: list[dict]):
 def labels_figure(store: RunStore, order: list[str], routed: set[str]):
     """Labels per labeler, split by purpose (queries, re-examinations, audits); least trusted on top."""
     ann = store.annotations()
-    ann = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
     purpose = ann["purpose"].str.split(":").str[0]  # audit:<worker> -> audit
     counts = pd.crosstab(ann["worker"], purpose).reindex(order[::-1]).fillna(0)
     fig = _figure(6.4, max(2.5, 0.6 + 0.24 * len(order)))
