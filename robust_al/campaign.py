@@ -24,13 +24,13 @@ import pandas as pd
 import torch
 
 from robust_al.annotators import Crowd
-from robust_al.annotators.base import item_rng
+from robust_al.annotators.base import Answer, item_rng
 from robust_al.annotators.factory import build_annotators
 from robust_al.augment import Augmenter
 from robust_al.config import CampaignConfig, ConfigError, load_config
-from robust_al.crowd import MODEL_WORKER, CrowdClassifier, NetworkTrainer, TrustWeightedDS
+from robust_al.crowd import MODEL_WORKER, NetworkTrainer, TrustWeightedDS
 from robust_al.crowd.classifier import CampaignLearner
-from robust_al.crowd.learners import make_learner
+from robust_al.crowd.learners import campaign_learner
 from robust_al.data.holdout import draw_holdout
 from robust_al.data.loaders import load_dataset
 from robust_al.data.pool import Dataset
@@ -98,19 +98,8 @@ class Campaign:
         else:
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
                                threshold=cfg.trust.threshold, routing=cfg.trust.routing)
-        m = cfg.model
-        aggregator = TrustWeightedDS(pool.n_classes, cfg.aggregation.method)
-        if m.learner == "two-stage":
-            self.net = NetworkTrainer.from_config(pool.input_shape, pool.n_classes, m, cfg.seed)
-            self.net.set_input_statistics(pool.X)
-            self.learner = CrowdClassifier(self.net, aggregator, m.targets)
-        else:
-            self.net = make_learner(m.learner, pool.n_classes, pool.input_shape, hidden=m.hidden, dropout=m.dropout,
-                                    epochs=m.epochs, batch_size=m.batch_size, lr=m.lr, device=m.device,
-                                    seed=cfg.seed, warm_start=True, prior_strength=m.trust_prior, min_steps=m.min_steps,
-                                    **m.learner_options)
-            self.net.init_model(pool.X)
-            self.learner = CampaignLearner(self.net, aggregator)
+        self.learner = campaign_learner(cfg, pool.input_shape, pool.n_classes, pool.X)
+        self.net = self.learner.trainer
         self.initial_state = self.net.state_dict()
         a = cfg.augment
         self.augmenter = (Augmenter(self.net.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
@@ -135,6 +124,10 @@ class Campaign:
                 self.store.set_meta("seed", cfg.seed)
                 self.store.set_meta("versions", versions())
                 self.store.set_meta("created_at", time.time())
+                # what exports and predictions need without loading the data: keys, class names, input shape
+                self.store.set_item_keys(self.pool.ids, self.pool.keys)
+                self.store.set_meta("class_names", list(self.pool.class_names))
+                self.store.set_meta("input_shape", list(self.pool.input_shape))
                 (run_dir / "config.yaml").write_text(_yaml(cfg.model_dump(mode="json")))
         except BaseException:
             _remove_failed_start(run_dir, made_dir)
@@ -156,6 +149,8 @@ class Campaign:
     def _load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
+        # answers a killed run stored for the iteration being redone are spent once the replay reuses them, not
+        # before: counted up front they would make a budget-bound last iteration query nothing
         self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial,
                                   self.cfg.trust.prior_strength)
         self.status = self.store.statuses()
@@ -184,7 +179,11 @@ class Campaign:
             self.crowd.forbidden.update(ids)
 
     def labels_used(self) -> int:
-        return int(self.store.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+        """Labels bought so far: every stored answer (a budget per stage: :meth:`_spent_before`)."""
+        return self.store.n_annotations()
+
+    def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
+        return self.crowd.ask(item_ids, iteration, purpose, self.ledger, **kw)
 
     def _rng(self, *keys) -> np.random.Generator:
         return item_rng(self.seed, *keys)
@@ -455,8 +454,8 @@ class Campaign:
         n_afford = max(0, (self.cfg.stop.budget - self._spent_before(iteration, "reexam")) // h)
         batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
         dropped = [i for i in skipped if suspicious[i]]
-        answers = self.crowd.ask(batch, iteration, "reexam", self.ledger, n_per_item=h,
-                                 exclude={i: set(w) for i, w in original.items()})
+        answers = self._ask(batch, iteration, "reexam", n_per_item=h,
+                            exclude={i: set(w) for i, w in original.items()})
         relabels: dict[int, list[int]] = {}
         for a in answers:
             relabels.setdefault(a.item_id, []).append(a.label)
@@ -501,8 +500,7 @@ class Campaign:
         rng = self._rng("audit", iteration, worker)
         pick = mine.iloc[np.sort(rng.choice(len(mine), size=min(n, len(mine)), replace=False))]
         others = {int(t): set(ann.loc[ann["task"] == t, "worker"]) for t in pick["task"]}
-        answers = self.crowd.ask(pick["task"].to_numpy(), iteration, f"audit:{worker}", self.ledger,
-                                 n_per_item=h, exclude=others)
+        answers = self._ask(pick["task"].to_numpy(), iteration, f"audit:{worker}", n_per_item=h, exclude=others)
         by_item: dict[int, list[int]] = {}
         for a in answers:
             by_item.setdefault(a.item_id, []).append(a.label)
@@ -569,7 +567,7 @@ class Campaign:
                 self._record_predictions(iteration, batch)
 
         with self._stage("annotate"):
-            answers = self.crowd.ask(batch, iteration, "query", self.ledger)
+            answers = self._ask(batch, iteration, "query")
             answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
             self._set_status(answered, LABELED, iteration)
             if self.mind is not None:
@@ -606,11 +604,34 @@ class Campaign:
         metrics["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
         metrics["seconds"] = time.perf_counter() - t0
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
+        self._store_inferred(iteration, post)
         kill_point("before-checkpoint", iteration)
         self.store.complete_iteration(iteration, metrics, state, self.net.state_dict())
         kill_point("after-checkpoint", iteration)
         self.prev_metrics, self.prev_state = metrics, state
         return IterationResult(iteration, metrics, stop)
+
+    def _store_inferred(self, iteration: int, post: pd.DataFrame) -> None:
+        """The accepted labels of this iteration, as exports read them. Labeled items carry their posterior;
+        discarded and quarantined items (out of the aggregation) the majority of their answers and its share;
+        S items their trusted label."""
+        ann = self.store.annotations()  # human answers only: the model votes in _annotations, not in the store
+        n_ans = ann.groupby("task").size()
+        rows = []
+        for item, status in sorted(self.status.items()):
+            n = int(n_ans.get(item, 0))
+            if status == LABELED:  # an item without a posterior (its answers were cancelled) has no label
+                p = post.loc[item].to_numpy() if item in post.index else None
+                rows.append((item, None if p is None else int(p.argmax()), None if p is None else float(p.max()),
+                             n, status))
+            elif status in (DISCARDED, QUARANTINED):
+                votes = ann.loc[ann["task"] == item, "label"].value_counts()
+                rows.append((item, int(votes.index[0]) if n else None, float(votes.iloc[0] / n) if n else None,
+                             n, status))
+            elif status in (HOLDOUT, RETIRED):
+                y = int(self.pool.y[self.pool.positions([item])[0]])
+                rows.append((item, y if y >= 0 else None, 1.0 if y >= 0 else None, n, status))
+        self.store.set_inferred(iteration, rows)
 
     def _record_predictions(self, iteration: int, batch: np.ndarray) -> None:
         """F_{i-1}'s out-of-sample opinion on the queried items, kept as evidence (and as pre-annotations)."""
@@ -690,14 +711,15 @@ class Campaign:
             self.echo(f"campaign already finished: {self.prev_metrics['stop']}")
             return None
         if start > 0:
-            self.echo(f"resuming at iteration {start} ({self.labels_used()} labels already stored)")
+            self.echo(f"resuming at iteration {start} ({self.store.n_annotations()} labels already stored)")
         result = None
-        bar = tqdm(total=self.cfg.stop.max_iterations, initial=start, desc="iterations", disable=not progress,
-                   leave=False)
+        # sized by the label budget: max_iterations is a safety limit, the budget is what ends a campaign
+        bar = tqdm(total=self.cfg.stop.budget, initial=self.labels_used(), desc="labels", unit="label",
+                   disable=not progress, leave=False)
         try:
             for iteration in range(start, self.cfg.stop.max_iterations):
                 result = self.iterate(iteration)
-                bar.update(1)
+                bar.update(self.labels_used() - bar.n)
                 bar.clear()
                 self.echo(format_metrics(iteration, result.metrics, self.cfg.stop.budget))
                 bar.refresh()

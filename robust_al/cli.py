@@ -1,4 +1,5 @@
-"""Command line: ``robust-al run CONFIG [--set key=value] | --resume RUN_DIR``, ``status``, ``trust``, ``report``."""
+"""Command line: ``robust-al run CONFIG [--set key=value] | --resume RUN_DIR``, ``status``, ``trust``, ``export``,
+``predict``, ``report``."""
 from __future__ import annotations
 
 import argparse
@@ -38,6 +39,11 @@ def _run(args: argparse.Namespace) -> int:
         print(f"\nstopped ({'SIGTERM' if _terminated else 'Ctrl-C'}); every answer is stored. Continue with:\n"
               f"  robust-al run --resume {campaign.run_dir}", file=sys.stderr)
         return code
+    d = campaign.run_dir
+    print(f"results: {d} (campaign.sqlite: every answer, trust event, metric and model)\n"
+          f"next:    robust-al export {d}           # labels, annotations, labelers, model.pt\n"
+          f"         robust-al report {d}           # HTML page + figures\n"
+          f"         robust-al predict {d} INPUT    # the final model on new inputs (.npy / .csv)")
     return 0
 
 
@@ -68,7 +74,33 @@ def _trust(args: argparse.Namespace) -> int:
 def _report(args: argparse.Namespace) -> int:
     from robust_al.report import write_report
 
-    print(write_report(Path(args.results_dir), Path(args.out) if args.out else None))
+    path = Path(args.results_dir)
+    out = Path(args.out) if args.out else None
+    if (path / "campaign.sqlite").exists():  # one campaign's run directory
+        from robust_al.report.campaign import write_campaign_report
+
+        print(write_campaign_report(path, out))
+    else:
+        print(write_report(path, out))
+    return 0
+
+
+def _export(args: argparse.Namespace) -> int:
+    from robust_al.export import export_run
+    from robust_al.export.tables import load_hint
+
+    paths = export_run(Path(args.run_dir), args.format, Path(args.out) if args.out else None)
+    for p in paths:
+        print(p)
+    if any(p.name == "model.pt" for p in paths):
+        print(f"load the model: {load_hint(paths[0].parent)}")
+    return 0
+
+
+def _predict(args: argparse.Namespace) -> int:
+    from robust_al.export import predict_file
+
+    print(predict_file(Path(args.run_dir), Path(args.input), Path(args.out) if args.out else None))
     return 0
 
 
@@ -137,10 +169,23 @@ def main(argv: list[str] | None = None) -> int:
     tr = sub.add_parser("trust", help="the trust table of a run, with its history")
     tr.add_argument("run_dir")
     tr.set_defaults(fn=_trust)
-    rp = sub.add_parser("report", help="static HTML page (index.html + PNGs) of evaluation results")
-    rp.add_argument("results_dir", help="searched recursively for the summary.json of pipelines/robust_al_eval.py")
+    ex = sub.add_parser("export", help="a run's inferred labels, annotations, labelers and final model as files")
+    ex.add_argument("run_dir")
+    ex.add_argument("--format", choices=["csv", "jsonl", "crowdkit", "labelstudio"], default="csv",
+                    help="csv/jsonl: labels, annotations, workers + model.pt/model.json; crowdkit: annotations.csv "
+                         "(task,worker,label) only; labelstudio: tasks.json to import")
+    ex.add_argument("--out", metavar="DIR", help="default: RUN_DIR/export")
+    ex.set_defaults(fn=_export)
+    pr = sub.add_parser("predict", help="the run's final model on new inputs: item,label,confidence,p_<class>...")
+    pr.add_argument("run_dir")
+    pr.add_argument("input", help=".npy or .csv features (a .csv may start with an item key column)")
+    pr.add_argument("--out", metavar="FILE", help="default: RUN_DIR/predictions.csv")
+    pr.set_defaults(fn=_predict)
+    rp = sub.add_parser("report", help="static HTML page (index.html + PNGs) of one run or of evaluation results")
+    rp.add_argument("results_dir", help="a run directory (holding campaign.sqlite), or a folder searched "
+                                        "recursively for the summary.json of pipelines/robust_al_eval.py")
     rp.add_argument("--out", metavar="DIR", help="where to write index.html and its figures "
-                                                 "(default: RESULTS_DIR/report)")
+                                                 "(default: RUN_DIR/report or RESULTS_DIR/report)")
     rp.set_defaults(fn=_report)
     lsp = sub.add_parser("labelstudio", help="Label Studio: install | serve RUN_DIR | sync RUN_DIR | simulate CONFIG")
     ls_sub = lsp.add_subparsers(dest="ls_command", required=True)

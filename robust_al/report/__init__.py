@@ -1,5 +1,5 @@
 """Reading a run back: status and trust tables; the HTML report of evaluation results."""
 from robust_al.report.html import write_report
-from robust_al.report.text import status_text, trust_text
+from robust_al.report.text import status_text, trust_table, trust_text
 
-__all__ = ["status_text", "trust_text", "write_report"]
+__all__ = ["status_text", "trust_table", "trust_text", "write_report"]

@@ -3,11 +3,38 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pandas as pd
+
 from robust_al.store import RunStore
 
 
 def _open(run_dir: Path) -> RunStore:
     return RunStore(run_dir, create=False)
+
+
+def trust_table(store: RunStore) -> pd.DataFrame:
+    """One row per labeler (least trusted first): worker, name (Label Studio display name, '' if unknown),
+    trust (its latest value; the configured initial one before any event), labels given, trust events,
+    routed_out (under the threshold while routing is on: it gets no more queries), flags (count) and
+    flag_reasons. ``robust-al trust`` prints it; exports write it. Counts are aggregated in SQL, so it stays
+    fast with millions of stored answers."""
+    cfg = store.get_meta("config", {}).get("trust", {})
+    initial, threshold = cfg.get("initial", 0.9), cfg.get("threshold", 0.5)
+    summary = store.trust_summary().set_index("worker")
+    labels = store.labels_per_worker()
+    flags = store.flags()
+    names = store.get_meta("ls_users", {}) or {}
+    rows = []
+    for w in sorted(set(summary.index) | set(labels.index)):
+        t = float(summary["trust"].get(w, initial))
+        mine = flags[flags["worker"] == w]["reason"].tolist() if not flags.empty else []
+        rows.append({"worker": w, "name": names.get(w, ""), "trust": t, "labels": int(labels.get(w, 0)),
+                     "events": int(summary["events"].get(w, 0)),
+                     "routed_out": bool(cfg.get("routing", True) and t < threshold),
+                     "flags": len(mine), "flag_reasons": "; ".join(dict.fromkeys(mine))})
+    cols = ["worker", "name", "trust", "labels", "events", "routed_out", "flags", "flag_reasons"]
+    df = pd.DataFrame(rows, columns=cols)
+    return df.sort_values(["trust", "worker"], kind="stable").reset_index(drop=True)
 
 
 def status_text(run_dir: Path) -> str:
@@ -35,11 +62,16 @@ def status_text(run_dir: Path) -> str:
 
 def trust_text(run_dir: Path) -> str:
     store = _open(run_dir)
-    table = store.trust_summary()
+    table = trust_table(store)
     if table.empty:
         return "no trust events yet"
-    lines = [f"{'labeler':<16} {'trust':>6} {'labels':>6} {'events':>6}  flagged"]
-    for row in table.itertuples():
-        lines.append(f"{row.worker:<16} {row.trust:>6.3f} {int(row.labels):>6} {int(row.events):>6}  "
-                     f"{'yes' if row.flags else ''}")
+    width = max(16, int(table["worker"].str.len().max()) + 1)
+    named = table["name"].astype(bool).any()  # a Label Studio crowd: show who each labeler is
+    nwidth = max(4, int(table["name"].str.len().max()) + 1) if named else 0
+    head = f"{'labeler':<{width}} " + (f"{'name':<{nwidth}} " if named else "")
+    lines = [head + f"{'trust':>6} {'labels':>6} {'events':>6}  flagged"]
+    for r in table.itertuples():
+        lines.append(f"{r.worker:<{width}} " + (f"{r.name:<{nwidth}} " if named else "")
+                     + f"{r.trust:>6.3f} {r.labels:>6} {r.events:>6}  {'yes' if r.flags else ''}"
+                     + ("  routed out" if r.routed_out else ""))
     return "\n".join(lines)

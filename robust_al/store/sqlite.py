@@ -61,6 +61,10 @@ CREATE TABLE IF NOT EXISTS batches (
 CREATE TABLE IF NOT EXISTS injected (
     item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, kind TEXT NOT NULL, y INTEGER NOT NULL,
     x BLOB NOT NULL);  -- items an experiment put into the pool (poisons); ground truth y = the honest label
+CREATE TABLE IF NOT EXISTS item_keys (item_id INTEGER PRIMARY KEY, key TEXT NOT NULL);  -- the user's own item ids
+CREATE TABLE IF NOT EXISTS inferred (
+    iteration INTEGER NOT NULL, item_id INTEGER NOT NULL, label INTEGER, confidence REAL,
+    n_answers INTEGER NOT NULL, status TEXT NOT NULL, PRIMARY KEY (iteration, item_id));
 """
 
 def describe_sqlite_error(e: sqlite3.Error) -> str:
@@ -74,7 +78,7 @@ def describe_sqlite_error(e: sqlite3.Error) -> str:
 
 
 # tables holding derived rows keyed by iteration, dropped for an iteration that did not complete
-DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations")
+DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations", "inferred")
 
 
 SCHEMA_VERSION = 2  # PRAGMA user_version; 0 = a store from before versioning (schema 1, upgraded in place)
@@ -137,6 +141,11 @@ class RunStore:
     def close(self) -> None:
         self.db.close()
 
+    @classmethod
+    def existing(cls, run_dir: str | Path) -> "RunStore":
+        """The store of a run directory that must already hold a campaign (never creates one)."""
+        return cls(run_dir, create=False)
+
     # -- meta ---------------------------------------------------------------------------------------------
     def set_meta(self, key: str, value: Any) -> None:
         self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (key, json.dumps(value)))
@@ -144,6 +153,16 @@ class RunStore:
     def get_meta(self, key: str, default: Any = None) -> Any:
         row = self.db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
         return json.loads(row[0]) if row else default
+
+    def set_item_keys(self, item_ids: Iterable[int], keys: Iterable[str]) -> None:
+        """The user's key of each pool item (int id -> key string), in one transaction."""
+        with self.db:
+            self.db.executemany("INSERT OR REPLACE INTO item_keys VALUES (?, ?)",
+                                [(int(i), str(k)) for i, k in zip(item_ids, keys)])
+
+    def item_keys(self) -> dict[int, str]:
+        """int id -> the user's key; items without a stored key (injected poisons, older runs) are absent."""
+        return {int(i): k for i, k in self.db.execute("SELECT item_id, key FROM item_keys")}
 
     # -- annotations (never deleted) ----------------------------------------------------------------------
     def add_annotation(self, item_id: int, worker: str, label: int, iteration: int, purpose: str,
@@ -274,6 +293,11 @@ class RunStore:
         return pd.read_sql_query(f"SELECT {cols} FROM annotations WHERE cancelled = 0 AND item_id IN "
                                  "(SELECT value FROM json_each(?)) ORDER BY id", self.db, params=(ids,))
 
+    def labels_per_worker(self) -> pd.Series:
+        """Answers (not cancelled) per labeler."""
+        rows = self.db.execute("SELECT worker, COUNT(*) FROM annotations WHERE cancelled = 0 GROUP BY worker").fetchall()
+        return pd.Series({str(w): int(n) for w, n in rows}, dtype="int64")
+
     def trust_summary(self) -> pd.DataFrame:
         """Per labeler: current trust, number of trust events, labels given, flags (aggregated in SQL)."""
         return pd.read_sql_query(
@@ -285,6 +309,10 @@ class RunStore:
             "   ON a.worker = t.worker"
             " LEFT JOIN (SELECT worker, COUNT(*) AS flags FROM flags GROUP BY worker) f ON f.worker = t.worker"
             " ORDER BY t.trust, t.worker", self.db)
+
+    def n_annotations(self) -> int:
+        """Labels paid for: every stored answer, cancelled ones included."""
+        return int(self.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
 
     # -- derived rows ---------------------------------------------------------------------------------------
     def set_prediction(self, item_id: int, iteration: int, label: int, score: float) -> None:
@@ -312,6 +340,23 @@ class RunStore:
         """Current status per item (the latest event wins)."""
         rows = self.db.execute("SELECT item_id, status FROM items ORDER BY seq").fetchall()
         return {int(i): s for i, s in rows}
+
+    def set_inferred(self, iteration: int, rows: Iterable[tuple[int, int | None, float | None, int, str]]) -> None:
+        """The labels inferred at a completed iteration: (item_id, label, confidence, n_answers, status) rows."""
+        with self.db:
+            self.db.executemany(
+                "INSERT OR REPLACE INTO inferred VALUES (?, ?, ?, ?, ?, ?)",
+                [(int(iteration), int(i), None if lab is None else int(lab), None if c is None else float(c),
+                  int(n), str(st)) for i, lab, c, n, st in rows])
+
+    def inferred(self, iteration: int | None = None) -> pd.DataFrame:
+        """Inferred labels of ``iteration`` (default: the last completed one), by item id; columns item_id,
+        label, confidence, n_answers, status (empty before any iteration completed)."""
+        if iteration is None:
+            iteration = self.last_iteration()
+        return pd.read_sql_query(
+            "SELECT item_id, label, confidence, n_answers, status FROM inferred WHERE iteration = ? ORDER BY item_id",
+            self.db, params=(-1 if iteration is None else int(iteration),))
 
     def add_trust_event(self, iteration: int, worker: str, delta: float, trust: float, reason: str,
                         item_id: int | None = None, score: float | None = None, n: float = 0.0) -> None:
