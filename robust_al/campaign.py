@@ -71,11 +71,19 @@ class Campaign:
                  echo: Callable[[str], None] | None = print):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.echo = echo or (lambda s: None)
-        self.store = RunStore(self.run_dir)
-        self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
         if cfg.poison.enabled and cfg.annotators.kind == "labelstudio":
             raise ConfigError("poison.enabled: poisons are injected into a simulated or replayed campaign's pool, "
                               "not into a live Label Studio project")
+        self.attached = None
+        if cfg.annotators.kind == "labelstudio":
+            from robust_al.labelstudio import require_labelstudio
+
+            require_labelstudio()
+            if cfg.annotators.labelstudio.project_id is not None:  # its tasks are the pool: read before writing
+                self.attached = self._attach(cfg)
+                dataset = self.attached.dataset
+        self.store = RunStore(self.run_dir)
+        self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
         inj_ids, inj_X, inj_y, _ = self.store.injected(self.dataset.train.input_shape)
         if len(inj_ids):  # a resumed campaign whose pool was injected into
             self.dataset.train = self.dataset.train.extended(inj_ids, inj_X, inj_y)
@@ -84,13 +92,20 @@ class Campaign:
         if cfg.annotators.kind == "labelstudio":
             from robust_al.annotators.labelstudio import LabelStudioCrowd, read_token
 
+            from robust_al.labelstudio.media import check_media
+
             ls = cfg.annotators.labelstudio
+            if self.attached is None:  # refuse media the server cannot show before any project is made
+                check_media(pool, ls.media, ls.files_root, ls.media_url)
             self.annotators = []
             self.crowd = LabelStudioCrowd(self.store, ls.url, read_token(ls.token_env, ls.token_file),
                                           pool.class_names, k=cfg.annotators.k, threshold=cfg.trust.threshold,
                                           routing=cfg.trust.routing, wait_seconds=ls.wait_seconds,
                                           poll_seconds=ls.poll_seconds, webhook=ls.webhook,
-                                          title=f"{ls.title} {cfg.name}")
+                                          title=f"{ls.title} {cfg.name}", pool=pool, media=ls.media,
+                                          media_url=ls.media_url, files_root=ls.files_root,
+                                          show_predictions=ls.show_predictions, attached=self.attached,
+                                          echo=self.echo, status_seconds=ls.status_seconds)
         else:
             self.annotators = build_annotators(cfg.annotators, self.dataset, cfg.seed)
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
@@ -117,6 +132,39 @@ class Campaign:
         self.mind: MinDistance | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
+    def _attach(self, cfg: CampaignConfig):
+        """``data.name: labelstudio``: the existing project ``annotators.labelstudio.project_id`` as the pool
+        (:func:`robust_al.labelstudio.project_pool.dataset_from_project`). A project that does not exist is a
+        one-line error naming the key and the server, raised before anything is written."""
+        import httpx
+
+        from robust_al.annotators.labelstudio import read_token
+        from robust_al.labelstudio.client import LabelStudioClient, ProjectNotFound
+        from robust_al.labelstudio.project_pool import dataset_from_project
+
+        ls = cfg.annotators.labelstudio
+        opts = dict(cfg.data.options)
+        unknown = set(opts) - {"image_size", "truth_field", "key_field"}
+        if unknown:
+            raise ConfigError(f"data.options: {sorted(unknown)} not understood for data.name = 'labelstudio' "
+                              "(valid: image_size, truth_field, key_field)")
+        client = LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file))
+        try:
+            client.project_info(ls.project_id)
+        except ProjectNotFound:
+            raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: no such project on the Label "
+                              f"Studio server {ls.url}") from None
+        except httpx.HTTPError as e:
+            raise ConfigError(f"annotators.labelstudio.url = {ls.url}: cannot read project {ls.project_id} "
+                              f"({e})") from None
+        finally:
+            client.close()
+        with LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file)) as client:
+            try:
+                return dataset_from_project(client, ls.project_id, self.run_dir / "labelstudio-media", **opts)
+            except ValueError as e:
+                raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: {e}") from None
+
     @classmethod
     def create(cls, cfg: CampaignConfig, run_dir: str | Path | None = None, **kw) -> "Campaign":
         run_dir = Path(run_dir) if run_dir else cfg.resolved_run_dir()
@@ -172,7 +220,10 @@ class Campaign:
             self.crowd.forbidden.update(ids)
 
     def labels_used(self) -> int:
-        return int(self.store.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+        """Labels bought by this campaign (an attached project's earlier annotations were not)."""
+        from robust_al.annotators.labelstudio import EXISTING
+
+        return self.store.count_annotations(exclude_purpose=EXISTING)
 
     def _rng(self, *keys) -> np.random.Generator:
         return item_rng(self.seed, *keys)
@@ -633,7 +684,15 @@ class Campaign:
         self.net.progress = progress
         if self.augmenter is not None:
             self.augmenter.progress = progress
+        # an attached project's labels: stored before the trust ledger is built, never asked about again
+        existing = self.crowd.adopt_existing() if hasattr(self.crowd, "adopt_existing") else []
         start = self._load_state()
+        if existing:
+            had = [i for i in existing if i not in self.status]
+            self._set_status(had, LABELED, start)
+            if had:
+                self.echo(f"{len(had)} item(s) already labeled in Label Studio project "
+                          f"{self.cfg.annotators.labelstudio.project_id}: stored, not asked again")
         if self.prev_metrics.get("stop"):
             self.echo(f"campaign already finished: {self.prev_metrics['stop']}")
             return None

@@ -32,3 +32,51 @@ def tiny_config(**over) -> dict:
 @pytest.fixture
 def tiny():
     return lambda **over: load_config(data=tiny_config(**over))
+
+
+# -- a real Label Studio server, shared by tests/test_labelstudio.py and tests/test_browser.py --------------
+@pytest.fixture(scope="session")
+def ls():
+    """A running Label Studio server for the whole session (stopped and its data removed at the end).
+
+    It serves local files from ``ls.files_root`` (a folder next to its data directory): tests put images
+    in a subfolder of it to try ``media: local-files``.
+    """
+    import os
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
+    from robust_al.labelstudio import server as ls_server
+
+    if not ls_server.installed():
+        if os.environ.get("ROBUST_AL_LS_INSTALL") != "1":
+            pytest.skip(f"label-studio is not installed at {ls_server.executable()}; set ROBUST_AL_LS_INSTALL=1 "
+                        "to install it into its own venv (or run `robust-al labelstudio install`)")
+        ls_server.install()
+    base = Path(tempfile.mkdtemp(prefix="robust-al-ls-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    (base / "files").mkdir()
+    srv = ls_server.LabelStudioServer()
+    try:
+        srv.start(base / "labelstudio", files_root=base / "files")
+        yield srv
+    finally:
+        srv.stop()
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture
+def client(ls):
+    from robust_al.labelstudio.client import LabelStudioClient
+
+    with LabelStudioClient.for_server(ls) as c:  # per test: the URL changes when the server restarts
+        yield c
+
+
+@pytest.fixture(scope="session")
+def annotators(ls):
+    """Three annotators signed up through the invite link: [(user_id, token), ...]."""
+    from robust_al.labelstudio.users import create_annotator
+
+    return [create_annotator(ls, f"annotator{i}@example.com", f"pw-annotator-{i}") for i in range(3)]

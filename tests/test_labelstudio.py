@@ -8,12 +8,8 @@ template data directory (~45 s); every later start copies it (~4 s).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import stat
-import tempfile
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,8 +18,9 @@ pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installe
 
 from robust_al.labelstudio import server as ls_server  # noqa: E402
 from robust_al.labelstudio.client import (  # noqa: E402
-    LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config)
-from robust_al.labelstudio.users import annotate, create_annotator  # noqa: E402
+    LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config,
+    parse_label_config)
+from robust_al.labelstudio.users import annotate  # noqa: E402
 from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event  # noqa: E402
 
 CLASSES = ["zero", "one", "two", "three"]
@@ -33,10 +30,28 @@ CLASSES = ["zero", "one", "two", "three"]
 def test_label_config_roundtrip():
     cfg = label_config(['a "quoted" <class>', "b", "c"])
     assert class_names_from_config(cfg) == ['a "quoted" <class>', "b", "c"]
-    assert '<Text name="item"' in cfg and "<Image" not in cfg
-    assert '<Image name="item" value="$image"/>' in label_config(["a", "b"], image=True)
+    assert '<Text name="item" value="$text"/>' in cfg and "<Image" not in cfg
+    assert '<Header value="$key"/>' in cfg and "Pool item" not in cfg  # the user's key, not an internal id
+    assert 'choice="single-radio"' in cfg  # radio buttons ("single" renders checkboxes)
+    img = parse_label_config(label_config(["a", "b"], image=True))
+    assert (img.from_name, img.to_name, img.object_tag, img.value_key, img.class_names) == (
+        "label", "item", "Image", "image", ("a", "b"))
+    assert "<Header" not in label_config(["a", "b"], header=False)
     with pytest.raises(ValueError):
         label_config(["a", "a"])
+
+
+def test_parse_a_foreign_label_config():
+    """A project made elsewhere: any control and object names, the first Choices on an Image/Text counts."""
+    cfg = """<View><Header value="Review"/><Text name="review" value="$review_text"/>
+      <Rating name="stars" toName="review"/>
+      <Choices name="sentiment" toName="review" choice="single"><Choice value="neg"/><Choice value="pos"/></Choices>
+    </View>"""
+    s = parse_label_config(cfg)
+    assert (s.from_name, s.to_name, s.media, s.value_key, s.class_names) == (
+        "sentiment", "review", "text", "review_text", ("neg", "pos"))
+    with pytest.raises(ValueError, match="no <Choices>"):
+        parse_label_config('<View><Text name="t" value="$t"/><Labels name="l" toName="t"/></View>')
 
 
 def test_convert_export_rows():
@@ -69,37 +84,7 @@ def test_parse_and_deduplicate_events():
     assert deleted.annotation_ids == [3] and deleted.item_id is None
 
 
-# -- a real server -----------------------------------------------------------------------------------------
-@pytest.fixture(scope="session")
-def ls():
-    """A running Label Studio server for the whole session (stopped and its data removed at the end)."""
-    if not ls_server.installed():
-        if os.environ.get("ROBUST_AL_LS_INSTALL") != "1":
-            pytest.skip(f"label-studio is not installed at {ls_server.executable()}; set ROBUST_AL_LS_INSTALL=1 "
-                        "to install it into its own venv (or run `robust-al labelstudio install`)")
-        ls_server.install()
-    base = Path(tempfile.mkdtemp(prefix="robust-al-ls-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
-    srv = ls_server.LabelStudioServer()
-    try:
-        srv.start(base / "labelstudio")
-        yield srv
-    finally:
-        srv.stop()
-        shutil.rmtree(base, ignore_errors=True)
-
-
-@pytest.fixture
-def client(ls):
-    with LabelStudioClient.for_server(ls) as c:  # per test: the URL changes when the server restarts
-        yield c
-
-
-@pytest.fixture(scope="session")
-def annotators(ls):
-    """Three annotators signed up through the invite link: [(user_id, token), ...]."""
-    return [create_annotator(ls, f"annotator{i}@example.com", f"pw-annotator-{i}") for i in range(3)]
-
-
+# -- a real server (fixtures ls, client, annotators: tests/conftest.py) ------------------------------------
 def test_server_secrets_and_environment(ls):
     assert ls.url == f"http://127.0.0.1:{ls.port}"
     mode = stat.S_IMODE(ls.token_file.stat().st_mode)

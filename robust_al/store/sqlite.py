@@ -127,6 +127,14 @@ class RunStore:
                             (external_id, lab, int(bool(cancelled or label is None)), updated_at, time.time()))
         return status
 
+    def count_annotations(self, exclude_purpose: str | None = None) -> int:
+        """How many annotations are stored (cancelled ones included: they were asked for), optionally not
+        counting those of one purpose (e.g. labels a Label Studio project held before the campaign)."""
+        if exclude_purpose is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE purpose != ?",
+                                   (exclude_purpose,)).fetchone()[0])
+
     def cancel_external(self, external_id: str) -> None:
         """An annotation deleted at the source: keep it, marked cancelled."""
         with self.db:
