@@ -150,7 +150,12 @@ class Campaign:
                               "(valid: image_size, truth_field, key_field)")
         client = LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file))
         try:
-            client.project_info(ls.project_id)
+            info = client.project_info(ls.project_id)
+            most = int(info.get("maximum_annotations") or 1)
+            if most < cfg.annotators.k:
+                raise ConfigError(f"annotators.k = {cfg.annotators.k}, but Label Studio project {ls.project_id} takes "
+                                  f"at most {most} annotation(s) per task (maximum_annotations): raise it in the "
+                                  "project's settings or lower annotators.k")
         except ProjectNotFound:
             raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: no such project on the Label "
                               f"Studio server {ls.url}") from None

@@ -4,7 +4,7 @@ from __future__ import annotations
 EXTRA_HINT = 'Label Studio support needs the labelstudio extra: pip install "robust-al[labelstudio]"'
 
 
-class MissingExtra(ImportError):
+class MissingExtra(ModuleNotFoundError):
     """label-studio-sdk / httpx are not installed (the ``labelstudio`` extra)."""
 
 
