@@ -42,7 +42,7 @@ class Browser:
              f"--user-data-dir={self.profile_dir}", f"--window-size={width},{height}", "--no-first-run",
              "--no-default-browser-check", "--disable-extensions", "--disable-dev-shm-usage", "about:blank"],
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
-        port = self._devtools_port(30.0)
+        port = self._devtools_port(120.0)  # a loaded 2-core machine: chromium has taken > 30 s to start
         deadline = time.monotonic() + 30
         while True:
             try:

@@ -54,6 +54,35 @@ def test_parse_a_foreign_label_config():
         parse_label_config('<View><Text name="t" value="$t"/><Labels name="l" toName="t"/></View>')
 
 
+def test_media_settings_are_checked_before_anything_is_created(tmp_path):
+    import numpy as np
+
+    from robust_al.config import ConfigError, load_config
+    from robust_al.data.pool import Pool
+    from robust_al.labelstudio.media import MAX_DATA_URL_BYTES, MediaError, check_media, task_fields
+
+    root = tmp_path / "files" / "pool"
+    (root / "cat").mkdir(parents=True)
+    small, big = root / "cat" / "a.png", root / "cat" / "b.png"
+    small.write_bytes(b"\x89PNG" + b"0" * 100)
+    big.write_bytes(b"0" * (MAX_DATA_URL_BYTES + 1))
+    pool = Pool(np.arange(2), np.zeros((2, 3)), np.array([0, 0]), 1, ["cat"], keys=np.array(["cat/a.png", "cat/b.png"]),
+                media=np.array([str(small), str(big)], dtype=object), media_kind="image", media_root=root)
+    with pytest.raises(MediaError, match=r"b.png is \d+ kB, over the 256 kB limit .*use media: local-files"):
+        check_media(pool, "data-url")
+    check_media(pool, "local-files", files_root=str(tmp_path / "files"))
+    assert task_fields(pool, 1, "local-files", str(tmp_path / "files"))["image"] == \
+        "/data/local-files/?d=pool/cat/b.png"
+    assert task_fields(pool, 0, "data-url")["image"].startswith("data:image/png;base64,")
+    with pytest.raises(MediaError, match="files_root = .* not strictly inside it"):
+        check_media(pool, "local-files", files_root=str(root))  # Label Studio refuses the root itself
+    with pytest.raises(MediaError, match="not strictly inside"):
+        check_media(pool, "local-files", files_root=str(tmp_path / "elsewhere"))
+    assert task_fields(pool, 0, "url-template", template="https://h/i/{key}")["image"] == "https://h/i/cat/a.png"
+    with pytest.raises(ConfigError, match="media_url holding {key}"):
+        load_config(data={"annotators": {"kind": "labelstudio", "labelstudio": {"url": "u", "media": "url-template"}}})
+
+
 def test_convert_export_rows():
     task = {"id": 7, "data": {"item_id": 42, "text": "pool item 42"}, "annotations": [
         {"id": 3, "completed_by": 5, "was_cancelled": False, "updated_at": "2026-01-01T00:00:00Z", "task": 7,

@@ -17,8 +17,9 @@ settings, tasks and annotations are never changed: its annotations are stored as
 queried task gets a prediction tagged ``robust-al-queue`` (score = priority, no visible choice unless
 ``show_predictions``), removed again once the task holds its answers, and a Data Manager tab "robust-al queue"
 lists exactly the queued tasks. Measured on Label Studio 1.23 Community: a labeler's stream
-(``/api/projects/{id}/next``) follows the project's sampling over *all* unfinished tasks, or over the tab's
-tasks in the tab's order when labeling is started from that tab (``?view=<tab id>``; Sequential sampling);
+(``/api/projects/{id}/next``) follows the project's sampling over *all* unfinished tasks; with ``?view=<tab
+id>`` it serves only that tab's tasks, in the tab's order (Sequential sampling; measured on the API, not
+through the browser's "Label All Tasks" button);
 ordering a tab by prediction score is a no-op unless the project's ``model_version`` names the scored
 predictions (it is empty by default and is a project setting robust-al does not touch), so the tab's tasks
 come in task-id order. Labelers should therefore start labeling from the "robust-al queue" tab.
