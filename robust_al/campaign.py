@@ -654,6 +654,7 @@ class Campaign:
             "mean_min_perturbation": float(finite.mean()) if len(finite) else None,
             "min_perturbation": float(vuln.min()) if len(vuln) else None,
             "attack_failures": int((~np.isfinite(vuln)).sum()),
+            "late_answers": self.store.late_answers(),
             "trust": self.ledger.table(), **self._poison_metrics(), **info,
         }
 
@@ -689,6 +690,10 @@ class Campaign:
         self.net.progress = progress
         if self.augmenter is not None:
             self.augmenter.progress = progress
+        if hasattr(self.crowd, "sync") and self.store.get_meta("ls_projects"):
+            n = self.crowd.sync()  # answers given while the campaign was not running
+            if n:
+                self.echo(f"pulled {n} answers given while the campaign was stopped")
         # an attached project's labels: stored before the trust ledger is built, never asked about again
         existing = self.crowd.adopt_existing() if hasattr(self.crowd, "adopt_existing") else []
         start = self._load_state()
@@ -717,8 +722,8 @@ class Campaign:
                     break
         finally:
             bar.close()
-            if hasattr(self.crowd, "close"):  # a live crowd's webhook listener
-                self.crowd.close()
+            if hasattr(self.crowd, "finish"):  # a live crowd: pull late answers, stop its webhook listener
+                self.crowd.finish()
         if result is not None:
             self.echo(f"stopped: {result.stop}")
         return result

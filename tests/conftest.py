@@ -1,6 +1,11 @@
 """Shared fixtures: tiny campaigns on the embedded digits data (CPU, seconds each)."""
 from __future__ import annotations
 
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
 import pytest
 
 from robust_al.config import load_config
@@ -34,19 +39,15 @@ def tiny():
     return lambda **over: load_config(data=tiny_config(**over))
 
 
-# -- a real Label Studio server, shared by tests/test_labelstudio.py and tests/test_browser.py --------------
+# -- a real Label Studio server, shared by every test module that needs one ---------------------------------
 @pytest.fixture(scope="session")
 def ls():
     """A running Label Studio server for the whole session (stopped and its data removed at the end).
 
-    It serves local files from ``ls.files_root`` (a folder next to its data directory): tests put images
-    in a subfolder of it to try ``media: local-files``.
+    Installed into its own venv only when ROBUST_AL_LS_INSTALL=1 (~1 min, ~1 GB); otherwise skipped when absent.
+    It serves local files from ``ls.files_root`` (a folder next to its data directory): tests put images in a
+    subfolder of it to try ``media: local-files``.
     """
-    import os
-    import shutil
-    import tempfile
-    from pathlib import Path
-
     pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
     from robust_al.labelstudio import server as ls_server
 

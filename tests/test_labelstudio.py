@@ -113,7 +113,7 @@ def test_parse_and_deduplicate_events():
     assert deleted.annotation_ids == [3] and deleted.item_id is None
 
 
-# -- a real server (fixtures ls, client, annotators: tests/conftest.py) ------------------------------------
+# -- a real server (fixtures ls, client, annotators: tests/conftest.py) ---------------------------------
 def test_server_secrets_and_environment(ls):
     assert ls.url == f"http://127.0.0.1:{ls.port}"
     mode = stat.S_IMODE(ls.token_file.stat().st_mode)

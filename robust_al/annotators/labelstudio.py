@@ -193,6 +193,15 @@ class LabelStudioCrowd:
         have = self.store.ls_tasks(proj.id)
         mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
         new = [int(i) for i in item_ids if int(i) not in mapping]
+        if new:  # tasks an earlier import made but nobody recorded (its response was lost) are adopted
+            made = self.client.task_items(proj, after_task=int(have["task_id"].max()) if len(have) else 0)
+            adopted = [i for i in new if i in made]
+            if adopted:
+                log.warning("adopting %d tasks of project %s that an interrupted import created",
+                            len(adopted), proj.id)
+                self.store.set_ls_tasks(proj.id, adopted, [made[i] for i in adopted], iteration, purpose)
+                mapping.update((i, made[i]) for i in adopted)
+                new = [i for i in new if i not in made]
         if new:
             predictions = self._predictions() if self.show_predictions else {}
             items = []
@@ -231,7 +240,9 @@ class LabelStudioCrowd:
         if self.attached is None:
             return []
         self.ingest(self.attached.project.id, self.attached.existing, -1, EXISTING)
-        return sorted({a.item_id for a in self.attached.existing if a.label is not None and not a.was_cancelled})
+        # only labels stored as existing: an answer robust-al asked for keeps its iteration (a resumed one replays)
+        ann = self.store.annotations()
+        return sorted({int(i) for i in ann.loc[ann["purpose"] == EXISTING, "task"]})
 
     def queue_view(self, proj) -> int:
         """The "robust-al queue" Data Manager tab of the attached project: the tasks with a queue prediction."""
@@ -256,8 +267,11 @@ class LabelStudioCrowd:
         for pos, tid in enumerate(item_ids):
             if str(tid) in queued:
                 continue
+            # one whose response was lost (a server restart) is adopted, not added twice
+            mine = [p for p in self.client.predictions(tid) if p.get("model_version") == QUEUE_MODEL_VERSION]
             label = guesses.get(tid, (None, 0.0))[0]
-            pid = self.client.add_prediction(proj, tid, QUEUE_MODEL_VERSION, 1.0 - pos / max(n, 1), label)
+            pid = (int(mine[0]["id"]) if mine else
+                   self.client.add_prediction(proj, tid, QUEUE_MODEL_VERSION, 1.0 - pos / max(n, 1), label))
             queued[str(tid)] = pid
             self.store.set_meta("ls_queue", queued)  # after each: a crash never leaves an unknown prediction
         self.queue_view(proj)
@@ -325,11 +339,14 @@ class LabelStudioCrowd:
             new += status == "new"
         return new
 
-    def _drain_webhooks(self, projects: dict[int, object], iteration: int, purpose: str) -> None:
+    def _drain_webhooks(self) -> None:
+        """Store what the webhooks delivered, for every project of the run: an answer to an earlier batch (or
+        to the other project, while this one waits) is kept under the iteration and purpose it was asked for."""
         from robust_al.labelstudio.client import annotation_from_payload
 
         if self.listener is None:
             return
+        projects = {p.id: p for p in self._projects.values()}
         for ev in self.listener.drain():
             if ev.action == "ANNOTATIONS_DELETED":
                 for aid in ev.annotation_ids:
@@ -338,8 +355,21 @@ class LabelStudioCrowd:
             proj = projects.get(ev.project_id)
             if proj is None or ev.task is None:
                 continue
-            anns = [annotation_from_payload(a, ev.task, proj) for a in ev.annotations]
-            self.ingest(proj.id, [a for a in anns if a is not None], iteration, purpose)
+            asked = self._asked_in(proj.id)
+            for a in ev.annotations:
+                ann = annotation_from_payload(a, ev.task, proj)
+                iteration, purpose = asked.get(ann.item_id, (-1, self._unasked(proj, "late")))
+                self.ingest(proj.id, [ann], iteration, purpose)
+
+    def _unasked(self, proj, purpose: str) -> str:
+        """Purpose of an answer on an item robust-al never asked about: in an attached project, people label
+        its other tasks too; those are labels the project collected (``existing``), not bought by the campaign."""
+        return EXISTING if self.attached is not None and proj.id == self.attached.project.id else purpose
+
+    def _asked_in(self, project_id: int) -> dict[int, tuple[int, str]]:
+        """item -> (iteration, purpose) of the task it was put to in this project."""
+        tasks = self.store.ls_tasks(project_id)
+        return {int(i): (int(it), str(p)) for i, it, p in zip(tasks["item_id"], tasks["iteration"], tasks["purpose"])}
 
     def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], trust
                  ) -> tuple[dict[int, list[Answer]], dict[int, int]]:
@@ -395,7 +425,7 @@ class LabelStudioCrowd:
         exclude = exclude or {}
         last_poll = 0.0
         while True:
-            self._drain_webhooks({proj.id: proj}, iteration, purpose)
+            self._drain_webhooks()
             if time.time() - last_poll >= self.poll_seconds:
                 try:
                     self._poll(proj, tasks, iteration, purpose)
@@ -416,6 +446,7 @@ class LabelStudioCrowd:
             finished = [tasks[i] for i, h in held.items() if h >= n]
             self._retry(lambda: self._unqueue(finished), deadline + 60)
         self.asked += sum(len(a) for a in answers.values())
+        self.store.close_batch(iteration, purpose)
         return [a for i in item_ids for a in answers[i][:n]]
 
     def sync(self) -> int:
@@ -425,11 +456,29 @@ class LabelStudioCrowd:
         new = 0
         started = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 1))
         for key, pid in sorted(self.store.get_meta("ls_projects", {}).items()):
-            proj = self.client.get_project(int(pid))
-            tasks = self.store.ls_tasks(proj.id)
-            it_of = dict(zip(tasks["item_id"].astype(int), tasks["iteration"].astype(int)))
-            purpose_of = dict(zip(tasks["item_id"].astype(int), tasks["purpose"]))
+            attached = self.attached is not None and int(pid) == self.attached.project.id
+            proj = self.attached.project if attached else self.client.get_project(int(pid))
+            asked = self._asked_in(proj.id)
             for a in self.client.export_annotations(proj, since=since):
-                new += self.ingest(proj.id, [a], it_of.get(a.item_id, -1), purpose_of.get(a.item_id, key.split(":")[0]))
+                iteration, purpose = asked.get(a.item_id, (-1, self._unasked(proj, key.split(":")[0])))
+                new += self.ingest(proj.id, [a], iteration, purpose)
         self.store.set_meta("ls_last_sync", started)
         return new
+
+    def finish(self) -> None:
+        """At the end of a campaign (or of its process): store every answer still on its way - webhook
+        deliveries not yet drained, and answers given after their batch closed - then stop listening.
+        A server that cannot be reached is logged; ``robust-al labelstudio sync`` or the next start pulls them."""
+        import httpx
+
+        try:
+            self._drain_webhooks()
+            if self.store.get_meta("ls_projects"):
+                n = self.sync()
+                if n:
+                    log.info("pulled %d answers that arrived after their batch closed", n)
+        except (httpx.HTTPError, OSError) as e:
+            log.warning("could not pull the last answers from Label Studio (%s); run `robust-al labelstudio "
+                        "sync RUN_DIR` when it is back", e)
+        finally:
+            self.close()

@@ -348,6 +348,10 @@ class LabelStudioClient:
         r.raise_for_status()
         return int(r.json()["id"])
 
+    def predictions(self, task_id: int) -> list[dict]:
+        """The predictions of one task (``id``, ``model_version``, ``score``, ``result``)."""
+        return self._get("/api/predictions/", task=int(task_id))
+
     def delete_prediction(self, prediction_id: int) -> None:
         r = self.http.delete(f"/api/predictions/{int(prediction_id)}/")
         if r.status_code != 404:  # already gone is fine
@@ -471,6 +475,34 @@ class LabelStudioClient:
                 break
             page += 1
         return ids
+
+    def task_items(self, project: Project | int, after_task: int = 0, page_size: int = 1000) -> dict[int, int]:
+        """``{item_id: task_id}`` of the project's tasks with an id above ``after_task`` (a data-manager query
+        filtered on the task id in the database, paged). A campaign calls it before importing, to adopt tasks an
+        import created whose response never arrived (a server restart mid-request): importing them again would
+        put every item of the batch into the project twice, and people would answer both copies."""
+        pid = project.id if isinstance(project, Project) else int(project)
+        query = {"filters": {"conjunction": "and", "items": [
+            {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": int(after_task)}]},
+            "ordering": ["tasks:id"]}
+        out: dict[int, int] = {}
+        page = 1
+        while True:
+            r = self.http.get("/api/tasks/", params={"project": pid, "fields": "task_only", "page": page,
+                                                    "page_size": page_size, "query": json.dumps(query)})
+            if r.status_code == 404:  # past the last page
+                break
+            r.raise_for_status()
+            body = r.json()
+            tasks = body.get("tasks", body) if isinstance(body, dict) else body
+            for t in tasks:
+                item = (t.get("data") or {}).get("item_id")
+                if item is not None and int(t["id"]) > after_task:
+                    out.setdefault(int(item), int(t["id"]))  # the first copy, should there be two
+            if not tasks or len(tasks) < page_size:
+                break
+            page += 1
+        return out
 
     def task_annotations(self, task_id: int, project: Project) -> list[LSAnnotation]:
         """Annotations of one task (``GET /api/tasks/{id}/annotations/``)."""

@@ -50,6 +50,9 @@ CREATE TABLE IF NOT EXISTS ls_tasks (
     project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
     purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
+CREATE TABLE IF NOT EXISTS batches (
+    iteration INTEGER NOT NULL, purpose TEXT NOT NULL, closed_at REAL NOT NULL,
+    PRIMARY KEY (iteration, purpose));  -- when a live crowd's batch stopped waiting for answers
 CREATE TABLE IF NOT EXISTS injected (
     item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, kind TEXT NOT NULL, y INTEGER NOT NULL,
     x BLOB NOT NULL);  -- items an experiment put into the pool (poisons); ground truth y = the honest label
@@ -150,6 +153,18 @@ class RunStore:
     def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
         q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
         return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))
+
+    def close_batch(self, iteration: int, purpose: str) -> None:
+        """A live crowd's batch stopped waiting: answers to it stored after now arrived late."""
+        self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (int(iteration), purpose, time.time()))
+
+    def late_answers(self) -> int:
+        """Answers stored after the batch they were asked for had closed (or to no batch of the run)."""
+        row = self.db.execute(
+            "SELECT COUNT(*) FROM annotations a LEFT JOIN batches b ON a.iteration = b.iteration AND a.purpose ="
+            " b.purpose WHERE a.external_id IS NOT NULL AND (a.iteration < 0 OR a.created_at > b.closed_at)"
+        ).fetchone()
+        return int(row[0])
 
     def get_annotation(self, item_id: int, worker: str) -> int | None:
         row = self.db.execute(
