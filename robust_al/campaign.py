@@ -91,7 +91,6 @@ class Campaign:
         self.seed = cfg.seed
         if cfg.annotators.kind == "labelstudio":
             from robust_al.annotators.labelstudio import LabelStudioCrowd, read_token
-
             from robust_al.labelstudio.media import check_media
 
             ls = cfg.annotators.labelstudio

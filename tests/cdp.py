@@ -112,6 +112,26 @@ class Browser:
             time.sleep(interval)
         raise CDPError(f"timed out after {timeout:.0f} s waiting for {expression[:120]!r} (last: {value!r})")
 
+    def wait_stable(self, expression: str, timeout: float = 120.0, hold: float = 1.5) -> Any:
+        """Like :meth:`wait_for`, but the value must stay truthy for ``hold`` seconds (a single-page app may
+        render a view, then mount it again); returns the last value."""
+        deadline = time.monotonic() + timeout
+        since = None
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise CDPError(f"timed out after {timeout:.0f} s waiting for a stable {expression[:120]!r}")
+            value = self.wait_for(expression, timeout=remaining)
+            since = since or time.monotonic()
+            if time.monotonic() - since >= hold:
+                return value
+            time.sleep(0.25)
+            try:
+                if not self.evaluate(expression):
+                    since = None
+            except CDPError:
+                since = None
+
     def screenshot(self, path: Path) -> Path:
         data = self.send("Page.captureScreenshot", format="png")["data"]
         path = Path(path)

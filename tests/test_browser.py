@@ -66,7 +66,12 @@ def labeler(server):
 def browser(chromium, tmp_path):
     from cdp import Browser
 
-    b = Browser(chromium, tmp_path / "chromium-profile")
+    from cdp import CDPError
+
+    try:
+        b = Browser(chromium, tmp_path / "chromium-profile")
+    except CDPError:  # seen once on a machine at load 11: start it again, with a fresh profile
+        b = Browser(chromium, tmp_path / "chromium-profile-2")
     try:
         yield b
     finally:
@@ -127,21 +132,34 @@ def open_task(browser, server, labeler, project_id: int, task_id: int) -> None:
     browser.navigate(f"{server.url}/projects/{project_id}/data?task={task_id}")
 
 
-# the choices of the labeling interface: radio/checkbox inputs inside Label Studio's editor (not the Data Manager)
-CHOICES_JS = """(() => {
+# the labeling view as the labeler sees it: the page text, the choices of Label Studio's editor (radio or
+# checkbox inputs, with their labels less the hotkey hint "[1]"), and the task's image (-1: none, 0: broken)
+SNAPSHOT_JS = """(() => {
   const inputs = [...document.querySelectorAll('[class*="lsf-choice"] input, [class*="choice"] input')];
-  return inputs.map(i => ({type: i.type, checked: i.checked,
-    label: ((i.closest('label') || i.parentElement).innerText || '').replace(/\\[\\d+\\]\\s*$/, '').trim()}));
+  const img = [...document.querySelectorAll('img')].find(
+    i => (i.src || '').startsWith('data:image/') || (i.src || '').includes('/data/local-files/'));
+  return {text: document.body.innerText,
+          image: img ? (img.complete ? img.naturalWidth : 0) : -1,
+          choices: inputs.map(i => ({type: i.type, checked: i.checked,
+            label: ((i.closest('label') || i.parentElement).innerText || '').replace(/\\[\\d+\\]\\s*$/, '').trim()}))};
 })()"""
 
 
-def check_labeling_view(browser, class_names) -> list[dict]:
-    choices = browser.wait_for(f"(() => {{ const c = {CHOICES_JS}; return c.length >= {len(class_names)} ? c : null }})()",
-                               timeout=90)
-    assert [c["type"] for c in choices] == ["radio"] * len(class_names), choices  # single choice: radio buttons
+def labeling_view(browser, key: str, n_choices: int, image: bool) -> dict:
+    """Wait until the labeling view of the item ``key`` has fully rendered, and stays so (the editor mounts in
+    steps, and mounts again when the Data Manager beside it reloads); returns that snapshot."""
+    ready = (f"(() => {{ const s = {SNAPSHOT_JS}; return s.text.includes({json.dumps(key)}) "
+             f"&& s.choices.length >= {n_choices} && s.choices.every(c => c.label) "
+             f"{'&& s.image > 0' if image else ''} ? s : null }})()")
+    return browser.wait_stable(ready, timeout=150)
+
+
+def check_choices(snapshot: dict, class_names) -> None:
+    """Radio buttons labeled exactly with the class names, none pre-selected (no pre-annotation shown)."""
+    choices = snapshot["choices"]
+    assert [c["type"] for c in choices] == ["radio"] * len(class_names), choices  # single choice
     assert [c["label"] for c in choices] == list(class_names)
     assert not any(c["checked"] for c in choices), "a choice is pre-selected: a pre-annotation is shown"
-    return choices
 
 
 def make_crowd(server, tmp_path, pool, **kw):
@@ -180,26 +198,26 @@ def test_labeler_sees_the_image_and_radio_choices(server, labeler, browser, tmp_
     assert data["image"].startswith("data:image/" if media == "data-url" else "/data/local-files/?d=")
 
     open_task(browser, server, labeler, proj.id, tasks[15])
-    width = browser.wait_for("""(() => { const i = [...document.querySelectorAll('img')].find(
-        i => (i.src || '').startsWith('data:image/') || (i.src || '').includes('/data/local-files/'));
-        return i && i.complete ? i.naturalWidth : 0 })()""", timeout=90)
-    assert width > 0  # the image loaded (a broken image has naturalWidth 0)
-    check_labeling_view(browser, CLASSES)
-    assert pool.keys[15] in browser.evaluate("document.body.innerText")  # the header shows the item's key
-    assert "Pool item" not in browser.evaluate("document.body.innerText")
-    browser.wait_for("new Promise(r => setTimeout(() => r(true), 1500))")  # let the image settle for the shot
+    # the header shows the item's key; the image loaded (a broken image has naturalWidth 0)
+    view = labeling_view(browser, pool.keys[15], len(CLASSES), image=True)
+    assert view["image"] > 0 and "Pool item" not in view["text"]
+    check_choices(view, CLASSES)
     save_shot(browser, tmp_path / "run", f"image-task-{media}")
 
     # the labeler answers in the page: pick the true class, submit; the campaign's store gets it
     browser.evaluate(f"""(() => {{ const l = [...document.querySelectorAll('label')].find(
         l => l.innerText.replace(/\\[\\d+\\]\\s*$/, '').trim() === {json.dumps(CLASSES[1])}); l.click(); }})()""")
-    browser.evaluate("""(() => { const b = [...document.querySelectorAll('button')].find(
-        b => b.innerText.trim() === 'Submit'); b.click(); })()""")
+    browser.wait_for(f"{SNAPSHOT_JS}.choices.filter(c => c.checked).map(c => c.label).join() === "
+                     f"{json.dumps(CLASSES[1])}", timeout=30)
+    browser.wait_for("""(() => { const b = [...document.querySelectorAll('button')].find(
+        b => b.innerText.trim() === 'Submit'); if (!b || b.disabled) return false; b.click(); return true })()""",
+                     timeout=30)
     with LabelStudioClient.for_server(server) as c:
         import time
 
-        deadline = time.time() + 30
-        while not c.task_annotations(tasks[15], proj) and time.time() < deadline:
+        deadline = time.time() + 90
+        while not c.task_annotations(tasks[15], proj):
+            assert time.time() < deadline, "the labeler's Submit did not create an annotation"
             time.sleep(0.5)
     crowd._poll(proj, tasks, 0, "query")
     ann = store.annotations()
@@ -216,7 +234,8 @@ def test_labeler_sees_the_text(server, labeler, browser, tmp_path):
     store, crowd = make_crowd(server, tmp_path, pool)
     proj, tasks = put(crowd, store, [0, 1, 2])
     open_task(browser, server, labeler, proj.id, tasks[1])
-    browser.wait_for(f"document.body.innerText.includes({json.dumps(texts[1])})", timeout=90)
-    check_labeling_view(browser, ["negative", "positive"])
-    assert "review-b" in browser.evaluate("document.body.innerText")
+    # the header with the key is only in the labeling view (the Data Manager's list beside it shows the texts)
+    view = labeling_view(browser, "review-b", 2, image=False)
+    assert view["text"].count(texts[1]) >= 2  # in the Data Manager's list and in the labeling view
+    check_choices(view, ["negative", "positive"])
     save_shot(browser, tmp_path / "run", "text-task")
