@@ -25,6 +25,7 @@ import torch
 
 from robust_al.annotators import Crowd
 from robust_al.annotators.base import Answer, item_rng
+from robust_al.annotators.labelstudio import EXISTING
 from robust_al.annotators.factory import build_annotators
 from robust_al.augment import Augmenter
 from robust_al.config import CampaignConfig, ConfigError, load_config
@@ -74,11 +75,23 @@ class Campaign:
                  echo: Callable[[str], None] | None = print):
         self.cfg, self.run_dir = cfg, Path(run_dir)
         self.echo = echo or (lambda s: None)
+        self.attached = None
+        if cfg.annotators.kind == "labelstudio" and cfg.annotators.labelstudio.project_id is not None:
+            from robust_al.labelstudio import require_labelstudio
+
+            require_labelstudio()
+            self.attached = self._attach(cfg)  # its tasks are the pool: read before anything is written
+            dataset = self.attached.dataset
         # everything that can be refused is checked before the store exists: a failed start leaves nothing
         self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
         self.annotators = ([] if cfg.annotators.kind == "labelstudio"
                            else build_annotators(cfg.annotators, self.dataset, cfg.seed))
         check_startable(cfg, self.dataset, self.annotators)
+        if cfg.annotators.kind == "labelstudio" and self.attached is None:
+            from robust_al.labelstudio.media import check_media
+
+            ls = cfg.annotators.labelstudio  # refuse media the server cannot show before anything is made
+            check_media(self.dataset.train, ls.media, ls.files_root, ls.media_url)
         self.store = RunStore(self.run_dir)
         self.lock = RunLock(self.run_dir)
         inj_ids, inj_X, inj_y, _ = self.store.injected(self.dataset.train.input_shape)
@@ -94,7 +107,10 @@ class Campaign:
                                           pool.class_names, k=cfg.annotators.k, threshold=cfg.trust.threshold,
                                           routing=cfg.trust.routing, wait_seconds=ls.wait_seconds,
                                           poll_seconds=ls.poll_seconds, webhook=ls.webhook,
-                                          title=f"{ls.title} {cfg.name}")
+                                          title=f"{ls.title} {cfg.name}", pool=pool, media=ls.media,
+                                          media_url=ls.media_url, files_root=ls.files_root,
+                                          show_predictions=ls.show_predictions, attached=self.attached,
+                                          echo=self.echo, status_seconds=ls.status_seconds)
         else:
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
                                threshold=cfg.trust.threshold, routing=cfg.trust.routing)
@@ -109,6 +125,44 @@ class Campaign:
         self.mind: MinDistance | None = None
 
     # -- construction ---------------------------------------------------------------------------------------
+    def _attach(self, cfg: CampaignConfig):
+        """``data.name: labelstudio``: the existing project ``annotators.labelstudio.project_id`` as the pool
+        (:func:`robust_al.labelstudio.project_pool.dataset_from_project`). A project that does not exist is a
+        one-line error naming the key and the server, raised before anything is written."""
+        import httpx
+
+        from robust_al.annotators.labelstudio import read_token
+        from robust_al.labelstudio.client import LabelStudioClient, ProjectNotFound
+        from robust_al.labelstudio.project_pool import dataset_from_project
+
+        ls = cfg.annotators.labelstudio
+        opts = dict(cfg.data.options)
+        unknown = set(opts) - {"image_size", "truth_field", "key_field"}
+        if unknown:
+            raise ConfigError(f"data.options: {sorted(unknown)} not understood for data.name = 'labelstudio' "
+                              "(valid: image_size, truth_field, key_field)")
+        client = LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file))
+        try:
+            info = client.project_info(ls.project_id)
+            most = int(info.get("maximum_annotations") or 1)
+            if most < cfg.annotators.k:
+                raise ConfigError(f"annotators.k = {cfg.annotators.k}, but Label Studio project {ls.project_id} takes "
+                                  f"at most {most} annotation(s) per task (maximum_annotations): raise it in the "
+                                  "project's settings or lower annotators.k")
+        except ProjectNotFound:
+            raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: no such project on the Label "
+                              f"Studio server {ls.url}") from None
+        except httpx.HTTPError as e:
+            raise ConfigError(f"annotators.labelstudio.url = {ls.url}: cannot read project {ls.project_id} "
+                              f"({e})") from None
+        finally:
+            client.close()
+        with LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file)) as client:
+            try:
+                return dataset_from_project(client, ls.project_id, self.run_dir / "labelstudio-media", **opts)
+            except ValueError as e:
+                raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: {e}") from None
+
     @classmethod
     def create(cls, cfg: CampaignConfig, run_dir: str | Path | None = None, **kw) -> "Campaign":
         """A new campaign in ``run_dir``. If anything refuses to start, nothing that blocks a retry is left."""
@@ -179,8 +233,9 @@ class Campaign:
             self.crowd.forbidden.update(ids)
 
     def labels_used(self) -> int:
-        """Labels bought so far: every stored answer (a budget per stage: :meth:`_spent_before`)."""
-        return self.store.n_annotations()
+        """Labels bought by this campaign (an attached project's earlier annotations were not; a budget per
+        stage: :meth:`_spent_before`)."""
+        return self.store.count_annotations(exclude_purpose=EXISTING)
 
     def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
         return self.crowd.ask(item_ids, iteration, purpose, self.ledger, **kw)
@@ -300,8 +355,8 @@ class Campaign:
         def stage(p: str) -> tuple[int, str]:
             return (0, "") if p == "query" else (1, "") if p == "reexam" else (2, p)
 
-        return self.store.labels_before(iteration) + sum(
-            n for p, n in self.store.labels_of_iteration(iteration).items() if stage(p) < stage(purpose))
+        return self.store.labels_before(iteration, exclude_purpose=EXISTING) + sum(
+            n for p, n in self.store.labels_of_iteration(iteration).items() if p != EXISTING and stage(p) < stage(purpose))
 
     def _affordable(self, n_items: int, iteration: int | None = None, per_item: int | None = None) -> int:
         """Items of ``per_item`` labels (default k) the budget still buys; for a stage's batch when
@@ -706,12 +761,20 @@ class Campaign:
             n = self.crowd.sync()  # answers given while the campaign was not running
             if n:
                 self.echo(f"pulled {n} answers given while the campaign was stopped")
+        # an attached project's labels: stored before the trust ledger is built, never asked about again
+        existing = self.crowd.adopt_existing() if hasattr(self.crowd, "adopt_existing") else []
         start = self._load_state()
+        if existing:
+            had = [i for i in existing if i not in self.status]
+            self._set_status(had, LABELED, start)
+            if had:
+                self.echo(f"{len(had)} item(s) already labeled in Label Studio project "
+                          f"{self.cfg.annotators.labelstudio.project_id}: stored, not asked again")
         if self.prev_metrics.get("stop"):
             self.echo(f"campaign already finished: {self.prev_metrics['stop']}")
             return None
         if start > 0:
-            self.echo(f"resuming at iteration {start} ({self.store.n_annotations()} labels already stored)")
+            self.echo(f"resuming at iteration {start} ({self.labels_used()} labels already stored)")
         result = None
         # sized by the label budget: max_iterations is a safety limit, the budget is what ends a campaign
         bar = tqdm(total=self.cfg.stop.budget, initial=self.labels_used(), desc="labels", unit="label",

@@ -110,7 +110,7 @@ def _labelstudio(args: argparse.Namespace) -> int:
     if args.ls_command == "install":
         return server.main_install()
     if args.ls_command == "serve":
-        return server.main_serve(args.run_dir, port=args.port)
+        return server.main_serve(args.run_dir, port=args.port, files_root=args.files_root)
     if args.ls_command == "sync":
         from robust_al.campaign import Campaign
 
@@ -193,6 +193,9 @@ def main(argv: list[str] | None = None) -> int:
     sv = ls_sub.add_parser("serve", help="serve RUN_DIR/labelstudio on 127.0.0.1 until Ctrl-C")
     sv.add_argument("run_dir")
     sv.add_argument("--port", type=int, help="default: a free port")
+    sv.add_argument("--files-root", metavar="DIR", help="serve image files under DIR to the projects' labelers "
+                    "(annotators.labelstudio.media: local-files with files_root: DIR; the images must be in a "
+                    "subfolder of DIR)")
     sy = ls_sub.add_parser("sync", help="pull annotations made while the campaign was not running")
     sy.add_argument("run_dir")
     sm = ls_sub.add_parser("simulate", help="sign up the config's simulated labelers as users and let them annotate")
@@ -215,6 +218,13 @@ def main(argv: list[str] | None = None) -> int:
     except RunDirBusy as e:
         print(f"error: {e}", file=sys.stderr)
         return 3
+    except ModuleNotFoundError as e:
+        from robust_al.labelstudio import EXTRA_HINT, MissingExtra
+
+        if isinstance(e, MissingExtra) or e.name in ("label_studio_sdk", "httpx"):
+            print(f"error: {EXTRA_HINT}", file=sys.stderr)
+            return 2
+        raise
 
 
 if __name__ == "__main__":

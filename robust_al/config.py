@@ -13,7 +13,10 @@ class _Strict(BaseModel):
 
 
 class DataConfig(_Strict):
-    name: Literal["digits", "generic", "labelme", "cifar2", "cifar10n", "imagefolder", "table", "text"] = "digits"
+    name: Literal["digits", "generic", "labelme", "cifar2", "cifar10n", "imagefolder", "table", "text",
+                  "labelstudio"] = Field(
+        "digits", description="labelstudio: the tasks of the Label Studio project annotators.labelstudio.project_id "
+        "are the pool (options: image_size, truth_field, key_field)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
 
 
@@ -47,6 +50,25 @@ class LabelStudioConfig(_Strict):
     wait_seconds: float = Field(3600.0, gt=0, description="how long one batch may wait for its answers")
     poll_seconds: float = Field(2.0, gt=0, description="polling interval (webhooks usually answer first)")
     webhook: bool = True
+    media: Literal["data-url", "local-files", "url-template"] = Field(
+        "data-url", description="how a task's image reaches the browser: embedded bytes (any server; images up to "
+        "256 kB), the server's local-files serving (needs files_root), or media_url")
+    media_url: Optional[str] = Field(None, description="media = url-template: e.g. https://host/images/{key}")
+    files_root: Optional[str] = Field(None, description="media = local-files: the --files-root the server was "
+                                      "started with (a strict ancestor of the pool's image folder)")
+    show_predictions: bool = Field(False, description="show the model's guess as a pre-annotation (a visible "
+                                   "guess biases labelers who should answer independently)")
+    project_id: Optional[int] = Field(None, ge=1, description="attach to this existing project: its tasks are the "
+                                      "pool (data.name: labelstudio), its annotations labels already collected")
+    status_seconds: float = Field(10.0, gt=0, description="print a 'waiting: n/N answers' line at most this often")
+
+    @model_validator(mode="after")
+    def _media_settings(self) -> "LabelStudioConfig":
+        if self.media == "url-template" and (not self.media_url or "{key}" not in self.media_url):
+            raise ValueError("media = 'url-template' needs media_url holding {key}, e.g. https://host/img/{key}")
+        if self.media == "local-files" and not self.files_root:
+            raise ValueError("media = 'local-files' needs files_root: the --files-root the server was started with")
+        return self
 
 
 class AnnotatorsConfig(_Strict):
@@ -177,6 +199,18 @@ class CampaignConfig(_Strict):
     trust: TrustConfig = Field(default_factory=TrustConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
+
+    @model_validator(mode="after")
+    def _labelstudio_data_source(self) -> "CampaignConfig":
+        ls = self.annotators.labelstudio if self.annotators.kind == "labelstudio" else None
+        attached = ls is not None and ls.project_id is not None
+        if self.data.name == "labelstudio" and not attached:
+            raise ValueError("data.name = 'labelstudio' takes its pool from an existing project: set "
+                             "annotators.kind = 'labelstudio' and annotators.labelstudio.project_id")
+        if attached and self.data.name != "labelstudio":
+            raise ValueError(f"annotators.labelstudio.project_id = {ls.project_id}: the project's tasks are the pool, "
+                             f"so data.name must be 'labelstudio' (not {self.data.name!r})")
+        return self
 
     def resolved_run_dir(self) -> Path:
         return Path(self.run_dir or f"runs/{self.name}-seed{self.seed}")

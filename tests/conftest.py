@@ -45,6 +45,8 @@ def ls():
     """A running Label Studio server for the whole session (stopped and its data removed at the end).
 
     Installed into its own venv only when ROBUST_AL_LS_INSTALL=1 (~1 min, ~1 GB); otherwise skipped when absent.
+    It serves local files from ``ls.files_root`` (a folder next to its data directory): tests put images in a
+    subfolder of it to try ``media: local-files``.
     """
     pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
     from robust_al.labelstudio import server as ls_server
@@ -55,9 +57,10 @@ def ls():
                         "to install it into its own venv (or run `robust-al labelstudio install`)")
         ls_server.install()
     base = Path(tempfile.mkdtemp(prefix="robust-al-ls-", dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    (base / "files").mkdir()
     srv = ls_server.LabelStudioServer()
     try:
-        srv.start(base / "labelstudio")
+        srv.start(base / "labelstudio", files_root=base / "files")
         yield srv
     finally:
         srv.stop()

@@ -51,3 +51,20 @@ def test_cli_reports_a_bad_config_by_key(tmp_path):
     assert out.returncode == 2
     assert "model.epochs = 'lots'" in out.stderr
     assert not (tmp_path / "r").exists()
+
+
+def test_missing_labelstudio_extra_is_a_one_line_hint(tmp_path, monkeypatch, capsys):
+    """A config asking for Label Studio without the labelstudio extra installed: an install hint, no traceback."""
+    import sys
+
+    import yaml
+
+    from robust_al.cli import main
+
+    monkeypatch.setitem(sys.modules, "label_studio_sdk", None)  # as if not installed
+    cfg = tmp_path / "ls.yaml"
+    cfg.write_text(yaml.safe_dump({"annotators": {"kind": "labelstudio", "labelstudio": {"url": "http://127.0.0.1:9"}}}))
+    assert main(["run", str(cfg), "--run-dir", str(tmp_path / "run")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == 'error: Label Studio support needs the labelstudio extra: pip install "robust-al[labelstudio]"'
+    assert not (tmp_path / "run" / "campaign.sqlite").exists()

@@ -8,12 +8,8 @@ template data directory (~45 s); every later start copies it (~4 s).
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import socket
 import stat
-import tempfile
-from pathlib import Path
 
 import httpx
 import pytest
@@ -22,8 +18,9 @@ pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installe
 
 from robust_al.labelstudio import server as ls_server  # noqa: E402
 from robust_al.labelstudio.client import (  # noqa: E402
-    LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config)
-from robust_al.labelstudio.users import annotate, create_annotator  # noqa: E402
+    LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config,
+    parse_label_config)
+from robust_al.labelstudio.users import annotate  # noqa: E402
 from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event  # noqa: E402
 
 CLASSES = ["zero", "one", "two", "three"]
@@ -33,10 +30,57 @@ CLASSES = ["zero", "one", "two", "three"]
 def test_label_config_roundtrip():
     cfg = label_config(['a "quoted" <class>', "b", "c"])
     assert class_names_from_config(cfg) == ['a "quoted" <class>', "b", "c"]
-    assert '<Text name="item"' in cfg and "<Image" not in cfg
-    assert '<Image name="item" value="$image"/>' in label_config(["a", "b"], image=True)
+    assert '<Text name="item" value="$text"/>' in cfg and "<Image" not in cfg
+    assert '<Header value="$key"/>' in cfg and "Pool item" not in cfg  # the user's key, not an internal id
+    assert 'choice="single-radio"' in cfg  # radio buttons ("single" renders checkboxes)
+    img = parse_label_config(label_config(["a", "b"], image=True))
+    assert (img.from_name, img.to_name, img.object_tag, img.value_key, img.class_names) == (
+        "label", "item", "Image", "image", ("a", "b"))
+    assert "<Header" not in label_config(["a", "b"], header=False)
     with pytest.raises(ValueError):
         label_config(["a", "a"])
+
+
+def test_parse_a_foreign_label_config():
+    """A project made elsewhere: any control and object names, the first Choices on an Image/Text counts."""
+    cfg = """<View><Header value="Review"/><Text name="review" value="$review_text"/>
+      <Rating name="stars" toName="review"/>
+      <Choices name="sentiment" toName="review" choice="single"><Choice value="neg"/><Choice value="pos"/></Choices>
+    </View>"""
+    s = parse_label_config(cfg)
+    assert (s.from_name, s.to_name, s.media, s.value_key, s.class_names) == (
+        "sentiment", "review", "text", "review_text", ("neg", "pos"))
+    with pytest.raises(ValueError, match="no <Choices>"):
+        parse_label_config('<View><Text name="t" value="$t"/><Labels name="l" toName="t"/></View>')
+
+
+def test_media_settings_are_checked_before_anything_is_created(tmp_path):
+    import numpy as np
+
+    from robust_al.config import ConfigError, load_config
+    from robust_al.data.pool import Pool
+    from robust_al.labelstudio.media import MAX_DATA_URL_BYTES, MediaError, check_media, task_fields
+
+    root = tmp_path / "files" / "pool"
+    (root / "cat").mkdir(parents=True)
+    small, big = root / "cat" / "a.png", root / "cat" / "b.png"
+    small.write_bytes(b"\x89PNG" + b"0" * 100)
+    big.write_bytes(b"0" * (MAX_DATA_URL_BYTES + 1))
+    pool = Pool(np.arange(2), np.zeros((2, 3)), np.array([0, 0]), 1, ["cat"], keys=np.array(["cat/a.png", "cat/b.png"]),
+                media=np.array([str(small), str(big)], dtype=object), media_kind="image", media_root=root)
+    with pytest.raises(MediaError, match=r"b.png is \d+ kB, over the 256 kB limit .*use media: local-files"):
+        check_media(pool, "data-url")
+    check_media(pool, "local-files", files_root=str(tmp_path / "files"))
+    assert task_fields(pool, 1, "local-files", str(tmp_path / "files"))["image"] == \
+        "/data/local-files/?d=pool/cat/b.png"
+    assert task_fields(pool, 0, "data-url")["image"].startswith("data:image/png;base64,")
+    with pytest.raises(MediaError, match="files_root = .* not strictly inside it"):
+        check_media(pool, "local-files", files_root=str(root))  # Label Studio refuses the root itself
+    with pytest.raises(MediaError, match="not strictly inside"):
+        check_media(pool, "local-files", files_root=str(tmp_path / "elsewhere"))
+    assert task_fields(pool, 0, "url-template", template="https://h/i/{key}")["image"] == "https://h/i/cat/a.png"
+    with pytest.raises(ConfigError, match="media_url holding {key}"):
+        load_config(data={"annotators": {"kind": "labelstudio", "labelstudio": {"url": "u", "media": "url-template"}}})
 
 
 def test_convert_export_rows():
@@ -299,3 +343,155 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
     trust = result["r"].metrics["trust"]
     mal = user_of["sim-malicious"]
     assert trust[mal] < min(t for w, t in trust.items() if w != mal)
+
+
+# -- attaching to a project made elsewhere -------------------------------------------------------------------
+REVIEW_CONFIG = """<View>
+  <Header value="What does the reviewer think?"/>
+  <Text name="review" value="$review"/>
+  <Choices name="sentiment" toName="review" choice="single" showInline="true">
+    <Choice value="neg"/><Choice value="pos"/>
+  </Choices>
+</View>"""
+GOOD = ["great", "wonderful", "loved", "superb", "delightful", "brilliant"]
+BAD = ["awful", "boring", "hated", "dreadful", "tedious", "clumsy"]
+
+
+def _snapshot(client, pid: int) -> tuple[dict, dict]:
+    """The project's settings and every task with its data and annotations (full export of all tasks)."""
+    info = client.project_info(pid)
+    settings = {k: info.get(k) for k in ("title", "label_config", "maximum_annotations", "sampling",
+                                         "show_collab_predictions", "model_version", "show_skip_button")}
+    tasks = {}
+    for row in client.export(pid, export_type="JSON", all_tasks=True):
+        tasks[row["id"]] = {"data": row["data"], "annotations": {
+            a["id"]: (a["completed_by"], json.dumps(a["result"], sort_keys=True), a.get("was_cancelled"))
+            for a in row["annotations"]}}
+    return settings, tasks
+
+
+def _review_project(client, n: int = 30, maximum_annotations: int = 2) -> tuple[int, list[int], list[str]]:
+    r = client.http.post("/api/projects/", json={"title": "customer reviews (made by hand)",
+                                                 "label_config": REVIEW_CONFIG,
+                                                 "maximum_annotations": maximum_annotations})
+    r.raise_for_status()
+    pid = r.json()["id"]
+    truth = ["pos" if i % 2 else "neg" for i in range(n)]
+    words = [(GOOD if t == "pos" else BAD)[i % 6] for i, t in enumerate(truth)]
+    tasks = [{"data": {"review": f"Review {i}: the film was {w}, truly {w}.", "truth": t}}
+             for i, (t, w) in enumerate(zip(truth, words))]
+    r = client.http.post(f"/api/projects/{pid}/import", params={"return_task_ids": "true"}, json=tasks)
+    r.raise_for_status()
+    return pid, [int(t) for t in r.json()["task_ids"]], truth
+
+
+def test_attach_to_an_existing_project(ls, client, annotators, tmp_path, monkeypatch):
+    """A project made beforehand (its own control names, tasks and two annotations): the campaign takes its
+    tasks as the pool, asks nothing about the two annotated items, sends labelers its queries through the
+    "robust-al queue" tab, and leaves every setting, task and annotation of the project as it was."""
+    import re
+    import threading
+    import time
+
+    from conftest import tiny_config
+    from robust_al.campaign import Campaign
+    from robust_al.config import load_config
+    from robust_al.store import RunStore
+
+    pid, task_ids, truth = _review_project(client)
+    (u0, tok0), (u1, tok1) = annotators[:2]
+    existing = []
+    for i in (0, 1):
+        r = httpx.post(f"{client.url}/api/tasks/{task_ids[i]}/annotations/", headers={"Authorization": f"Token {tok0}"},
+                       json={"result": [{"from_name": "sentiment", "to_name": "review", "type": "choices",
+                                         "value": {"choices": [truth[i]]}}]})
+        r.raise_for_status()
+        existing.append(r.json()["id"])
+    before = _snapshot(client, pid)
+
+    served: list[int] = []
+    stop = threading.Event()
+
+    def labeler():  # a person who starts labeling from the "robust-al queue" tab
+        with httpx.Client(base_url=client.url, headers={"Authorization": f"Token {tok1}"}, timeout=60) as h:
+            while not stop.is_set():
+                views = [v for v in h.get("/api/dm/views/", params={"project": pid}).json()
+                         if v["data"].get("title") == "robust-al queue"]
+                r = h.get(f"/api/projects/{pid}/next", params={"view": views[0]["id"]}) if views else None
+                if r is None or r.status_code != 200:
+                    stop.wait(0.3)
+                    continue
+                task = r.json()
+                served.append(int(task["id"]))
+                h.post(f"/api/tasks/{task['id']}/annotations/", json={"result": [
+                    {"from_name": "sentiment", "to_name": "review", "type": "choices",
+                     "value": {"choices": [task["data"]["truth"]]}}]}).raise_for_status()
+
+    thread = threading.Thread(target=labeler, daemon=True)
+    thread.start()
+    monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
+    cfg = load_config(data=tiny_config(**{
+        "data": {"name": "labelstudio", "options": {"truth_field": "truth"}},
+        "holdout.size": 6, "query.initial": 6, "query.batch": 4, "query.n_clusters": 2,
+        "augment.enabled": False, "model.epochs": 5, "model.min_steps": 20,
+        "annotators": {"kind": "labelstudio", "k": 1, "labelstudio": {
+            "url": ls.url, "token_env": "LS_TEST_TOKEN", "project_id": pid, "wait_seconds": 120,
+            "poll_seconds": 0.5, "webhook": False, "status_seconds": 0.5}},
+        "stop.budget": 14, "stop.max_iterations": 4}))
+    lines: list[str] = []
+    camp = Campaign.create(cfg, tmp_path / "run", echo=lines.append)
+    try:
+        camp.run(progress=False)
+    finally:
+        stop.set()
+        thread.join(timeout=30)
+    store = RunStore(tmp_path / "run")
+
+    # the project's tasks are the pool; its two annotations are stored as labels already collected
+    assert sorted(camp.pool.ids) == sorted(task_ids) and camp.pool.class_names == ["neg", "pos"]
+    ann = store.annotations()
+    old = ann[ann["purpose"] == "existing"]
+    assert sorted(zip(old["task"], old["worker"], old["label"])) == [
+        (task_ids[0], f"ls{u0}", 0), (task_ids[1], f"ls{u0}", 1)]
+    asked = set(store.ls_tasks(pid)["item_id"].astype(int))
+    assert asked and not asked & {task_ids[0], task_ids[1]}  # never asked again
+    assert set(served) == asked  # the queue tab served exactly robust-al's queries
+    new = ann[ann["purpose"] != "existing"]
+    assert len(new) == 14 == camp.labels_used()  # the budget counts only the labels this campaign bought
+    assert all(lab == (1 if truth[task_ids.index(t)] == "pos" else 0) for t, lab in zip(new["task"], new["label"]))
+    assert store.get_meta("ls_users")[f"ls{u1}"] == "annotator1@example.com"
+    assert any(re.fullmatch(rf"waiting: \d+/\d+ answers in project {pid} at {re.escape(ls.url)}/projects/{pid}/data"
+                            r"\?tab=\d+", ln) for ln in lines), lines
+
+    # nothing of the project was deleted or rewritten, no task duplicated; robust-al's queue predictions are gone
+    settings, tasks = _snapshot(client, pid)
+    assert settings == before[0] and set(tasks) == set(before[1])
+    for tid, t in before[1].items():
+        assert tasks[tid]["data"] == t["data"]
+        assert {a: v for a, v in tasks[tid]["annotations"].items() if a in t["annotations"]} == t["annotations"]
+    assert sum(len(t["annotations"]) for t in tasks.values()) == 2 + 14
+    assert all(p["model_version"] != "robust-al-queue"
+               for tid in task_ids for p in client.http.get("/api/predictions/", params={"task": tid}).json())
+
+
+def test_attach_refuses_a_missing_project_or_too_few_annotations(ls, client, tmp_path, monkeypatch):
+    from conftest import tiny_config
+    from robust_al.campaign import Campaign
+    from robust_al.config import ConfigError, load_config
+
+    monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
+
+    def cfg(project_id: int, k: int = 1):
+        return load_config(data=tiny_config(**{"data": {"name": "labelstudio"}, "annotators": {
+            "kind": "labelstudio", "k": k, "labelstudio": {"url": ls.url, "token_env": "LS_TEST_TOKEN",
+                                                             "project_id": project_id}}}))
+
+    with pytest.raises(ConfigError, match=rf"annotators.labelstudio.project_id = 99999: no such project on the "
+                                          rf"Label Studio server {ls.url}$"):
+        Campaign.create(cfg(99999), tmp_path / "missing")
+    assert not (tmp_path / "missing").exists()  # nothing written
+    pid, _, _ = _review_project(client, n=4, maximum_annotations=1)
+    with pytest.raises(ConfigError, match=r"annotators.k = 2, but Label Studio project \d+ takes at most 1 "
+                                          r"annotation.*maximum_annotations"):
+        Campaign.create(cfg(pid, k=2), tmp_path / "few")
+    assert not (tmp_path / "few").exists()

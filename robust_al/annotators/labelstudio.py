@@ -7,6 +7,23 @@ polling a filtered export of the batch's tasks; each annotation's ``completed_by
 id), edits and cancellations included. Re-examination by h labelers uses a second project whose tasks allow
 h annotations (``maximum_annotations``), so h different people answer.
 
+What a labeler sees: the item itself (the pool's image or text, :mod:`robust_al.labelstudio.media`) under its key,
+and one radio button per class; the model's guess only with ``show_predictions`` (a visible guess biases
+labelers who should answer independently).
+
+Attached to an existing project (``project_id``), the project's tasks are the pool (item id = task id) and its
+settings, tasks and annotations are never changed: its annotations are stored as labels already collected
+(purpose ``existing``; those items are never asked about), and the queue is written back additively: each
+queried task gets a prediction tagged ``robust-al-queue`` (score = priority, no visible choice unless
+``show_predictions``), removed again once the task holds its answers, and a Data Manager tab "robust-al queue"
+lists exactly the queued tasks. Measured on Label Studio 1.23 Community: a labeler's stream
+(``/api/projects/{id}/next``) follows the project's sampling over *all* unfinished tasks; with ``?view=<tab
+id>`` it serves only that tab's tasks, in the tab's order (Sequential sampling; measured on the API, not
+through the browser's "Label All Tasks" button);
+ordering a tab by prediction score is a no-op unless the project's ``model_version`` names the scored
+predictions (it is empty by default and is a project setting robust-al does not touch), so the tab's tasks
+come in task-id order. Labelers should therefore start labeling from the "robust-al queue" tab.
+
 What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler under the
 trust threshold cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
 (0 by default) and are not returned as answers, though they do take one of the task's k slots (the server stops
@@ -31,6 +48,9 @@ from robust_al.store import RunStore
 log = logging.getLogger(__name__)
 
 LS_PREFIX = "ls"
+QUEUE_MODEL_VERSION = "robust-al-queue"  # predictions that put a task of an attached project in robust-al's queue
+QUEUE_VIEW_TITLE = "robust-al queue"
+EXISTING = "existing"  # purpose of annotations an attached project held before the campaign
 
 
 def worker_name(user_id: int) -> str:
@@ -52,12 +72,27 @@ class LabelStudioCrowd:
 
     def __init__(self, store: RunStore, url: str, token: str, class_names: Sequence[str], k: int = 1,
                  threshold: float = 0.0, routing: bool = True, wait_seconds: float = 3600.0,
-                 poll_seconds: float = 2.0, webhook: bool = True, title: str = "robust-al"):
+                 poll_seconds: float = 2.0, webhook: bool = True, title: str = "robust-al", pool=None,
+                 media: str = "data-url", media_url: str | None = None, files_root: str | None = None,
+                 show_predictions: bool = False, attached=None, echo: Callable[[str], None] | None = None,
+                 status_seconds: float = 10.0):
         from robust_al.labelstudio.client import LabelStudioClient
 
-        self.store, self.url, self.k = store, url, k
+        self.store, self.url, self.k = store, url.rstrip("/"), k
         self.client = LabelStudioClient(url, token)
         self.class_names = [str(c) for c in class_names]
+        self.pool = pool  # what the tasks show (keys, images, texts); None: the bare item ids
+        self.media, self.media_url, self.files_root = media, media_url, files_root
+        self.show_predictions = show_predictions
+        self.attached = attached  # an AttachedProject (robust_al.labelstudio.project_pool) or None
+        if attached is not None and attached.project.maximum_annotations < k:
+            raise ValueError(f"annotators.k = {k}, but Label Studio project {attached.project.id} takes at most "
+                             f"{attached.project.maximum_annotations} annotation(s) per task (maximum_annotations); "
+                             "raise it in the project's settings or lower annotators.k")
+        self.echo = echo
+        self.status_seconds = status_seconds
+        self._last_status = 0.0
+        self._known_users: set[str] = set(store.get_meta("ls_users", {}))
         self.threshold, self.routing = threshold, routing
         self.wait_seconds, self.poll_seconds = wait_seconds, poll_seconds
         self.title = title
@@ -96,16 +131,45 @@ class LabelStudioCrowd:
         if key in self._projects:
             return self._projects[key]
         known = self.store.get_meta("ls_projects", {})
-        if key in known:
+        if self.attached is not None and kind == "query":
+            proj = self.attached.project  # the campaign asks in the user's own project, never a copy of it
+            if known.get(key) != proj.id:
+                known[key] = proj.id
+                self.store.set_meta("ls_projects", known)
+        elif key in known:
             proj = self.client.get_project(int(known[key]))
         else:
-            proj = self.client.create_project(f"{self.title} {kind} x{n}", self.class_names, maximum_annotations=n)
+            from robust_al.labelstudio.media import pool_kind
+
+            shown = pool_kind(self.pool) if self.pool is not None else None
+            proj = self.client.create_project(f"{self.title} {kind} x{n}", self.class_names, maximum_annotations=n,
+                                              image=shown == "image", header=shown is not None,
+                                              show_predictions=self.show_predictions)
             known[key] = proj.id
             self.store.set_meta("ls_projects", known)
+        if proj.image and self.media == "local-files" and self.attached is None:
+            self._ensure_storage(proj)
         if self._webhook:
             self._ensure_listener(proj)
         self._projects[key] = proj
         return proj
+
+    def _ensure_storage(self, proj) -> None:
+        """A local-files storage for the pool's image folder: Label Studio serves ``/data/local-files/`` only to
+        members of a project with a storage covering the file (created once; never synced)."""
+        done = self.store.get_meta("ls_storages", {})
+        if str(proj.id) in done:
+            return
+        path = str(self.pool.media_root.resolve())
+        have = [st for st in self.client.local_storages(proj) if st.get("path") == path]
+        try:
+            sid = have[0]["id"] if have else self.client.create_local_storage(proj, path, "robust-al pool images")
+        except ValueError as e:
+            raise ValueError(f"annotators.labelstudio.media = local-files: {self.url} refused to serve {path}: {e} "
+                             "(start it with robust-al labelstudio serve RUN_DIR --files-root DIR, DIR a strict "
+                             "ancestor of the images, and set annotators.labelstudio.files_root to DIR)") from None
+        done[str(proj.id)] = int(sid)
+        self.store.set_meta("ls_storages", done)
 
     def _ensure_listener(self, proj) -> None:
         from robust_al.labelstudio.webhook import WebhookListener
@@ -128,10 +192,15 @@ class LabelStudioCrowd:
             self.store.set_meta("ls_webhooks", hooks)
 
     def _tasks(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
-        """item -> task in ``proj``; tasks are imported once (a resumed run finds them in the store). The
-        model's out-of-sample prediction stored for the item becomes the task's pre-annotation."""
-        pred = self.store.predictions().set_index("item_id")
-        predictions = {int(i): (int(r.label), float(r.score)) for i, r in pred.iterrows()}
+        """item -> task in ``proj``; tasks are imported once (a resumed run finds them in the store). Each task
+        shows the item (:func:`robust_al.labelstudio.media.task_fields`); the model's out-of-sample prediction
+        becomes its pre-annotation only with ``show_predictions``. In an attached project the task already
+        exists (item id = task id): it is queued instead (:meth:`_queue`)."""
+        if self.attached is not None and proj.id == self.attached.project.id:
+            ids = [int(i) for i in item_ids]
+            self.store.set_ls_tasks(proj.id, ids, ids, iteration, purpose)
+            self._queue(proj, ids)
+            return {i: i for i in ids}
         have = self.store.ls_tasks(proj.id)
         mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
         new = [int(i) for i in item_ids if int(i) not in mapping]
@@ -145,9 +214,10 @@ class LabelStudioCrowd:
                 mapping.update((i, made[i]) for i in adopted)
                 new = [i for i in new if i not in made]
         if new:
+            predictions = self._predictions() if self.show_predictions else {}
             items = []
             for i in new:
-                it: dict = {"item_id": i}
+                it: dict = {"item_id": i, **self._shown(i)}
                 if i in predictions:
                     label, score = predictions[i]
                     it["prediction"] = {"label": int(label), "score": float(score)}
@@ -156,6 +226,110 @@ class LabelStudioCrowd:
             self.store.set_ls_tasks(proj.id, new, task_ids, iteration, purpose)
             mapping.update(zip(new, task_ids))
         return {int(i): mapping[int(i)] for i in item_ids}
+
+    def _predictions(self) -> dict[int, tuple[int, float]]:
+        pred = self.store.predictions().set_index("item_id")
+        return {int(i): (int(r.label), float(r.score)) for i, r in pred.iterrows()}
+
+    def _shown(self, item_id: int) -> dict:
+        """The task data that shows one item: its key and its image URL or text."""
+        if self.attached is not None:  # a re-examination project: the original task's image URL or text
+            value = self.attached.values.get(int(item_id))
+            if value is not None:
+                field = "image" if self.attached.project.image else "text"
+                return {"key": str(self.pool.keys[self.pool.positions([item_id])[0]]), field: value}
+        if self.pool is None:
+            return {}
+        from robust_al.labelstudio.media import task_fields
+
+        return task_fields(self.pool, int(item_id), self.media, self.files_root, self.media_url)
+
+    # -- an attached project: labels already there, robust-al's queue written back ---------------------------
+    def adopt_existing(self) -> list[int]:
+        """Store the annotations the attached project held before the campaign (purpose ``existing``, each
+        once) and return the items they label: those are never asked about."""
+        if self.attached is None:
+            return []
+        self.ingest(self.attached.project.id, self.attached.existing, -1, EXISTING)
+        # only labels stored as existing: an answer robust-al asked for keeps its iteration (a resumed one replays)
+        ann = self.store.annotations()
+        return sorted({int(i) for i in ann.loc[ann["purpose"] == EXISTING, "task"]})
+
+    def queue_view(self, proj) -> int:
+        """The "robust-al queue" Data Manager tab of the attached project: the tasks with a queue prediction."""
+        views = self.store.get_meta("ls_queue_view", {})
+        vid = views.get(str(proj.id))
+        if vid is not None and any(int(v["id"]) == int(vid) for v in self.client.views(proj)):
+            return int(vid)
+        filters = {"conjunction": "and", "items": [{
+            "filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
+            "value": [QUEUE_MODEL_VERSION]}]}  # a list: a plain string is matched letter by letter
+        vid = self.client.create_view(proj, QUEUE_VIEW_TITLE, filters, ordering=["-tasks:predictions_score"])
+        views[str(proj.id)] = vid
+        self.store.set_meta("ls_queue_view", views)
+        return vid
+
+    def _queue(self, proj, item_ids: list[int]) -> None:
+        """Put the items' tasks in robust-al's queue: a ``robust-al-queue`` prediction each (score = priority,
+        first asked highest), added once; the model's guess as its choice only with ``show_predictions``."""
+        queued = self.store.get_meta("ls_queue", {})
+        guesses = self._predictions() if self.show_predictions else {}
+        n = len(item_ids)
+        for pos, tid in enumerate(item_ids):
+            if str(tid) in queued:
+                continue
+            # one whose response was lost (a server restart) is adopted, not added twice
+            mine = [p for p in self.client.predictions(tid) if p.get("model_version") == QUEUE_MODEL_VERSION]
+            label = guesses.get(tid, (None, 0.0))[0]
+            pid = (int(mine[0]["id"]) if mine else
+                   self.client.add_prediction(proj, tid, QUEUE_MODEL_VERSION, 1.0 - pos / max(n, 1), label))
+            queued[str(tid)] = pid
+            self.store.set_meta("ls_queue", queued)  # after each: a crash never leaves an unknown prediction
+        self.queue_view(proj)
+
+    def _unqueue(self, task_ids: Sequence[int]) -> None:
+        """Remove robust-al's own queue predictions of tasks that hold their answers (nothing else is touched)."""
+        queued = self.store.get_meta("ls_queue", {})
+        for tid in task_ids:
+            pid = queued.pop(str(int(tid)), None)
+            if pid is not None:
+                self.client.delete_prediction(pid)
+                self.store.set_meta("ls_queue", queued)
+
+    # -- saying what is happening -----------------------------------------------------------------------------
+    def data_url(self, proj) -> str:
+        """Where people label: the project's Data Manager (the robust-al queue tab of an attached project)."""
+        url = f"{self.url}/projects/{proj.id}/data"
+        views = self.store.get_meta("ls_queue_view", {})
+        return url + (f"?tab={views[str(proj.id)]}" if str(proj.id) in views else "")
+
+    def _say(self, line: str) -> None:
+        if self.echo is not None:
+            self.echo(line)
+        else:
+            log.info(line)
+
+    def _status(self, proj, held: dict[int, int], n: int, force: bool = False) -> None:
+        """At most every ``status_seconds``: how many answers the batch holds, and where to give them."""
+        now = time.monotonic()
+        if not force and now - self._last_status < self.status_seconds:
+            return
+        self._last_status = now
+        got = sum(min(h, n) for h in held.values())
+        self._say(f"waiting: {got}/{n * len(held)} answers in project {proj.id} at {self.data_url(proj)}")
+
+    def _record_users(self) -> None:
+        """``ls_users`` meta: each Label Studio labeler's display name, refreshed when new users appear."""
+        workers = set(self.workers)
+        if workers <= self._known_users:
+            return
+        names = dict(self.store.get_meta("ls_users", {}))
+        for u in self.client.list_users():
+            full = " ".join(x for x in (u.get("first_name"), u.get("last_name")) if x).strip()
+            email = u.get("email") or u.get("username") or ""
+            names[worker_name(u["id"])] = f"{full} <{email}>" if full else email
+        self.store.set_meta("ls_users", names)
+        self._known_users = set(names)
 
     # -- answers -----------------------------------------------------------------------------------------------
     @staticmethod
@@ -199,7 +373,7 @@ class LabelStudioCrowd:
                 if refused:
                     log.warning("webhook annotation %s refused: %s", ann.annotation_id, refused)
                     continue
-                iteration, purpose = asked.get(ann.item_id, (-1, "late"))
+                iteration, purpose = asked.get(ann.item_id, (-1, self._unasked(proj, "late")))
                 self.ingest(proj.id, [ann], iteration, purpose)
 
     def _refuse(self, project_id: int, ann) -> str | None:
@@ -209,7 +383,8 @@ class LabelStudioCrowd:
             return f"item {ann.item_id} belongs to the secured holdout"
         tasks = self.store.ls_tasks(project_id)
         task_of = dict(zip(tasks["item_id"].astype(int), tasks["task_id"].astype(int)))
-        if ann.task_id is not None and task_of.get(ann.item_id) != ann.task_id:
+        attached = self.attached is not None and project_id == self.attached.project.id  # its tasks are the pool
+        if not attached and ann.task_id is not None and task_of.get(ann.item_id) != ann.task_id:
             return f"task {ann.task_id} with item {ann.item_id} is not a task of this campaign"
         if not self._is_member(ann.user_id):
             return f"user {ann.user_id} is not a member of the server's organization"
@@ -224,6 +399,11 @@ class LabelStudioCrowd:
             self._member_ids = {int(u["id"]) for u in self.client.list_users()}
             self._members_at = time.time()
         return user_id in self._member_ids
+
+    def _unasked(self, proj, purpose: str) -> str:
+        """Purpose of an answer on an item robust-al never asked about: in an attached project, people label
+        its other tasks too; those are labels the project collected (``existing``), not bought by the campaign."""
+        return EXISTING if self.attached is not None and proj.id == self.attached.project.id else purpose
 
     def _asked_in(self, project_id: int) -> dict[int, tuple[int, str]]:
         """item -> (iteration, purpose) of the task it was put to in this project."""
@@ -292,9 +472,18 @@ class LabelStudioCrowd:
                     log.warning("polling Label Studio failed (%s); retrying", e)
                 last_poll = time.time()
             answers, held = self._answers(proj, tasks, exclude, trust)
-            if all(h >= n for h in held.values()) or time.time() > deadline:
+            try:
+                self._record_users()
+            except Exception as e:  # a name is nice to have; never let it cost the batch
+                log.warning("could not read Label Studio users (%s)", e)
+            done = all(h >= n for h in held.values())
+            if done or time.time() > deadline:
                 break
+            self._status(proj, held, n)
             time.sleep(min(0.2, self.poll_seconds))
+        if self.attached is not None and proj.id == self.attached.project.id:
+            finished = [tasks[i] for i, h in held.items() if h >= n]
+            self._retry(lambda: self._unqueue(finished), deadline + 60)
         self.asked += sum(len(a) for a in answers.values())
         self.store.close_batch(iteration, purpose)
         return [a for i in item_ids for a in answers[i][:n]]
@@ -306,10 +495,11 @@ class LabelStudioCrowd:
         new = 0
         started = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 1))
         for key, pid in sorted(self.store.get_meta("ls_projects", {}).items()):
-            proj = self.client.get_project(int(pid))
+            attached = self.attached is not None and int(pid) == self.attached.project.id
+            proj = self.attached.project if attached else self.client.get_project(int(pid))
             asked = self._asked_in(proj.id)
             for a in self.client.export_annotations(proj, since=since):
-                iteration, purpose = asked.get(a.item_id, (-1, key.split(":")[0]))
+                iteration, purpose = asked.get(a.item_id, (-1, self._unasked(proj, key.split(":")[0])))
                 new += self.ingest(proj.id, [a], iteration, purpose)
         self.store.set_meta("ls_last_sync", started)
         return new

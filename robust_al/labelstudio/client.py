@@ -3,12 +3,19 @@
 ``label-studio-sdk`` (``LabelStudio``) makes the calls it covers: creating projects, importing tasks with
 pre-annotations, listing users, creating webhooks. Plain httpx (a dependency of the SDK) does the rest: the
 synchronous export ``GET /api/projects/{id}/export``, whose task filter is spelled ``ids[]`` (the SDK's
-``download_sync`` sends ``ids``, which the server ignores), and the data-manager task query used to find
-tasks changed since a moment without walking every task.
+``download_sync`` sends ``ids``, which the server ignores), the data-manager task query used to find
+tasks changed since a moment without walking every task, local-files storages, Data Manager views (tabs),
+predictions, and fetching task media with the token.
 
-Every project made here uses one labeling interface: an object tag named ``item`` (``<Image>`` when the
-tasks carry an image URL, else ``<Text>`` showing the pool item id) and single-choice ``<Choices>`` named
-``label`` with one choice per class, in class-index order. Pool item ids travel in ``task.data.item_id``.
+Every project made here uses one labeling interface (:func:`label_config`): a header with the item's key, an
+object tag named ``item`` (``<Image value="$image">`` for image pools, else ``<Text value="$text">``: the item's
+text, or its key for a bare feature pool) and single-choice radio buttons (``<Choices name="label"
+choice="single-radio">``) with one choice per class, in class-index order. Pool item ids travel in
+``task.data.item_id``, the user's item key in ``task.data.key``.
+
+A project made elsewhere (attached with ``annotators.labelstudio.project_id``) keeps its own interface:
+:func:`parse_label_config` finds its ``<Choices>`` control (any name), the object it labels and that object's
+``$variable``; its task ids are the pool's item ids (``Project.item_field = None``).
 """
 from __future__ import annotations
 
@@ -26,35 +33,82 @@ FROM_NAME = "label"  # the <Choices> control tag
 TO_NAME = "item"  # the object tag it labels
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
 EXPORT_IDS_PER_REQUEST = 500  # ``ids[]=...`` in the query string; the dev server caps a request line at 64 kB
+OBJECT_TAGS = {"Image": "image", "Text": "text", "HyperText": "text", "Paragraphs": "text"}
 
 
-def label_config(class_names: Sequence[str], image: bool = False) -> str:
-    """A Choices labeling config with one choice per class (in class-index order)."""
+class ProjectNotFound(LookupError):
+    """No project with that id on the server (or the token may not see it)."""
+
+
+def label_config(class_names: Sequence[str], image: bool = False, header: bool = True) -> str:
+    """The labeling interface of a robust-al project: the item's key as a header, the item (an image, or a
+    text), and one radio button per class (in class-index order). ``header=False`` for a bare feature pool,
+    whose text already is the key."""
     names = [str(c) for c in class_names]
     if not names:
         raise ValueError("at least one class is needed")
     if len(set(names)) != len(names):
         raise ValueError(f"class names must be distinct: {names}")
-    obj = (f'<Image name="{TO_NAME}" value="$image"/>' if image
+    obj = (f'<Image name="{TO_NAME}" value="$image" maxWidth="640px" zoom="true"/>' if image
            else f'<Text name="{TO_NAME}" value="$text"/>')
+    head = '  <Header value="$key"/>\n' if header else ""
     choices = "\n    ".join(f"<Choice value={quoteattr(n)}/>" for n in names)
-    return (f'<View>\n  <Header value="Pool item $item_id"/>\n  {obj}\n'
-            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single" showInline="true">\n'
-            f"    {choices}\n  </Choices>\n</View>")
+    # choice="single-radio": radio buttons; "single" renders checkboxes that merely allow one tick
+    return (f'<View>\n{head}  {obj}\n'
+            f'  <Choices name="{FROM_NAME}" toName="{TO_NAME}" choice="single-radio" showInline="true" '
+            f'required="true">\n    {choices}\n  </Choices>\n</View>')
+
+
+@dataclass(frozen=True)
+class LabelSchema:
+    """What robust-al needs of a labeling config: the choices control, the object it labels, the classes."""
+    from_name: str
+    to_name: str
+    object_tag: str  # Image, Text, ...
+    value_key: str  # the task data field the object shows ($image -> image)
+    class_names: tuple[str, ...]
+
+    @property
+    def media(self) -> str | None:
+        return OBJECT_TAGS.get(self.object_tag)
+
+
+def parse_label_config(config: str, from_name: str | None = None) -> LabelSchema:
+    """The ``<Choices>`` control (named ``from_name``, or the first one labeling an Image or Text object),
+    its classes, and the object it labels with that object's ``$variable``."""
+    try:
+        root = ElementTree.fromstring(config)
+    except ElementTree.ParseError as e:
+        raise ValueError(f"the labeling config is not valid XML: {e}") from None
+    objects = {el.get("name"): el for el in root.iter() if el.get("name") and el.tag in OBJECT_TAGS}
+    found = []
+    for ch in root.iter("Choices"):
+        if from_name is not None and ch.get("name") != from_name:
+            continue
+        to = (ch.get("toName") or "").split(",")[0].strip()
+        obj = objects.get(to)
+        value = (obj.get("value") or "") if obj is not None else ""
+        if obj is None or not value.startswith("$"):
+            continue
+        names = tuple(str(c.get("value", c.get("alias", ""))) for c in ch.iter("Choice"))
+        found.append(LabelSchema(str(ch.get("name")), to, obj.tag, value[1:], names))
+    if not found:
+        which = f'<Choices name="{from_name}">' if from_name else "<Choices>"
+        raise ValueError(f"no {which} labeling an <Image> or <Text> object (with value=\"$field\") in the "
+                         "labeling config")
+    if len(set(found[0].class_names)) != len(found[0].class_names) or not found[0].class_names:
+        raise ValueError(f'<Choices name="{found[0].from_name}"> must hold distinct, non-empty choices')
+    return found[0]
 
 
 def class_names_from_config(config: str) -> list[str]:
-    """The choices of the ``label`` control, in order (inverse of :func:`label_config`)."""
-    root = ElementTree.fromstring(config)
-    for ch in root.iter("Choices"):
-        if ch.get("name") == FROM_NAME:
-            return [c.get("value") for c in ch.iter("Choice")]
-    raise ValueError(f"no <Choices name=\"{FROM_NAME}\"> in the labeling config")
+    """The choices of the config's choices control, in order (inverse of :func:`label_config`)."""
+    return list(parse_label_config(config).class_names)
 
 
-def choice_result(label_name: str) -> list[dict]:
+def choice_result(label_name: str, from_name: str = FROM_NAME, to_name: str = TO_NAME) -> list[dict]:
     """The ``result`` of an annotation (or prediction) choosing ``label_name``."""
-    return [{"from_name": FROM_NAME, "to_name": TO_NAME, "type": "choices", "value": {"choices": [label_name]}}]
+    return [{"from_name": from_name, "to_name": to_name, "type": "choices", "value": {"choices": [label_name]}}]
 
 
 @dataclass(frozen=True)
@@ -64,6 +118,10 @@ class Project:
     class_names: tuple[str, ...]
     maximum_annotations: int
     image: bool = False
+    from_name: str = FROM_NAME
+    to_name: str = TO_NAME
+    value_key: str = "text"  # the task data field the labeled object shows
+    item_field: str | None = "item_id"  # the task data field holding the item id; None: the task id is the item id
 
     def label_index(self, name: str | None) -> int | None:
         try:
@@ -110,9 +168,9 @@ def parse_time(value: str | datetime) -> datetime:
     return t if t.tzinfo else t.replace(tzinfo=timezone.utc)
 
 
-def _chosen(result: Any) -> str | None:
+def _chosen(result: Any, from_name: str = FROM_NAME) -> str | None:
     for r in result or ():
-        if r.get("from_name", FROM_NAME) == FROM_NAME:
+        if r.get("from_name", from_name) == from_name:
             choices = (r.get("value") or {}).get("choices") or []
             if choices:
                 return choices[0]
@@ -127,13 +185,19 @@ def annotation_from_payload(annotation: dict, task: dict | None, project: Projec
                             ) -> LSAnnotation:
     """Convert an annotation object (REST API, full JSON export, webhook payload) and its task."""
     names = tuple(project.class_names if isinstance(project, Project) else project)
+    proj = project if isinstance(project, Project) else None
+    from_name = proj.from_name if proj else FROM_NAME
+    item_field = proj.item_field if proj else "item_id"
     data = (task or {}).get("data") or {}
-    item_id = data.get("item_id", annotation.get("item_id"))
-    if item_id is None:
-        raise ValueError(f"annotation {annotation.get('id')}: its task carries no data.item_id")
-    cancelled = bool(annotation.get("was_cancelled", False))
-    name = None if cancelled else _chosen(annotation.get("result"))
     task_id = annotation.get("task", (task or {}).get("id"))
+    if item_field is None:  # an attached project: its task ids are the item ids
+        item_id = None if task_id is None else _user_id(task_id)
+    else:
+        item_id = data.get(item_field, annotation.get(item_field))
+    if item_id is None:
+        raise ValueError(f"annotation {annotation.get('id')}: its task carries no data.{item_field}")
+    cancelled = bool(annotation.get("was_cancelled", False))
+    name = None if cancelled else _chosen(annotation.get("result"), from_name)
     return LSAnnotation(
         item_id=int(item_id), user_id=_user_id(annotation["completed_by"]),
         label=names.index(name) if name in names else None, annotation_id=int(annotation["id"]),
@@ -145,15 +209,18 @@ def annotation_from_payload(annotation: dict, task: dict | None, project: Projec
 def annotations_from_export(rows: Iterable[dict], project: Project | Sequence[str]) -> list[LSAnnotation]:
     """Convert export rows: ``JSON_MIN`` (one row per annotation) or ``JSON`` (one row per task)."""
     names = tuple(project.class_names if isinstance(project, Project) else project)
+    proj = project if isinstance(project, Project) else None
+    from_name = proj.from_name if proj else FROM_NAME
+    item_field = proj.item_field if proj else "item_id"
     out: list[LSAnnotation] = []
     for row in rows:
         if "annotations" in row:  # full JSON: a task with its annotations
-            out.extend(annotation_from_payload(a, row, names) for a in row["annotations"])
+            out.extend(annotation_from_payload(a, row, proj or names) for a in row["annotations"])
         elif "annotation_id" in row:  # JSON_MIN: task data, task id and one annotation flattened together
-            label = row.get(FROM_NAME)
+            label = row.get(from_name)
             # JSON_MIN omits was_cancelled: a skipped task's row has no choice at all
             out.append(LSAnnotation(
-                item_id=int(row["item_id"]), user_id=int(row["annotator"]),
+                item_id=int(row["id"] if item_field is None else row[item_field]), user_id=int(row["annotator"]),
                 label=names.index(label) if label in names else None,
                 annotation_id=int(row["annotation_id"]),
                 updated_at=str(row.get("updated_at") or row.get("created_at")),
@@ -191,29 +258,47 @@ class LabelStudioClient:
 
     # -- projects -----------------------------------------------------------------------------------------
     def create_project(self, title: str, class_names: Sequence[str], maximum_annotations: int = 1,
-                       image: bool = False, description: str = "") -> Project:
-        """A single-choice classification project; ``maximum_annotations`` answers per task (overlap)."""
+                       image: bool = False, description: str = "", header: bool = True,
+                       show_predictions: bool = False) -> Project:
+        """A single-choice classification project; ``maximum_annotations`` answers per task (overlap).
+
+        ``show_predictions=False`` also turns off the display of other annotators' predictions
+        (``show_collab_predictions``): a visible guess biases labelers who should answer independently.
+        """
         if len(title) < 3:
             raise ValueError("Label Studio wants project titles of at least 3 characters")
         p = self.sdk.projects.create(title=title, description=description,
-                                     label_config=label_config(class_names, image),
+                                     label_config=label_config(class_names, image, header),
                                      maximum_annotations=int(maximum_annotations),
-                                     show_skip_button=True, enable_empty_annotation=False)
-        return Project(int(p.id), title, tuple(str(c) for c in class_names), int(maximum_annotations), image)
+                                     show_skip_button=True, enable_empty_annotation=False,
+                                     show_collab_predictions=bool(show_predictions))
+        return Project(int(p.id), title, tuple(str(c) for c in class_names), int(maximum_annotations), image,
+                       value_key="image" if image else "text")
 
-    def get_project(self, project_id: int) -> Project:
-        """A project made by :meth:`create_project`, read back (e.g. when a campaign resumes)."""
-        p = self._get(f"/api/projects/{int(project_id)}/")
-        cfg = p["label_config"]
-        return Project(int(p["id"]), p["title"], tuple(class_names_from_config(cfg)),
-                       int(p.get("maximum_annotations") or 1), "<Image" in cfg)
+    def project_info(self, project_id: int) -> dict:
+        """The project's settings as the server returns them; :class:`ProjectNotFound` when it has none."""
+        r = self.http.get(f"/api/projects/{int(project_id)}/")
+        if r.status_code == 404:
+            raise ProjectNotFound(f"no project {int(project_id)} on {self.url}")
+        r.raise_for_status()
+        return r.json()
+
+    def get_project(self, project_id: int, attached: bool = False) -> Project:
+        """A project read back: one made by :meth:`create_project` (e.g. when a campaign resumes), or, with
+        ``attached``, one made elsewhere whose task ids are the item ids."""
+        p = self.project_info(project_id)
+        schema = parse_label_config(p["label_config"])
+        return Project(int(p["id"]), p["title"], schema.class_names, int(p.get("maximum_annotations") or 1),
+                       schema.media == "image", schema.from_name, schema.to_name, schema.value_key,
+                       None if attached else "item_id")
 
     def import_tasks(self, project: Project | int, items: Sequence[dict], model_version: str = "robust-al",
                      batch_size: int = 5000) -> list[int]:
         """Create one task per item; returns the task ids in the order of ``items``.
 
-        Each item is ``{"item_id": int, "prediction": {"label": int | str, "score": float}, "image": url}``
-        (prediction and image optional); a prediction becomes a pre-annotation tagged ``model_version``.
+        Each item is ``{"item_id": int, "key": str, "image": url | "text": str, "prediction": {"label": int |
+        str, "score": float}}`` (all but item_id optional). The task shows the image, else the text, else the
+        key; a prediction becomes a pre-annotation tagged ``model_version``.
         """
         if isinstance(project, int):
             project = self.get_project(project)
@@ -222,21 +307,18 @@ class LabelStudioClient:
             tasks = []
             for it in items[start:start + batch_size]:
                 item_id = int(it["item_id"])
-                data: dict[str, Any] = {"item_id": item_id, "text": f"pool item {item_id}"}
+                key = str(it.get("key", item_id))
+                data: dict[str, Any] = {"item_id": item_id, "key": key}
                 if it.get("image"):
                     data["image"] = it["image"]
                 elif project.image:
                     raise ValueError(f"item {item_id}: the project shows images but the item has none")
+                else:
+                    data["text"] = str(it["text"]) if it.get("text") is not None else key
                 task: dict[str, Any] = {"data": data}
                 pred = it.get("prediction")
                 if pred is not None:
-                    label = pred["label"]
-                    name = label if isinstance(label, str) else project.class_names[int(label)]
-                    if name not in project.class_names:
-                        raise ValueError(f"item {item_id}: predicted label {label!r} is not a class")
-                    task["predictions"] = [{"model_version": pred.get("model_version", model_version),
-                                            "score": float(pred.get("score", 0.0)),
-                                            "result": choice_result(name)}]
+                    task["predictions"] = [self._prediction(project, item_id, pred, model_version)]
                 tasks.append(task)
             r = self.sdk.projects.import_tasks(project.id, request=tasks, return_task_ids=True)
             got = [int(t) for t in (r.task_ids or [])]
@@ -244,6 +326,80 @@ class LabelStudioClient:
                 raise RuntimeError(f"imported {len(tasks)} tasks, Label Studio returned {len(got)} ids")
             ids.extend(got)
         return ids
+
+    @staticmethod
+    def _prediction(project: Project, item_id: int, pred: dict, model_version: str) -> dict:
+        label = pred.get("label")
+        result: list[dict] = []
+        if label is not None:
+            name = label if isinstance(label, str) else project.class_names[int(label)]
+            if name not in project.class_names:
+                raise ValueError(f"item {item_id}: predicted label {label!r} is not a class")
+            result = choice_result(name, project.from_name, project.to_name)
+        return {"model_version": pred.get("model_version", model_version), "score": float(pred.get("score", 0.0)),
+                "result": result}
+
+    # -- predictions, views, storages, media ------------------------------------------------------------------
+    def add_prediction(self, project: Project, task_id: int, model_version: str, score: float,
+                       label: int | str | None = None) -> int:
+        """One prediction on an existing task (``label=None``: no visible guess, only a score); its id."""
+        body = self._prediction(project, task_id, {"label": label, "score": score}, model_version)
+        r = self.http.post("/api/predictions/", json={"task": int(task_id), **body})
+        r.raise_for_status()
+        return int(r.json()["id"])
+
+    def predictions(self, task_id: int) -> list[dict]:
+        """The predictions of one task (``id``, ``model_version``, ``score``, ``result``)."""
+        return self._get("/api/predictions/", task=int(task_id))
+
+    def delete_prediction(self, prediction_id: int) -> None:
+        r = self.http.delete(f"/api/predictions/{int(prediction_id)}/")
+        if r.status_code != 404:  # already gone is fine
+            r.raise_for_status()
+
+    def views(self, project: Project | int) -> list[dict]:
+        """The project's Data Manager views (the tabs every member sees)."""
+        pid = project.id if isinstance(project, Project) else int(project)
+        return self._get("/api/dm/views/", project=pid)
+
+    def create_view(self, project: Project | int, title: str, filters: dict | None = None,
+                    ordering: Sequence[str] = ()) -> int:
+        """A Data Manager tab with ``filters`` and ``ordering``; returns its id."""
+        pid = project.id if isinstance(project, Project) else int(project)
+        data: dict[str, Any] = {"title": title, "ordering": list(ordering)}
+        if filters:
+            data["filters"] = filters
+        r = self.http.post("/api/dm/views/", json={"project": pid, "data": data})
+        r.raise_for_status()
+        return int(r.json()["id"])
+
+    def local_storages(self, project: Project | int) -> list[dict]:
+        pid = project.id if isinstance(project, Project) else int(project)
+        return self._get("/api/storages/localfiles", project=pid)
+
+    def create_local_storage(self, project: Project | int, path: str, title: str = "robust-al media") -> int:
+        """A local-files import storage for ``path`` (never synced: it only grants ``/data/local-files/``
+        access to files under it to the project's members). A refusal raises ValueError with the server's
+        reason (serving disabled, path not strictly under the server's document root, ...)."""
+        pid = project.id if isinstance(project, Project) else int(project)
+        r = self.http.post("/api/storages/localfiles",
+                           json={"project": pid, "path": str(path), "title": title, "use_blob_urls": False})
+        if r.status_code == 400:
+            errs = (r.json() or {}).get("validation_errors") or {}
+            msg = "; ".join(str(m) for v in errs.values() for m in (v if isinstance(v, list) else [v]))
+            raise ValueError(" ".join((msg or r.text).split()))
+        r.raise_for_status()
+        return int(r.json()["id"])
+
+    def fetch(self, url: str) -> bytes:
+        """The bytes behind a task's media URL on this server (``/data/upload/...``, ``/data/local-files/?d=``,
+        an absolute URL on this server), fetched with the token."""
+        base = self.url
+        if url.startswith(("http://", "https://")) and not url.startswith(base + "/"):
+            raise ValueError(f"{url} is not on the Label Studio server {base}")
+        r = self.http.get(url[len(base):] if url.startswith(base) else url)
+        r.raise_for_status()
+        return r.content
 
     # -- annotations --------------------------------------------------------------------------------------
     def export(self, project: Project | int, task_ids: Sequence[int] | None = None,

@@ -44,6 +44,7 @@ DB_NAME = "label_studio.sqlite3"
 TOKEN_FILE = "admin_token"
 PASSWORD_FILE = "admin_password"
 LOG_FILE = "server.log"
+FILES_ROOT_FILE = "files_root"  # the local-files document root a data directory is served with (kept for restarts)
 
 # unprefixed variables Label Studio (Django settings, its CLI) would read from the parent environment
 REMOVED_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG", "CI")
@@ -217,6 +218,7 @@ class LabelStudioServer:
         self.token: str | None = None
         self.username: str | None = None
         self.data_dir: Path | None = None
+        self.files_root: Path | None = None
         self.startup_seconds: float | None = None
 
     # -- paths ------------------------------------------------------------------------------------------
@@ -234,9 +236,14 @@ class LabelStudioServer:
 
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self, data_dir: str | Path, port: int | None = None, username: str | None = None,
-              password: str | None = None, token: str | None = None, timeout: float | None = None
-              ) -> "LabelStudioServer":
+              password: str | None = None, token: str | None = None, timeout: float | None = None,
+              files_root: str | Path | None = None) -> "LabelStudioServer":
         """Start serving ``data_dir`` (created from the template when new); returns self once it answers.
+
+        ``files_root``: serve files under this folder to logged-in members of projects that have a local-files
+        storage covering them (``/data/local-files/?d=<path relative to files_root>``; Label Studio's
+        ``LOCAL_FILES_SERVING_ENABLED`` / ``LOCAL_FILES_DOCUMENT_ROOT``). It is remembered in ``data_dir`` so
+        that a restart serves the same root; without it, no local files are served.
 
         On an existing data directory the admin, password and token stored there are kept (``username``,
         ``password`` and ``token`` must then be left out or match); on a new one they are set from the
@@ -278,10 +285,24 @@ class LabelStudioServer:
             password = password or _read_secret(self.password_file) or ""
             username = username or _read_secret(data_dir / "admin_username") or DEFAULT_USERNAME
         self.token, self.username = token, username
+        self.files_root = self._files_root(data_dir, files_root)
         if timeout is None:
             timeout = 300.0 if (fresh and not self.use_template) else 120.0
         self._launch(data_dir, port, username, password, token, timeout)
         return self
+
+    @staticmethod
+    def _files_root(data_dir: Path, files_root: str | Path | None) -> Path | None:
+        """The local-files root to serve: the one given (then remembered) or the one remembered."""
+        remembered = data_dir / FILES_ROOT_FILE
+        if files_root is None:
+            text = remembered.read_text().strip() if remembered.exists() else ""
+            return Path(text) if text else None
+        root = Path(files_root).expanduser().resolve()
+        if not root.is_dir():
+            raise LabelStudioError(f"--files-root {root} is not a directory")
+        remembered.write_text(f"{root}\n")
+        return root
 
     def _env(self, data_dir: Path, port: int, username: str, password: str, token: str) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items()
@@ -300,6 +321,9 @@ class LabelStudioServer:
             "LATEST_VERSION_CHECK": "false", "COLLECT_ANALYTICS": "false",
             "PATH": f"{self.exe.parent}{os.pathsep}{os.environ.get('PATH', '')}",
         })
+        if self.files_root is not None:
+            env["LABEL_STUDIO_LOCAL_FILES_SERVING_ENABLED"] = "true"
+            env["LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT"] = str(self.files_root)
         return env
 
     def _launch(self, data_dir: Path, port: int | None, username: str, password: str, token: str,
@@ -390,7 +414,7 @@ class LabelStudioServer:
         """Stop, then serve the same data directory again (on a fresh free port)."""
         data_dir, token, username = self.data_dir, self.token, self.username
         self.stop()
-        return self.start(data_dir, username=username, token=token, timeout=timeout)
+        return self.start(data_dir, username=username, token=token, timeout=timeout)  # files_root: remembered
 
     @property
     def running(self) -> bool:
@@ -450,8 +474,8 @@ class LabelStudioServer:
         _write_secret(env_file, "\n".join([*lines, f"SECRET_KEY={secrets.token_urlsafe(50)}"]))
 
 
-def main_serve(run_dir: str | Path, port: int | None = None) -> int:
-    """``robust-al labelstudio serve RUN_DIR``: serve ``RUN_DIR/labelstudio`` until Ctrl-C."""
+def main_serve(run_dir: str | Path, port: int | None = None, files_root: str | Path | None = None) -> int:
+    """``robust-al labelstudio serve RUN_DIR [--files-root DIR]``: serve ``RUN_DIR/labelstudio`` until Ctrl-C."""
     data_dir = Path(run_dir) / "labelstudio"
     srv = LabelStudioServer()
 
@@ -461,12 +485,14 @@ def main_serve(run_dir: str | Path, port: int | None = None) -> int:
     signal.signal(signal.SIGTERM, on_term)
     print("starting Label Studio (the first start ever runs migrations, ~40 s) ...", flush=True)
     try:
-        srv.start(data_dir, port=port)
+        srv.start(data_dir, port=port, files_root=files_root)
     except LabelStudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"Label Studio: {srv.url}\n  admin user: {srv.username}\n  password file: {srv.password_file}\n"
-          f"  API token file: {srv.token_file}\n  server log: {srv.log_file}\nCtrl-C to stop.", flush=True)
+          f"  API token file: {srv.token_file}\n  server log: {srv.log_file}\n"
+          f"  local files served from: {srv.files_root or '(none: start with --files-root DIR)'}\n"
+          "Ctrl-C to stop.", flush=True)
     try:
         while srv.running:
             time.sleep(0.5)

@@ -208,6 +208,14 @@ class RunStore:
                             (external_id, lab, int(bool(cancelled or label is None)), updated_at, time.time()))
         return status
 
+    def count_annotations(self, exclude_purpose: str | None = None) -> int:
+        """How many annotations are stored (cancelled ones included: they were asked for), optionally not
+        counting those of one purpose (e.g. labels a Label Studio project held before the campaign)."""
+        if exclude_purpose is None:
+            return int(self.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
+        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE purpose != ?",
+                                   (exclude_purpose,)).fetchone()[0])
+
     def cancel_external(self, external_id: str) -> None:
         """An annotation deleted at the source: keep it, marked cancelled."""
         with self.db:
@@ -224,10 +232,11 @@ class RunStore:
         q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
         return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))
 
-    def labels_before(self, iteration: int) -> int:
-        """Labels bought in iterations before ``iteration`` (late answers to no batch, iteration -1, included)."""
-        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE iteration < ?",
-                                   (int(iteration),)).fetchone()[0])
+    def labels_before(self, iteration: int, exclude_purpose: str | None = None) -> int:
+        """Labels bought in iterations before ``iteration`` (late answers to no batch, iteration -1, included),
+        optionally not counting one purpose."""
+        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE iteration < ? AND purpose IS NOT ?",
+                                   (int(iteration), exclude_purpose)).fetchone()[0])
 
     def labels_of_iteration(self, iteration: int) -> dict[str, int]:
         """Labels bought in ``iteration``, per purpose (query, reexam, audit:<worker>)."""
@@ -309,10 +318,6 @@ class RunStore:
             "   ON a.worker = t.worker"
             " LEFT JOIN (SELECT worker, COUNT(*) AS flags FROM flags GROUP BY worker) f ON f.worker = t.worker"
             " ORDER BY t.trust, t.worker", self.db)
-
-    def n_annotations(self) -> int:
-        """Labels paid for: every stored answer, cancelled ones included."""
-        return int(self.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
 
     # -- derived rows ---------------------------------------------------------------------------------------
     def set_prediction(self, item_id: int, iteration: int, label: int, score: float) -> None:
