@@ -123,6 +123,7 @@ class Campaign:
         self.strategy = make_strategy(cfg.query.strategy, method=cfg.query.clustering,
                                       n_clusters=cfg.query.n_clusters, max_clusters=cfg.query.max_clusters)
         self.mind: MinDistance | None = None
+        self._now: tuple[int, str] = (2**62, "")  # (iteration, stage) being run; outside the loop: everything
 
     # -- construction ---------------------------------------------------------------------------------------
     def _attach(self, cfg: CampaignConfig):
@@ -238,6 +239,7 @@ class Campaign:
         return self.store.count_annotations(exclude_purpose=EXISTING)
 
     def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
+        self._now = (iteration, purpose)
         return self.crowd.ask(item_ids, iteration, purpose, self.ledger, **kw)
 
     def _rng(self, *keys) -> np.random.Generator:
@@ -352,11 +354,19 @@ class Campaign:
         answers count as bought for the stage that asked them, so a resumed iteration derives the same batch
         and uses every answer it paid for (counting them against its own batch shrank it: 144 instead of 150
         items, 90 paid labels unused, when killed in the last, budget-limited iteration)."""
-        def stage(p: str) -> tuple[int, str]:
-            return (0, "") if p == "query" else (1, "") if p == "reexam" else (2, p)
-
         return self.store.labels_before(iteration, exclude_purpose=EXISTING) + sum(
-            n for p, n in self.store.labels_of_iteration(iteration).items() if p != EXISTING and stage(p) < stage(purpose))
+            n for p, n in self.store.labels_of_iteration(iteration).items()
+            if p != EXISTING and stage_key(p) < stage_key(purpose))
+
+    def _visible(self, ann: pd.DataFrame) -> pd.DataFrame:
+        """The answers that existed at this point of the uninterrupted run: none of a later iteration or of a
+        later stage of this one. A resumed iteration finds its later stages' answers already stored; used
+        early (training before the re-examination, an audit choosing its labelers) they changed the model
+        and the trust of a run killed mid re-examination."""
+        it, purpose = self._now
+        later = (ann["iteration"] > it) | ((ann["iteration"] == it) & (
+            ann["purpose"].map(stage_key) > stage_key(purpose)))
+        return ann[~later | (ann["purpose"] == EXISTING)]
 
     def _affordable(self, n_items: int, iteration: int | None = None, per_item: int | None = None) -> int:
         """Items of ``per_item`` labels (default k) the budget still buys; for a stage's batch when
@@ -368,7 +378,7 @@ class Campaign:
         """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
         (``with_model``, default ``aggregation.model_as_worker``)."""
         labeled = self.ids_with(LABELED)
-        ann = self.store.annotations(labeled)[["task", "worker", "label"]]
+        ann = self._visible(self.store.annotations(labeled))[["task", "worker", "label"]]
         if self.cfg.aggregation.model_as_worker if with_model is None else with_model:
             pred = self.store.predictions()
             pred = pred[pred["item_id"].isin(labeled)]
@@ -548,7 +558,7 @@ class Campaign:
         the share of those it got right."""
         n = min(self.cfg.trust.audit_size,
                 max(0, (self.cfg.stop.budget - self._spent_before(iteration, f"audit:{worker}")) // h))
-        ann = self.store.annotations()
+        ann = self._visible(self.store.annotations())
         mine = ann[(ann["worker"] == worker) & ann["task"].isin(self.ids_with(LABELED))]
         if n == 0 or mine.empty:
             return
@@ -597,6 +607,7 @@ class Campaign:
         """One pass of Fig. 2: query -> label -> train -> secured check -> trust -> adversarial crafting."""
         cfg, info, self.timings = self.cfg, {}, {}
         t0 = time.perf_counter()
+        self._now = (iteration, "query")
         self._secure_holdout(iteration)
         prev_state = None if iteration == 0 else self.net.state_dict()
         prev_acc, prev_correct = (None, None) if iteration == 0 else self._secured_accuracy()
@@ -795,6 +806,11 @@ class Campaign:
         if result is not None:
             self.echo(f"stopped: {result.stop}")
         return result
+
+
+def stage_key(purpose: str) -> tuple[int, str]:
+    """Order of the asking stages within an iteration: the query, the re-examination, the audits by name."""
+    return (0, "") if purpose == "query" else (1, "") if purpose == "reexam" else (2, purpose)
 
 
 def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list) -> None:
