@@ -77,9 +77,6 @@ class Campaign:
         self.echo = echo or (lambda s: None)
         self.attached = None
         if cfg.annotators.kind == "labelstudio" and cfg.annotators.labelstudio.project_id is not None:
-            from robust_al.labelstudio import require_labelstudio
-
-            require_labelstudio()
             self.attached = self._attach(cfg)  # its tasks are the pool: read before anything is written
             dataset = self.attached.dataset
         # everything that can be refused is checked before the store exists: a failed start leaves nothing
@@ -830,11 +827,9 @@ def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list) -> 
                           "for the secured holdout: give trusted labels (class folders, a label column or "
                           "data.options.trusted_labels) or lower holdout.size")
     if cfg.annotators.kind == "labelstudio":
-        try:
-            import label_studio_sdk  # noqa: F401
-        except ImportError:
-            raise ConfigError('annotators.kind = labelstudio needs the labelstudio extra: '
-                              'pip install "robust-al[labelstudio]"') from None
+        from robust_al.labelstudio import require_labelstudio
+
+        require_labelstudio()
 
 
 def _remove_failed_start(run_dir: Path, made_dir: bool) -> None:
