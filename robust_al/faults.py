@@ -19,7 +19,9 @@ def kill_point(name: str, iteration: int | None = None) -> None:
     spec = os.environ.get(ENV)
     if not spec:
         return
-    where, _, count = spec.partition(":")
+    where, _, count = spec.rpartition(":")
+    if not count.isdigit():  # no count: point names may themselves hold a colon (answer:query)
+        where, count = spec, "1"
     point, _, it = where.partition("@")
     if point != name or (it and (iteration is None or int(it) != int(iteration))):
         return
