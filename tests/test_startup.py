@@ -89,3 +89,46 @@ def test_a_store_from_a_newer_version_is_detected(tmp_path):
     con.close()
     with pytest.raises(StoreError, match="written by a newer robust-al"):
         RunStore(tmp_path, create=False)
+
+
+def _generic(tmp_path, X, rows, truth=None) -> dict:
+    np.save(tmp_path / "f.npy", X)
+    (tmp_path / "a.csv").write_text("item,worker,label\n" + "".join(f"{i},{w},{lab}\n" for i, w, lab in rows))
+    opts = {"features": str(tmp_path / "f.npy"), "annotations": str(tmp_path / "a.csv")}
+    if truth is not None:
+        (tmp_path / "t.csv").write_text("item,label\n" + "".join(f"{i},{lab}\n" for i, lab in truth))
+        opts["truth"] = str(tmp_path / "t.csv")
+    return opts
+
+
+@pytest.mark.parametrize("case, message", [
+    ("inf", "f.npy"), ("conflict", "worker 'w1' answers item 3 with 1, but line 2 says 0"),
+    ("truth27", "truth label 27 is not a class of the answers"),
+])
+def test_silent_misreads_of_a_generic_crowd_are_refused_before_anything_is_written(tmp_path, capsys, case, message):
+    X = np.random.default_rng(0).random((40, 3))
+    rows = [(i, f"w{j}", i % 2) for i in range(40) for j in range(3)]
+    truth = [(i, i % 2) for i in range(40)]
+    if case == "inf":
+        X[7, 1] = np.inf
+    if case == "conflict":
+        rows = [(3, "w1", 0), (3, "w1", 1)] + rows[12:]
+    if case == "truth27":
+        truth[5] = (5, 27)
+    opts = _generic(tmp_path, X, rows, truth)
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(tiny_config(**{"data": {"name": "generic", "options": opts},
+                                                 "annotators.kind": "replay", "holdout.size": 4})))
+    code, err = _cli(capsys, "run", str(cfg), "--run-dir", str(tmp_path / "run"), "--no-progress")
+    assert code == 2 and message in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "run").exists()
+
+
+def test_a_verbatim_repeated_row_is_one_answer(tmp_path):
+    from robust_al.data.loaders import load_generic_crowd
+
+    X = np.random.default_rng(0).random((20, 3))
+    rows = [(i, f"w{j}", i % 2) for i in range(20) for j in range(2)]
+    ds = load_generic_crowd(**_generic(tmp_path, X, rows + rows[:5]), test_size=0.2)
+    rec = ds.recorded
+    assert len(rec) == len(rec.drop_duplicates(["task", "worker"])) and len(rec) <= 40

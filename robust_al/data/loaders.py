@@ -220,6 +220,9 @@ def _read_features(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
             raise ValueError(f"{path}: could not read a numeric .npy array without pickle ({e})") from None
         if X.ndim != 2 or not np.issubdtype(X.dtype, np.number):
             raise ValueError(f"{path}: expected a numeric 2-D array (n_items, n_features), got {X.dtype} {X.shape}")
+        if not np.isfinite(X).all():
+            r, c = np.argwhere(~np.isfinite(X))[0]
+            raise ValueError(f"{path}: row {r}, column {c}: feature value {X[r, c]} is not finite")
         return X.astype(np.float64), None
     if path.suffix.lower() != ".csv":
         raise ValueError(f"{path}: features must be a .npy or .csv file")
@@ -282,6 +285,7 @@ def _header_index(header: list[str], path: Path, *alternatives: str) -> int:
 def _read_annotations(path: Path, known_ids: np.ndarray, n_classes: int | None) -> pd.DataFrame:
     known = set(int(i) for i in known_ids)
     tasks, workers, labels = [], [], []
+    seen: dict[tuple[int, str], tuple[int, int]] = {}
     with open(path, newline="") as f:
         reader = csv.reader(f)
         header = next(reader, None)
@@ -303,6 +307,14 @@ def _read_annotations(path: Path, known_ids: np.ndarray, n_classes: int | None) 
                 raise ValueError(f"{path}: line {line}: empty worker id")
             lab = _parse_int(row[jl], path, line, "label")
             _check_label(lab, row[jl], path, line, n_classes, allow_unknown=False)
+            # rule: a row repeated verbatim is one answer; the same worker giving two labels is refused
+            first = seen.get((item, worker))
+            if first is not None:
+                if first[0] != lab:
+                    raise ValueError(f"{path}: line {line}: worker {worker!r} answers item {item} with {lab}, but "
+                                     f"line {first[1]} says {first[0]}; keep one answer per (item, worker)")
+                continue
+            seen[(item, worker)] = (lab, line)
             tasks.append(item)
             workers.append(worker)
             labels.append(lab)
@@ -422,10 +434,14 @@ def load_generic_crowd(
         recorded = recorded[keep].reset_index(drop=True)
 
     if n_classes is None:
-        seen = [recorded["label"].max() if len(recorded) else -1, ytr.max(initial=-1), yt.max(initial=-1)]
-        n_classes = int(max(seen)) + 1
+        # the answers say how many classes there are; a truth label beyond them is a typo, not a new class
+        n_classes = int(recorded["label"].max()) + 1 if len(recorded) else 0
         if n_classes < 1:
             raise ValueError(f"{apath}: no labels to infer the number of classes from; pass n_classes")
+        top = max(int(ytr.max(initial=-1)), int(yt.max(initial=-1)))
+        if top >= n_classes:
+            raise ValueError(f"{truth}: truth label {top} is not a class of the answers in {apath} "
+                             f"(0..{n_classes - 1}); fix it or pass n_classes")
     names = [str(c) for c in range(n_classes)]
     return Dataset(
         name=fpath.stem,
