@@ -60,16 +60,25 @@ class MarginSampling(QueryStrategy):
 
 def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int) -> list[int]:
     """Greedy max-min within ``members`` (indices into the candidates): pick argmax_x min_y d(x, y), then
-    treat the pick as labeled so the next pick is far from it too. Only the members' distances move."""
-    pos = ctx.positions[members]
+    treat the pick as labeled so the next pick is far from it too. Only the members' distances move.
+
+    Each step needs the members' distances to the pick: ||x||^2 + ||p||^2 - 2 x.p, one matrix-vector product,
+    so the working memory is a few vectors of the members' length. (Forming x - p for every member held two
+    more copies of the members' embeddings: 5.1x the pool's memory at 1M x 512, 10 GB.) A cluster (a small
+    share of the pool) is gathered once; a pool-wide query multiplies the whole embedding in place.
+    """
+    E, pos = ctx.mind.E, ctx.positions[members]
     d = ctx.mind.d[pos].copy()
-    E = ctx.mind.E[pos]
+    small = len(pos) * 4 < len(E)
+    Em = E[pos] if small else None  # a gathered copy only when it is small
+    sq = np.einsum("ij,ij->i", Em, Em) if small else np.einsum("ij,ij->i", E, E)[pos]
     picks: list[int] = []
     for _ in range(min(n, len(members))):
         j = int(np.argmax(d))
         picks.append(int(members[j]))
-        diff = E - E[j]
-        np.minimum(d, np.einsum("ij,ij->i", diff, diff), out=d)
+        p = E[pos[j]]
+        dot = Em @ p if small else (E @ p)[pos]
+        np.minimum(d, np.maximum(sq + sq[j] - 2.0 * dot, 0.0), out=d)
         d[j] = -np.inf
     return picks
 
