@@ -57,6 +57,10 @@ def status_text(run_dir: Path) -> str:
         lines.append(f"iteration {done} did not complete: resume with `robust-al run --resume {run_dir}`")
     else:
         lines.append("not finished")
+    late = store.late_answers()
+    if late:
+        lines.append(f"{late} answers arrived after the batch they were asked for had closed (stored; used from "
+                     "the next training on)")
     return "\n".join(lines)
 
 
