@@ -44,7 +44,7 @@ CREATE TABLE IF NOT EXISTS iterations (
     checkpoint BLOB NOT NULL, completed_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS ann_item ON annotations(item_id);
 CREATE INDEX IF NOT EXISTS ann_iter ON annotations(iteration, purpose);
-CREATE INDEX IF NOT EXISTS ann_worker ON annotations(worker);
+CREATE INDEX IF NOT EXISTS ann_worker_live ON annotations(worker) WHERE cancelled = 0;  -- labels per labeler from the index alone
 CREATE UNIQUE INDEX IF NOT EXISTS ann_external ON annotations(external_id) WHERE external_id IS NOT NULL;
 CREATE TABLE IF NOT EXISTS annotation_changes (
     external_id TEXT NOT NULL, label INTEGER, cancelled INTEGER NOT NULL, updated_at TEXT, seen_at REAL NOT NULL);
