@@ -43,7 +43,7 @@ def _run(args: argparse.Namespace) -> int:
     print(f"results: {d} (campaign.sqlite: every answer, trust event, metric and model)\n"
           f"next:    robust-al export {d}           # labels, annotations, labelers, model.pt\n"
           f"         robust-al report {d}           # HTML page + figures\n"
-          f"         robust-al predict {d} INPUT    # the final model on new inputs (.npy / .csv)")
+          f"         robust-al predict {d} INPUT    # the final model on new items (a .npy / .csv, images, a table)")
     return 0
 
 
