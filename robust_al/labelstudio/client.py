@@ -454,54 +454,41 @@ class LabelStudioClient:
 
         One data-manager query filtered in the database (``filter:tasks:updated_at``), paged, ids only.
         """
-        pid = project.id if isinstance(project, Project) else int(project)
         t = parse_time(since).astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        query = {"filters": {"conjunction": "and", "items": [
-            {"filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": t}]},
-            "ordering": ["tasks:id"]}
-        ids: list[int] = []
-        page = 1
+        return [int(x["id"]) for x in self._query_tasks(project, {
+            "filter": "filter:tasks:updated_at", "operator": "greater", "type": "Datetime", "value": t}, page_size)]
+
+    def _query_tasks(self, project: Project | int, condition: dict, page_size: int = 1000):
+        """Tasks (``task_only`` fields) matching one data-manager filter ``condition``, by id, page by page."""
+        pid = project.id if isinstance(project, Project) else int(project)
+        query = {"filters": {"conjunction": "and", "items": [condition]}, "ordering": ["tasks:id"]}
+        seen, page = 0, 1
         while True:
             r = self.http.get("/api/tasks/", params={"project": pid, "fields": "task_only", "page": page,
                                                     "page_size": page_size, "query": json.dumps(query)})
             if r.status_code == 404:  # past the last page
-                break
+                return
             r.raise_for_status()
             body = r.json()
             tasks = body.get("tasks", body) if isinstance(body, dict) else body
-            ids.extend(int(x["id"]) for x in tasks)
+            yield from tasks
+            seen += len(tasks)
             total = body.get("total") if isinstance(body, dict) else None
-            if not tasks or len(tasks) < page_size or (total is not None and len(ids) >= total):
-                break
+            if not tasks or len(tasks) < page_size or (total is not None and seen >= total):
+                return
             page += 1
-        return ids
 
     def task_items(self, project: Project | int, after_task: int = 0, page_size: int = 1000) -> dict[int, int]:
         """``{item_id: task_id}`` of the project's tasks with an id above ``after_task`` (a data-manager query
         filtered on the task id in the database, paged). A campaign calls it before importing, to adopt tasks an
         import created whose response never arrived (a server restart mid-request): importing them again would
         put every item of the batch into the project twice, and people would answer both copies."""
-        pid = project.id if isinstance(project, Project) else int(project)
-        query = {"filters": {"conjunction": "and", "items": [
-            {"filter": "filter:tasks:id", "operator": "greater", "type": "Number", "value": int(after_task)}]},
-            "ordering": ["tasks:id"]}
         out: dict[int, int] = {}
-        page = 1
-        while True:
-            r = self.http.get("/api/tasks/", params={"project": pid, "fields": "task_only", "page": page,
-                                                    "page_size": page_size, "query": json.dumps(query)})
-            if r.status_code == 404:  # past the last page
-                break
-            r.raise_for_status()
-            body = r.json()
-            tasks = body.get("tasks", body) if isinstance(body, dict) else body
-            for t in tasks:
-                item = (t.get("data") or {}).get("item_id")
-                if item is not None and int(t["id"]) > after_task:
-                    out.setdefault(int(item), int(t["id"]))  # the first copy, should there be two
-            if not tasks or len(tasks) < page_size:
-                break
-            page += 1
+        for t in self._query_tasks(project, {"filter": "filter:tasks:id", "operator": "greater", "type": "Number",
+                                            "value": int(after_task)}, page_size):
+            item = (t.get("data") or {}).get("item_id")
+            if item is not None and int(t["id"]) > after_task:
+                out.setdefault(int(item), int(t["id"]))  # the first copy, should there be two
         return out
 
     def task_annotations(self, task_id: int, project: Project) -> list[LSAnnotation]:
