@@ -11,6 +11,13 @@ fixed pool size while the labeled set grows 1k -> 100k, to show that its cost do
     python pipelines/bench_loop.py                   # 10k, 100k, 1M
     python pipelines/bench_loop.py --sizes 10000     # quicker
 
+Part 3 measures each strategy's peak memory (numpy allocations traced by tracemalloc) on a pool of
+``--memory-size`` x 512 embeddings, as a multiple of the pool's own size (goal: <= 1.5x in all). Part 4 times
+the core-set query against scikit-activeml's ``CoreSet`` on the same embeddings and labeled set, side by side in
+one process, and how many of the picked items are the same (``pip install scikit-activeml``; skipped without it).
+
+    python pipelines/bench_loop.py --parts 3 4 --memory-size 1000000
+
 Writes the figures (and config, seed, versions) as JSON next to its output (``--out``).
 """
 from __future__ import annotations
@@ -28,6 +35,7 @@ from robust_al.campaign import Campaign, versions
 from robust_al.config import load_config
 from robust_al.data.pool import Dataset, Pool
 from robust_al.query import ClusterMaxMin, MinDistance, QueryContext
+from robust_al.query.strategies import STRATEGIES, make_strategy
 
 D, C = 512, 10
 
@@ -94,17 +102,111 @@ def bench_selection(n: int, labeled_sizes: list[int], batch: int, seed: int) -> 
     return rows
 
 
+def _embedded_pool(n: int, d: int, n_labeled: int, seed: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(E, labeled positions, candidate positions) of a random n x d embedding."""
+    rng = np.random.default_rng(seed)
+    E = np.empty((n, d), dtype=np.float32)
+    for s in range(0, n, 100_000):
+        E[s:s + 100_000] = rng.random((min(100_000, n - s), d), dtype=np.float32)
+    labeled = rng.choice(n, size=n_labeled, replace=False)
+    mask = np.ones(n, dtype=bool)
+    mask[labeled] = False
+    return E, labeled, np.flatnonzero(mask)
+
+
+def bench_memory(n: int, batch: int, seed: int) -> list[dict]:
+    """Peak memory of one query per strategy, as a multiple of the pool's embedding (the pool itself = 1)."""
+    import tracemalloc
+
+    E, labeled, cand = _embedded_pool(n, D, 200, seed)
+    mind = MinDistance(E)
+    mind.reset(E, E[labeled])
+    rng = np.random.default_rng(seed)
+    proba = rng.dirichlet(np.ones(C), size=len(cand)).astype(np.float32)
+    rows = []
+    for name in sorted(STRATEGIES):
+        strategy = make_strategy(name, n_clusters=10) if name == "maxmin" else make_strategy(name)
+        tracemalloc.start()
+        t = time.perf_counter()
+        # the candidates' embedding is a view when every row is a candidate; here it is gathered, as in a campaign
+        ctx = QueryContext(positions=cand, embed=E[cand] if name == "maxmin" else E[:0], rng=np.random.default_rng(0),
+                           proba=proba if name in ("entropy", "margin") else None, mind=mind)
+        strategy.query(ctx, batch)
+        secs = time.perf_counter() - t
+        peak = tracemalloc.get_traced_memory()[1]
+        tracemalloc.stop()
+        rows.append({"strategy": name, "pool": n, "peak_x_pool": round(1 + peak / E.nbytes, 3),
+                     "seconds": round(secs, 2)})
+    return rows
+
+
+def bench_vs_skactiveml(sizes: list[int], batch: int, seed: int) -> list[dict]:
+    """Cold core-set query (distances to the labeled set + greedy picks): ours vs scikit-activeml's CoreSet."""
+    try:
+        from skactiveml.pool import CoreSet as SkCoreSet
+    except ImportError:
+        print("  scikit-activeml is not installed (pip install scikit-activeml): skipped")
+        return []
+    rows = []
+    for n in sizes:
+        E, labeled, cand = _embedded_pool(n, D, 500, seed)
+        y = np.full(n, np.nan)
+        y[labeled] = 0
+        t = time.perf_counter()
+        theirs = SkCoreSet(random_state=seed).query(E, y, batch_size=batch)
+        t_sk = time.perf_counter() - t
+        t = time.perf_counter()
+        mind = MinDistance(E)
+        mind.reset(E, E[labeled])
+        ours = cand[make_strategy("coreset").query(
+            QueryContext(positions=cand, embed=E[:0], rng=np.random.default_rng(0), mind=mind), batch)]
+        t_ours = time.perf_counter() - t
+        rows.append({"pool": n, "ours_s": round(t_ours, 3), "skactiveml_s": round(t_sk, 3),
+                     "ratio": round(t_ours / t_sk, 3),
+                     # same items; the order can differ at near-ties (float32 here, float64 there)
+                     "same_items": len(set(ours.tolist()) & set(theirs.tolist())) / batch,
+                     "same_order_until": next((i for i in range(batch) if ours[i] != theirs[i]), batch)})
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[10_000, 100_000, 1_000_000])
     ap.add_argument("--iterations", type=int, default=4)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default="results/bench_loop")
+    ap.add_argument("--parts", type=int, nargs="+", default=[1, 2, 3, 4])
+    ap.add_argument("--memory-size", type=int, default=1_000_000, help="pool size of part 3")
     args = ap.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
 
     stages = ["query", "embed", "annotate", "train", "secured_check", "trust", "augment", "evaluate", "total"]
+    campaign_rows, sel_rows, mem_rows, sk_rows = [], [], [], []
+    if 1 in args.parts:
+        campaign_rows = part1(args, stages)
+    if 2 in args.parts:
+        sel_rows = part2(args)
+    if 3 in args.parts:
+        print(f"\nPart 3: peak memory of one query (batch 200) on a {args.memory_size:,} x {D} pool, x the pool")
+        for r in bench_memory(args.memory_size, 200, args.seed):
+            mem_rows.append(r)
+            print(f"  {r['strategy']:>8}: {r['peak_x_pool']:.2f}x  ({r['seconds']:.1f} s)", flush=True)
+    if 4 in args.parts:
+        print(f"\nPart 4: cold core-set query (batch 200, 500 labeled, {D}-d), ours vs scikit-activeml's CoreSet")
+        for r in bench_vs_skactiveml([10_000, 100_000], 200, args.seed):
+            sk_rows.append(r)
+            print(f"  {r['pool']:>7,}: ours {r['ours_s']:.2f} s, scikit-activeml {r['skactiveml_s']:.2f} s, "
+                  f"ratio {r['ratio']:.3f}, same items {r['same_items']:.0%} (same order for the first "
+                  f"{r['same_order_until']})", flush=True)
+    (out / "bench_loop.json").write_text(json.dumps({
+        "args": vars(args), "versions": versions(), "campaign": campaign_rows, "selection": sel_rows,
+        "memory": mem_rows, "vs_skactiveml": sk_rows,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, indent=1))
+    print(f"\nfigures written to {out / 'bench_loop.json'}")
+
+
+def part1(args, stages: list[str]) -> list[dict]:
     print("Part 1: seconds per loop stage (a real campaign per pool size)")
     print(f"{'pool':>8} {'iter':>4} {'|D|':>5} " + " ".join(f"{s:>9}" for s in stages) + f" {'test':>5}")
     campaign_rows = []
@@ -115,7 +217,10 @@ def main() -> None:
                   + " ".join(f"{r.get(s, 0.0):>9.3f}" for s in stages) + f" {r['test_acc']:>5}", flush=True)
         rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         print(f"{'':>8} peak RSS so far: {rss:.0f} MiB", flush=True)
+    return campaign_rows
 
+
+def part2(args) -> list[dict]:
     print("\nPart 2: selection per iteration (batch 200) as the labeled set grows, 128-d features")
     print(f"{'pool':>8} {'|D|':>7} {'incremental':>12} {'select':>8} {'(full recompute)':>17}")
     sel_rows = []
@@ -124,11 +229,7 @@ def main() -> None:
         sel_rows.append(r)
         print(f"{r['pool']:>8} {r['labeled']:>7} {r['incremental_update_s']:>12.3f} {r['cluster_and_select_s']:>8.3f}"
               f" {r['full_recompute_s']:>17.3f}", flush=True)
-
-    (out / "bench_loop.json").write_text(json.dumps({
-        "args": vars(args), "versions": versions(), "campaign": campaign_rows, "selection": sel_rows,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024}, indent=1))
-    print(f"\nfigures written to {out / 'bench_loop.json'}")
+    return sel_rows
 
 
 if __name__ == "__main__":
