@@ -52,6 +52,15 @@ CREATE TABLE IF NOT EXISTS ls_tasks (
     project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
     purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
+CREATE TABLE IF NOT EXISTS label_counts (
+    iteration INTEGER NOT NULL, purpose TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (iteration, purpose));
+-- answers per (iteration, purpose), kept by the database itself, so budget reads do not count the whole table
+-- (a COUNT over earlier iterations took 0.4 / 4 / 52 ms at 10k / 100k / 1M answers); answers are never
+-- deleted and never change iteration or purpose
+CREATE TRIGGER IF NOT EXISTS count_answers AFTER INSERT ON annotations BEGIN
+    INSERT INTO label_counts VALUES (new.iteration, new.purpose, 1)
+    ON CONFLICT (iteration, purpose) DO UPDATE SET n = n + 1;
+END;
 CREATE TABLE IF NOT EXISTS asked (
     iteration INTEGER NOT NULL, purpose TEXT NOT NULL, position INTEGER NOT NULL, item_id INTEGER NOT NULL,
     PRIMARY KEY (iteration, purpose, position));  -- a stage's batch, stored before anyone is asked
@@ -81,7 +90,8 @@ def describe_sqlite_error(e: sqlite3.Error) -> str:
 DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations", "inferred")
 
 
-SCHEMA_VERSION = 2  # PRAGMA user_version; 0 = a store from before versioning (schema 1, upgraded in place)
+SCHEMA_VERSION = 3  # PRAGMA user_version; 0 = a store from before versioning (schema 1); older ones are
+# upgraded in place (3: label_counts)
 
 
 class StoreError(ValueError):
@@ -134,6 +144,11 @@ class RunStore:
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
+            if "annotations" in tables and version < 3:  # an older store: count what it already holds
+                with self.db:
+                    self.db.execute("DELETE FROM label_counts")
+                    self.db.execute("INSERT INTO label_counts SELECT iteration, purpose, COUNT(*) FROM annotations"
+                                    " GROUP BY iteration, purpose")
             self.db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
         except sqlite3.DatabaseError as e:
             raise StoreError(f"{self.path}: {describe_sqlite_error(e)}") from None
@@ -211,9 +226,7 @@ class RunStore:
     def count_annotations(self, exclude_purpose: str | None = None) -> int:
         """How many annotations are stored (cancelled ones included: they were asked for), optionally not
         counting those of one purpose (e.g. labels a Label Studio project held before the campaign)."""
-        if exclude_purpose is None:
-            return int(self.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0])
-        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE purpose != ?",
+        return int(self.db.execute("SELECT COALESCE(SUM(n), 0) FROM label_counts WHERE purpose IS NOT ?",
                                    (exclude_purpose,)).fetchone()[0])
 
     def cancel_external(self, external_id: str) -> None:
@@ -235,13 +248,12 @@ class RunStore:
     def labels_before(self, iteration: int, exclude_purpose: str | None = None) -> int:
         """Labels bought in iterations before ``iteration`` (late answers to no batch, iteration -1, included),
         optionally not counting one purpose."""
-        return int(self.db.execute("SELECT COUNT(*) FROM annotations WHERE iteration < ? AND purpose IS NOT ?",
+        return int(self.db.execute("SELECT COALESCE(SUM(n), 0) FROM label_counts WHERE iteration < ? AND purpose IS NOT ?",
                                    (int(iteration), exclude_purpose)).fetchone()[0])
 
     def labels_of_iteration(self, iteration: int) -> dict[str, int]:
         """Labels bought in ``iteration``, per purpose (query, reexam, audit:<worker>)."""
-        rows = self.db.execute("SELECT purpose, COUNT(*) FROM annotations WHERE iteration = ? GROUP BY purpose",
-                               (int(iteration),)).fetchall()
+        rows = self.db.execute("SELECT purpose, n FROM label_counts WHERE iteration = ?", (int(iteration),)).fetchall()
         return {str(p): int(n) for p, n in rows}
 
     def set_batch(self, iteration: int, purpose: str, item_ids) -> None:
