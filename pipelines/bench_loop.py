@@ -128,8 +128,8 @@ def bench_memory(n: int, batch: int, seed: int) -> list[dict]:
         strategy = make_strategy(name, n_clusters=10) if name == "maxmin" else make_strategy(name)
         tracemalloc.start()
         t = time.perf_counter()
-        # the candidates' embedding is a view when every row is a candidate; here it is gathered, as in a campaign
-        ctx = QueryContext(positions=cand, embed=E[cand] if name == "maxmin" else E[:0], rng=np.random.default_rng(0),
+        # as in a campaign: the candidates are rows of the pool's embedding (mind.E), not a copy
+        ctx = QueryContext(positions=cand, embed=None, rng=np.random.default_rng(0),
                            proba=proba if name in ("entropy", "margin") else None, mind=mind)
         strategy.query(ctx, batch)
         secs = time.perf_counter() - t

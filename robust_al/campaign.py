@@ -460,7 +460,7 @@ class Campaign:
         v_ids = np.array([int(k) for k in prev_aug], dtype=np.int64)
         v_norm = np.array(list(prev_aug.values()), dtype=float)
         ctx = QueryContext(
-            positions=pos, embed=self.mind.E[pos], rng=self._rng("query", iteration),
+            positions=pos, embed=None, rng=self._rng("query", iteration),
             proba=(self.learner.predict_proba(self.pool.X[pos])
                    if self.cfg.query.strategy in ("entropy", "margin") else None),
             mind=self.mind, secured_embed=self.learner.embed(S.X),

@@ -21,7 +21,7 @@ class QueryContext:
     """
 
     positions: np.ndarray
-    embed: np.ndarray
+    embed: np.ndarray | None  # the candidates' embedding; None: their rows of ``mind.E`` (not copied)
     rng: np.random.Generator
     proba: np.ndarray | None = None
     mind: MinDistance | None = None
@@ -130,8 +130,12 @@ class ClusterMaxMin(QueryStrategy):
         self.method, self.n_clusters, self.max_clusters, self.seed = method, n_clusters, max_clusters, seed
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
-        labels, centers = cluster_pool(ctx.embed, self.method, self.n_clusters, self.max_clusters,
-                                       seed=int(ctx.rng.integers(2**31)))
+        seed = int(ctx.rng.integers(2**31))
+        if ctx.embed is not None:
+            labels, centers = cluster_pool(ctx.embed, self.method, self.n_clusters, self.max_clusters, seed=seed)
+        else:  # the candidates' rows of the pool's embedding, without copying them
+            labels, centers = cluster_pool(ctx.mind.E, self.method, self.n_clusters, self.max_clusters, seed=seed,
+                                           positions=ctx.positions)
         k = len(centers)
         sizes = np.bincount(labels, minlength=k)
         error = self._per_cluster(ctx.secured_embed, None if ctx.secured_correct is None
