@@ -30,7 +30,6 @@ from robust_al.data.pool import UNKNOWN, Dataset, Pool
 log = logging.getLogger(__name__)
 
 ENV_VAR = "ROBUST_AL_DATASETS"
-FALLBACK_DATASETS_DIR = Path("/work/shared/datasets")
 TEST_ID_OFFSET = 1_000_000
 
 LABELME_CLASSES = [
@@ -61,7 +60,8 @@ def default_datasets_dir() -> Path:
     """Folder holding the shared datasets.
 
     ``$ROBUST_AL_DATASETS`` if set, else ``../shared/datasets`` relative to the current working
-    directory if that exists, else ``/work/shared/datasets``.  The folder is not required to exist.
+    directory if that exists, else ``shared/datasets`` beside the source checkout this package was installed
+    from (editable installs).  The folder is not required to exist.
     """
     env = os.environ.get(ENV_VAR)
     if env:
@@ -69,7 +69,7 @@ def default_datasets_dir() -> Path:
     rel = Path.cwd() / ".." / "shared" / "datasets"
     if rel.is_dir():
         return rel.resolve()
-    return FALLBACK_DATASETS_DIR
+    return (Path(__file__).resolve().parents[2] / ".." / "shared" / "datasets").resolve()
 
 
 def _require(path: Path, what: str) -> Path:
@@ -183,11 +183,12 @@ def load_digits_dataset(test_size: float = 0.3, seed: int = 0) -> Dataset:
 # --------------------------------------------------------------------------------------------
 # generic crowd files
 # --------------------------------------------------------------------------------------------
-def _is_number(s: str) -> bool:
+def is_number(s) -> bool:
+    """Does ``s`` read as a float (a CSV cell: is this row data or a header)?"""
     try:
         float(s)
         return True
-    except ValueError:
+    except (TypeError, ValueError):
         return False
 
 
@@ -234,7 +235,7 @@ def _read_features(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         raise ValueError(f"{path}: features file is empty")
     header = None
     first = 0
-    if not all(_is_number(c) for c in rows[0]):
+    if not all(is_number(c) for c in rows[0]):
         header = [c.strip() for c in rows[0]]
         first = 1
     body = rows[first:]
@@ -249,7 +250,7 @@ def _read_features(path: Path) -> tuple[np.ndarray, np.ndarray | None]:
         try:
             data[r] = [float(c) for c in row]
         except ValueError:
-            bad = next(c for c in row if not _is_number(c))
+            bad = next(c for c in row if not is_number(c))
             raise ValueError(f"{path}: line {line}: feature value {bad!r} is not a number") from None
     if not np.isfinite(data).all():
         r, c = np.argwhere(~np.isfinite(data))[0]
@@ -349,7 +350,7 @@ def _read_truth(path: Path, ids: np.ndarray, n_classes: int | None) -> np.ndarra
         return y
     # one label per line, in the row order of the features file
     start = 0
-    if len(rows[0]) == 1 and not _is_number(rows[0][0]):
+    if len(rows[0]) == 1 and not is_number(rows[0][0]):
         start = 1  # a one-word header such as "label"
     body = rows[start:]
     if any(len(r) != 1 for r in body):

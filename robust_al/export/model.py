@@ -10,6 +10,7 @@ import torch
 
 from robust_al.config import load_config
 from robust_al.crowd.learners import campaign_learner
+from robust_al.data.loaders import is_number
 from robust_al.store import RunStore
 
 
@@ -82,7 +83,7 @@ def read_inputs(path: Path, input_shape: tuple[int, ...], data_name: str, option
         first = [str(c) for c in raw.iloc[0, -width:]] if len(raw) else []
         # the first line is a header unless its feature cells are numbers; pandas' default header 0..n-1
         # (DataFrame(X).to_csv()) is numeric, yet a header
-        if not all(_is_number(c) for c in first) or first == [str(i) for i in range(len(first))]:
+        if not all(is_number(c) for c in first) or first == [str(i) for i in range(len(first))]:
             raw = raw.iloc[1:]
         if raw.shape[1] == width + 1:
             keys, raw = raw.iloc[:, 0].to_numpy(dtype=object), raw.iloc[:, 1:]
@@ -94,10 +95,8 @@ def read_inputs(path: Path, input_shape: tuple[int, ...], data_name: str, option
             raise ValueError(f"{path}: expected numeric feature columns (an optional first column of item keys)") \
                 from None
     else:
-        try:
-            from robust_al.data.inputs import load_inputs  # images / texts: another module's loader
-        except ImportError:
-            raise ValueError(f"{path}: only .npy or .csv feature files can be predicted on") from None
+        from robust_al.data.inputs import load_inputs  # images / texts, featurized as the pool's were
+
         keys, X = load_inputs(data_name, options, path)
         keys = np.asarray(keys, dtype=object)
     X = np.asarray(X, dtype=np.float32)
@@ -107,13 +106,6 @@ def read_inputs(path: Path, input_shape: tuple[int, ...], data_name: str, option
                          f" (input shape {tuple(input_shape)})")
     return keys, X.reshape(len(X), *input_shape)
 
-
-def _is_number(s) -> bool:
-    try:
-        float(s)
-        return True
-    except (TypeError, ValueError):
-        return False
 
 
 def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None = None) -> Path:
