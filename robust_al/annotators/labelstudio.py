@@ -85,10 +85,6 @@ class LabelStudioCrowd:
         self.media, self.media_url, self.files_root = media, media_url, files_root
         self.show_predictions = show_predictions
         self.attached = attached  # an AttachedProject (robust_al.labelstudio.project_pool) or None
-        if attached is not None and attached.project.maximum_annotations < k:
-            raise ValueError(f"annotators.k = {k}, but Label Studio project {attached.project.id} takes at most "
-                             f"{attached.project.maximum_annotations} annotation(s) per task (maximum_annotations); "
-                             "raise it in the project's settings or lower annotators.k")
         self.echo = echo
         self.status_seconds = status_seconds
         self._last_status = 0.0
@@ -320,11 +316,16 @@ class LabelStudioCrowd:
 
     def _record_users(self) -> None:
         """``ls_users`` meta: each Label Studio labeler's display name, refreshed when new users appear."""
-        workers = set(self.workers)
-        if workers <= self._known_users:
-            return
+        if not set(self.workers) <= self._known_users:
+            self._refresh_users()
+
+    def _refresh_users(self) -> None:
+        """Read the organization's users once: who may answer (:meth:`_is_member`) and their display names."""
+        users = self.client.list_users()
+        self._member_ids = {int(u["id"]) for u in users}
+        self._members_at = time.time()
         names = dict(self.store.get_meta("ls_users", {}))
-        for u in self.client.list_users():
+        for u in users:
             full = " ".join(x for x in (u.get("first_name"), u.get("last_name")) if x).strip()
             email = u.get("email") or u.get("username") or ""
             names[worker_name(u["id"])] = f"{full} <{email}>" if full else email
@@ -369,22 +370,21 @@ class LabelStudioCrowd:
             asked = self._asked_in(proj.id)
             for a in ev.annotations:
                 ann = annotation_from_payload(a, ev.task, proj)
-                refused = self._refuse(proj.id, ann)
+                refused = self._refuse(proj.id, ann, asked)
                 if refused:
                     log.warning("webhook annotation %s refused: %s", ann.annotation_id, refused)
                     continue
-                iteration, purpose = asked.get(ann.item_id, (-1, self._unasked(proj, "late")))
+                iteration, purpose = asked.get(ann.item_id, (None, -1, self._unasked(proj, "late")))[1:]
                 self.ingest(proj.id, [ann], iteration, purpose)
 
-    def _refuse(self, project_id: int, ann) -> str | None:
-        """Why a delivered answer is not stored: its task is not one the campaign created (with that item),
-        its item is in the secured holdout, or its user is not a member of the organization."""
+    def _refuse(self, project_id: int, ann, asked: dict[int, tuple[int, int, str]]) -> str | None:
+        """Why a delivered answer is not stored: its task is not one the campaign created (with that item;
+        ``asked``: :meth:`_asked_in`), its item is in the secured holdout, or its user is not a member of the
+        organization."""
         if ann.item_id in self.forbidden:
             return f"item {ann.item_id} belongs to the secured holdout"
-        tasks = self.store.ls_tasks(project_id)
-        task_of = dict(zip(tasks["item_id"].astype(int), tasks["task_id"].astype(int)))
         attached = self.attached is not None and project_id == self.attached.project.id  # its tasks are the pool
-        if not attached and ann.task_id is not None and task_of.get(ann.item_id) != ann.task_id:
+        if not attached and ann.task_id is not None and asked.get(ann.item_id, (None,))[0] != ann.task_id:
             return f"task {ann.task_id} with item {ann.item_id} is not a task of this campaign"
         if not self._is_member(ann.user_id):
             return f"user {ann.user_id} is not a member of the server's organization"
@@ -393,11 +393,8 @@ class LabelStudioCrowd:
     def _is_member(self, user_id: int) -> bool:
         """Is ``user_id`` a user of the organization? (Cached; an unknown id refreshes the list at most
         every 5 s, so a colleague invited mid-campaign is recognised.)"""
-        if user_id in self._member_ids:
-            return True
-        if time.time() - self._members_at > 5.0:
-            self._member_ids = {int(u["id"]) for u in self.client.list_users()}
-            self._members_at = time.time()
+        if user_id not in self._member_ids and time.time() - self._members_at > 5.0:
+            self._refresh_users()
         return user_id in self._member_ids
 
     def _unasked(self, proj, purpose: str) -> str:
@@ -405,10 +402,11 @@ class LabelStudioCrowd:
         its other tasks too; those are labels the project collected (``existing``), not bought by the campaign."""
         return EXISTING if self.attached is not None and proj.id == self.attached.project.id else purpose
 
-    def _asked_in(self, project_id: int) -> dict[int, tuple[int, str]]:
-        """item -> (iteration, purpose) of the task it was put to in this project."""
-        tasks = self.store.ls_tasks(project_id)
-        return {int(i): (int(it), str(p)) for i, it, p in zip(tasks["item_id"], tasks["iteration"], tasks["purpose"])}
+    def _asked_in(self, project_id: int) -> dict[int, tuple[int, int, str]]:
+        """item -> (task id, iteration, purpose) of the task it was put to in this project."""
+        t = self.store.ls_tasks(project_id)
+        return {int(i): (int(task), int(it), str(p))
+                for i, task, it, p in zip(t["item_id"], t["task_id"], t["iteration"], t["purpose"])}
 
     def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], trust
                  ) -> tuple[dict[int, list[Answer]], dict[int, int]]:
@@ -499,7 +497,7 @@ class LabelStudioCrowd:
             proj = self.attached.project if attached else self.client.get_project(int(pid))
             asked = self._asked_in(proj.id)
             for a in self.client.export_annotations(proj, since=since):
-                iteration, purpose = asked.get(a.item_id, (-1, self._unasked(proj, key.split(":")[0])))
+                iteration, purpose = asked.get(a.item_id, (None, -1, self._unasked(proj, key.split(":")[0])))[1:]
                 new += self.ingest(proj.id, [a], iteration, purpose)
         self.store.set_meta("ls_last_sync", started)
         return new
