@@ -139,23 +139,20 @@ class Campaign:
         if unknown:
             raise ConfigError(f"data.options: {sorted(unknown)} not understood for data.name = 'labelstudio' "
                               "(valid: image_size, truth_field, key_field)")
-        client = LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file))
-        try:
-            info = client.project_info(ls.project_id)
+        with LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file)) as client:
+            try:
+                info = client.project_info(ls.project_id)
+            except ProjectNotFound:
+                raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: no such project on the "
+                                  f"Label Studio server {ls.url}") from None
+            except httpx.HTTPError as e:
+                raise ConfigError(f"annotators.labelstudio.url = {ls.url}: cannot read project {ls.project_id} "
+                                  f"({e})") from None
             most = int(info.get("maximum_annotations") or 1)
             if most < cfg.annotators.k:
                 raise ConfigError(f"annotators.k = {cfg.annotators.k}, but Label Studio project {ls.project_id} takes "
                                   f"at most {most} annotation(s) per task (maximum_annotations): raise it in the "
                                   "project's settings or lower annotators.k")
-        except ProjectNotFound:
-            raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: no such project on the Label "
-                              f"Studio server {ls.url}") from None
-        except httpx.HTTPError as e:
-            raise ConfigError(f"annotators.labelstudio.url = {ls.url}: cannot read project {ls.project_id} "
-                              f"({e})") from None
-        finally:
-            client.close()
-        with LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file)) as client:
             try:
                 return dataset_from_project(client, ls.project_id, self.run_dir / "labelstudio-media", **opts)
             except ValueError as e:
@@ -201,8 +198,6 @@ class Campaign:
     def _load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
-        # answers a killed run stored for the iteration being redone are spent once the replay reuses them, not
-        # before: counted up front they would make a budget-bound last iteration query nothing
         self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial,
                                   self.cfg.trust.prior_strength)
         self.status = self.store.statuses()
@@ -365,11 +360,11 @@ class Campaign:
             ann["purpose"].map(stage_key) > stage_key(purpose)))
         return ann[~later | (ann["purpose"] == EXISTING)]
 
-    def _affordable(self, n_items: int, iteration: int | None = None, per_item: int | None = None) -> int:
-        """Items of ``per_item`` labels (default k) the budget still buys; for a stage's batch when
-        ``iteration`` is given (its query stage), else after everything stored."""
+    def _affordable(self, n_items: int, iteration: int | None = None) -> int:
+        """Items of k labels the budget still buys: for the query batch of ``iteration`` when given, else after
+        everything stored."""
         spent = self.labels_used() if iteration is None else self._spent_before(iteration, "query")
-        return max(0, min(n_items, (self.cfg.stop.budget - spent) // (per_item or self.cfg.annotators.k)))
+        return max(0, min(n_items, (self.cfg.stop.budget - spent) // self.cfg.annotators.k))
 
     def _annotations(self, with_model: bool | None = None) -> pd.DataFrame:
         """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
@@ -678,8 +673,10 @@ class Campaign:
         """The accepted labels of this iteration, as exports read them. Labeled items carry their posterior;
         discarded and quarantined items (out of the aggregation) the majority of their answers and its share;
         S items their trusted label."""
-        ann = self.store.annotations()  # human answers only: the model votes in _annotations, not in the store
+        # human answers only (the model votes in _annotations, not in the store), read for these items alone
+        ann = self.store.annotations(list(self.status))
         n_ans = ann.groupby("task").size()
+        labels_of = dict(iter(ann.groupby("task")["label"]))
         rows = []
         for item, status in sorted(self.status.items()):
             n = int(n_ans.get(item, 0))
@@ -688,7 +685,7 @@ class Campaign:
                 rows.append((item, None if p is None else int(p.argmax()), None if p is None else float(p.max()),
                              n, status))
             elif status in (DISCARDED, QUARANTINED):
-                votes = ann.loc[ann["task"] == item, "label"].value_counts()
+                votes = labels_of[item].value_counts() if n else None
                 rows.append((item, int(votes.index[0]) if n else None, float(votes.iloc[0] / n) if n else None,
                              n, status))
             elif status in (HOLDOUT, RETIRED):
