@@ -41,7 +41,7 @@ def status_text(run_dir: Path) -> str:
     store = _open(run_dir)
     cfg = store.get_meta("config", {})
     rows = store.metrics()
-    n_ann = store.db.execute("SELECT COUNT(*) FROM annotations").fetchone()[0]
+    n_ann = store.count_annotations()
     lines = [f"campaign {cfg.get('name')!r} seed {store.get_meta('seed')} in {run_dir}",
              f"stored annotations: {n_ann} (budget {cfg.get('stop', {}).get('budget')})",
              f"{'iter':>4} {'labels':>6} {'items':>5} {'S acc':>6} {'test':>6} {'min-pert':>8}  check"]

@@ -45,10 +45,6 @@ class RunLock:
             os.close(self._fd)
             self._fd = None
 
-    @property
-    def held(self) -> bool:
-        return self._fd is not None
-
     def __enter__(self) -> "RunLock":
         return self.acquire()
 

@@ -330,16 +330,11 @@ class RunStore:
         return pd.Series({str(w): int(n) for w, n in rows}, dtype="int64")
 
     def trust_summary(self) -> pd.DataFrame:
-        """Per labeler: current trust, number of trust events, labels given, flags (aggregated in SQL)."""
+        """Per labeler with trust events: current trust and number of events (aggregated in SQL)."""
         return pd.read_sql_query(
-            "SELECT t.worker, t.trust, c.events, COALESCE(a.labels, 0) AS labels, COALESCE(f.flags, 0) AS flags"
-            " FROM trust_events t"
+            "SELECT t.worker, t.trust, c.events FROM trust_events t"
             " JOIN (SELECT worker, MAX(id) AS last, COUNT(*) AS events FROM trust_events GROUP BY worker) c"
-            "   ON t.id = c.last"
-            " LEFT JOIN (SELECT worker, COUNT(*) AS labels FROM annotations WHERE cancelled = 0 GROUP BY worker) a"
-            "   ON a.worker = t.worker"
-            " LEFT JOIN (SELECT worker, COUNT(*) AS flags FROM flags GROUP BY worker) f ON f.worker = t.worker"
-            " ORDER BY t.trust, t.worker", self.db)
+            "   ON t.id = c.last ORDER BY t.trust, t.worker", self.db)
 
     # -- derived rows ---------------------------------------------------------------------------------------
     def set_prediction(self, item_id: int, iteration: int, label: int, score: float) -> None:
