@@ -220,7 +220,10 @@ def test_default_datasets_dir_env(monkeypatch, tmp_path):
     monkeypatch.chdir(tmp_path / "proj")
     assert default_datasets_dir() == (tmp_path / "shared" / "datasets").resolve()
     monkeypatch.chdir(tmp_path / "proj" / "sub")  # no ../shared/datasets from here
-    assert default_datasets_dir() == Path("/work/shared/datasets")
+    import robust_al.data.loaders as loaders_module
+
+    checkout = Path(loaders_module.__file__).resolve().parents[2]
+    assert default_datasets_dir() == (checkout.parent / "shared" / "datasets").resolve()
 
 
 # ------------------------------------------------------------------------------------ LabelMe
