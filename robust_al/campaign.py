@@ -101,16 +101,14 @@ class Campaign:
 
             ls = cfg.annotators.labelstudio
             self.crowd = LabelStudioCrowd(self.store, ls.url, read_token(ls.token_env, ls.token_file),
-                                          pool.class_names, k=cfg.annotators.k, threshold=cfg.trust.threshold,
-                                          routing=cfg.trust.routing, wait_seconds=ls.wait_seconds,
+                                          pool.class_names, k=cfg.annotators.k, wait_seconds=ls.wait_seconds,
                                           poll_seconds=ls.poll_seconds, webhook=ls.webhook,
                                           title=f"{ls.title} {cfg.name}", pool=pool, media=ls.media,
                                           media_url=ls.media_url, files_root=ls.files_root,
                                           show_predictions=ls.show_predictions, attached=self.attached,
                                           echo=self.echo, status_seconds=ls.status_seconds)
         else:
-            self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k,
-                               threshold=cfg.trust.threshold, routing=cfg.trust.routing)
+            self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k)
         self.learner = campaign_learner(cfg, pool.input_shape, pool.n_classes, pool.X)
         self.net = self.learner.trainer
         self.initial_state = self.net.state_dict()
@@ -198,8 +196,7 @@ class Campaign:
     def _load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
-        self.ledger = TrustLedger(self.crowd.workers, self.store, self.cfg.trust.initial,
-                                  self.cfg.trust.prior_strength)
+        self.ledger = TrustLedger.configured(self.crowd.workers, self.store, self.cfg.trust, self.cfg.annotators.k)
         self.status = self.store.statuses()
         self.taken = np.zeros(len(self.pool), dtype=bool)  # pool rows with any status (not free to query)
         if self.status:
@@ -232,7 +229,7 @@ class Campaign:
 
     def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
         self._now = (iteration, purpose)
-        return self.crowd.ask(item_ids, iteration, purpose, self.ledger, **kw)
+        return self.crowd.ask(item_ids, iteration, purpose, self.ledger.allowed, **kw)
 
     def _rng(self, *keys) -> np.random.Generator:
         return item_rng(self.seed, *keys)
@@ -338,7 +335,7 @@ class Campaign:
 
     def _candidates(self) -> np.ndarray:
         cand = self.pool.ids[~self.taken]
-        return cand[self.crowd.answerable(cand, self.ledger)]
+        return cand[self.crowd.answerable(cand, self.ledger.allowed)]
 
     def _spent_before(self, iteration: int, purpose: str) -> int:
         """Labels bought before stage ``purpose`` of ``iteration``: every earlier iteration's and this one's
@@ -391,8 +388,8 @@ class Campaign:
         return witness.leave_one_out()
 
     def _label_weight(self, worker: str) -> float:
-        """Labels of labelers under the trust threshold are down-weighted (``aggregation.untrusted_weight``)."""
-        return 1.0 if self.ledger(worker) >= self.cfg.trust.threshold else self.cfg.aggregation.untrusted_weight
+        """Labels of labelers routed out by trust are down-weighted (``aggregation.untrusted_weight``)."""
+        return 1.0 if self.ledger.trusted(worker) else self.cfg.aggregation.untrusted_weight
 
     def _model_counts(self) -> dict[str, np.ndarray]:
         """Each F_{i-1}'s confusion counts on S, measured when it made its predictions."""
@@ -494,7 +491,7 @@ class Campaign:
         """Secured-check failure (section III-B, Fig. 3): h independent labelers relabel the batch D' (by default
         only its suspicious items: ``trust.reexamine``)."""
         cfg = self.cfg.trust
-        h = independent_labelers(self.ledger.p1(self.crowd.eligible_workers(self.ledger)), cfg.p_h)
+        h = independent_labelers(self.ledger.p1(self.crowd.eligible_workers(self.ledger.allowed)), cfg.p_h)
         batch = answered
         ann = self.store.annotations(batch)
         ann = ann[ann["purpose"] == "query"]
@@ -719,7 +716,8 @@ class Campaign:
             "min_perturbation": float(vuln.min()) if len(vuln) else None,
             "attack_failures": int((~np.isfinite(vuln)).sum()),
             "late_answers": self.store.late_answers(),
-            "trust": self.ledger.table(), **self._poison_metrics(), **info,
+            "trust": self.ledger.table(), "routed_out": sorted(self.ledger.routed),
+            "trust_threshold": self.ledger.tau, **self._poison_metrics(), **info,
         }
 
     def _poison_metrics(self) -> dict:

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional
+from typing import Any, Literal, Optional, Union
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -77,6 +77,10 @@ class AnnotatorsConfig(_Strict):
     k: int = Field(1, ge=1, description="labelers asked per query")
     labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
     inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
+    inject_items: Union[int, Literal["median", "all"]] = Field(
+        "median", description="items each injected worker can be asked about: 'median' = as many as the median "
+        "replayed worker recorded (a fixed random subset, like a real worker's), an integer, or 'all' (a "
+        "simulated worker who can answer everything takes a large share of the budget: 23 % in one replay)")
 
     @model_validator(mode="after")
     def _labelstudio_needs_its_section(self) -> "AnnotatorsConfig":
@@ -142,10 +146,15 @@ class AggregationConfig(_Strict):
 
 
 class TrustConfig(_Strict):
-    initial: float = Field(0.9, ge=0, le=1)
-    prior_strength: float = Field(10.0, gt=0, description="labels' worth of the prior at 'initial' trust")
-    threshold: float = Field(0.5, ge=0, le=1, description="below it a labeler gets no queries")
-    routing: bool = True
+    initial: float = Field(0.9, ge=0, le=1, description="a labeler's presumed accuracy while fewer than 3 "
+                           "labelers have 10 labels; after that the crowd's median is")
+    prior_strength: float = Field(4.0, gt=0, description="labels' worth of the Beta prior on a labeler's accuracy")
+    threshold: Optional[float] = Field(None, ge=0, le=1, description="fixed routing threshold tau; null: "
+                                       "relative, tau = 1/C + relative * (crowd's typical accuracy - 1/C)")
+    relative: float = Field(0.5, ge=0, le=1, description="where tau sits between chance and the typical labeler")
+    level: float = Field(0.9, gt=0, lt=1, description="credible level of the accuracy interval routing reads")
+    routing: bool = Field(True, description="route out labelers whose interval lies under tau (or whom a "
+                          "class or a detector condemns); never more than half, never below k")
     epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")
     model_evidence: bool = Field(True, description="score labelers against the model's out-of-sample prediction "
                                  "even when it does not vote on labels (aggregation.model_as_worker off)")

@@ -71,22 +71,22 @@ def test_crowd_asks_k_distinct_labelers_and_never_twice(tmp_path):
     store = RunStore(tmp_path)
     workers = [BenignAnnotator(f"b{k}", TRUTH, C, pr=0.1) for k in range(6)]
     crowd = Crowd(workers, store, seed=0, k=3)
-    first = crowd.ask(range(50), 0, "query", lambda w: 0.9)
+    first = crowd.ask(range(50), 0, "query", lambda w: True)
     assert len(first) == 150 and crowd.asked == 150
     per_item = pd.DataFrame([a.__dict__ for a in first]).groupby("item_id")["worker"].nunique()
     assert (per_item == 3).all()
     # a new process (same store, same seed) asking the same questions gets them from the store
     again = Crowd(workers, store, seed=0, k=3)
-    second = again.ask(range(50), 0, "query", lambda w: 0.9)
+    second = again.ask(range(50), 0, "query", lambda w: True)
     assert again.asked == 0 and sorted(map(tuple, (a.__dict__.values() for a in second))) == \
         sorted(map(tuple, (a.__dict__.values() for a in first)))
 
 
 def test_crowd_routes_nothing_to_labelers_under_the_threshold(tmp_path):
     workers = [BenignAnnotator(f"b{k}", TRUTH, C) for k in range(4)]
-    crowd = Crowd(workers, RunStore(tmp_path), seed=0, k=2, threshold=0.5)
-    trust = {"b0": 0.2, "b1": 0.9, "b2": 0.9, "b3": 0.4}
-    answers = crowd.ask(range(100), 0, "query", trust.get)
+    crowd = Crowd(workers, RunStore(tmp_path), seed=0, k=2)
+    routed_out = {"b0", "b3"}
+    answers = crowd.ask(range(100), 0, "query", lambda w: w not in routed_out)
     assert {a.worker for a in answers} == {"b1", "b2"}
 
 
@@ -94,5 +94,5 @@ def test_crowd_refuses_holdout_items(tmp_path):
     crowd = Crowd([BenignAnnotator("b", TRUTH, C)], RunStore(tmp_path), k=1)
     crowd.forbidden = {5}
     with pytest.raises(HoldoutLeak):
-        crowd.ask([4, 5], 0, "query", lambda w: 1.0)
+        crowd.ask([4, 5], 0, "query", lambda w: True)
     assert RunStore(tmp_path).annotations().empty

@@ -25,8 +25,8 @@ def _crowd(ls, tmp_path, title: str, **kw) -> LabelStudioCrowd:
     return LabelStudioCrowd(RunStore(tmp_path / "run"), ls.url, ls.token, CLASSES, title=title, **kw)
 
 
-def _trust(_worker: str) -> float:
-    return 1.0
+def _trust(_worker: str) -> bool:  # everyone may be asked
+    return True
 
 
 def test_an_import_whose_response_was_lost_is_adopted_not_repeated(ls, client, tmp_path, monkeypatch):

@@ -7,7 +7,7 @@ import pytest
 
 from robust_al.store import RunStore
 from robust_al.trust import TrustLedger, independent_labelers
-from robust_al.trust.ledger import reliability
+from robust_al.trust import worker_accuracy
 
 
 def test_h_from_eq3_paper_example():
@@ -45,9 +45,9 @@ def test_targeted_labeler_scores_below_an_honest_one_with_more_errors():
     truths = rng.integers(C, size=300)
     honest = [(t, t if k % 10 else (t + 1) % C) for k, t in enumerate(truths)]  # 10% errors, spread out
     targeted = [(t, 7 if t == 1 else t) for t in truths]                          # ~10% errors, all 1 -> 7
-    table = reliability(_loo({"h": honest, "m": targeted}, C), C)
+    table = worker_accuracy(_loo({"h": honest, "m": targeted}, C), C)
     assert table.loc["m", "accuracy"] > table.loc["h", "accuracy"] - 0.05
-    assert table.loc["m", "score"] < table.loc["h", "score"] - 0.1
+    assert table.loc["m", "trust"] < table.loc["h", "trust"] - 0.1
     assert table.loc["m", "worst_class"] == 1
 
 
@@ -58,3 +58,4 @@ def test_ledger_rebuilds_from_the_store(tmp_path):
     ledger.penalize(0, "a", 0.7, 2, 0.3)
     again = TrustLedger(["a", "b"], RunStore(tmp_path))
     assert again.table() == ledger.table() and again.score == ledger.score
+    assert again.bounds == ledger.bounds and again.tau == ledger.tau and again.routed == ledger.routed

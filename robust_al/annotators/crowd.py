@@ -19,18 +19,16 @@ class Crowd:
     """Sends queries to annotators and records every answer in the store the moment it arrives.
 
     Before asking worker w about item i the store is consulted: an answer stored by an earlier (killed) run
-    is reused, so no annotator is ever asked the same question twice. Labelers whose trust is under
-    ``threshold`` stop receiving queries when ``routing`` is on.
+    is reused, so no annotator is ever asked the same question twice. Who may be asked is the caller's decision, passed as ``allowed(worker) -> bool`` (the trust ledger's
+    routing: :meth:`robust_al.trust.TrustLedger.allowed`).
     """
 
-    def __init__(self, annotators: Sequence[Annotator], store: RunStore, seed: int = 0, k: int = 1,
-                 threshold: float = 0.0, routing: bool = True):
+    def __init__(self, annotators: Sequence[Annotator], store: RunStore, seed: int = 0, k: int = 1):
         ids = [a.worker_id for a in annotators]
         if len(set(ids)) != len(ids):
             raise ValueError("annotator ids must be unique")
         self.annotators = {a.worker_id: a for a in annotators}
         self.store, self.seed, self.k = store, seed, k
-        self.threshold, self.routing = threshold, routing
         self.forbidden: set[int] = set()
         self.asked = 0  # questions actually put to annotators by this process (not served from the store)
 
@@ -38,23 +36,21 @@ class Crowd:
     def workers(self) -> list[str]:
         return list(self.annotators)
 
-    def eligible(self, item_id: int, trust: Callable[[str], float], exclude: Iterable[str] = ()) -> list[str]:
+    def eligible(self, item_id: int, allowed: Callable[[str], bool], exclude: Iterable[str] = ()) -> list[str]:
         excl = set(exclude)
-        return [w for w, a in self.annotators.items()
-                if w not in excl and a.can_answer(item_id)
-                and (not self.routing or trust(w) >= self.threshold)]
+        return [w for w, a in self.annotators.items() if w not in excl and a.can_answer(item_id) and allowed(w)]
 
-    def eligible_workers(self, trust: Callable[[str], float]) -> list[str]:
+    def eligible_workers(self, allowed: Callable[[str], bool]) -> list[str]:
         """Labelers who currently receive queries."""
-        return [w for w in self.annotators if not self.routing or trust(w) >= self.threshold]
+        return [w for w in self.annotators if allowed(w)]
 
-    def answerable(self, item_ids: np.ndarray, trust: Callable[[str], float]) -> np.ndarray:
+    def answerable(self, item_ids: np.ndarray, allowed: Callable[[str], bool]) -> np.ndarray:
         """Mask of ``item_ids`` that at least one eligible labeler can be asked about (vectorized)."""
         item_ids = np.asarray(item_ids, dtype=np.int64)
         mask = np.zeros(len(item_ids), dtype=bool)
         seen: set[int] = set()  # simulated labelers share one truth table: test membership once
         for w, a in self.annotators.items():
-            if self.routing and trust(w) < self.threshold:
+            if not allowed(w):
                 continue
             known = a.known_items()
             if known is None:
@@ -65,7 +61,7 @@ class Crowd:
                 mask |= np.isin(item_ids, known)
         return mask & ~np.isin(item_ids, np.fromiter(self.forbidden, dtype=np.int64, count=len(self.forbidden)))
 
-    def assign(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
+    def assign(self, item_ids: Sequence[int], iteration: int, purpose: str, allowed: Callable[[str], bool],
                n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None
                ) -> list[tuple[int, str]]:
         """Who is asked about what: ``n_per_item`` (default k) distinct eligible labelers per item.
@@ -79,7 +75,7 @@ class Crowd:
             i = int(i)
             if i in self.forbidden:
                 raise HoldoutLeak(f"item {i} belongs to the secured holdout and must never reach an annotator")
-            cand = self.eligible(i, trust, (exclude or {}).get(i, ()))
+            cand = self.eligible(i, allowed, (exclude or {}).get(i, ()))
             if not cand:
                 continue
             rng = item_rng(self.seed, "assign", purpose, iteration, i)
@@ -109,7 +105,7 @@ class Crowd:
                 answers.append(a)
         return answers
 
-    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
+    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, allowed: Callable[[str], bool],
             n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
-        return self.collect(self.assign(item_ids, iteration, purpose, trust, n_per_item, exclude),
+        return self.collect(self.assign(item_ids, iteration, purpose, allowed, n_per_item, exclude),
                             iteration, purpose)

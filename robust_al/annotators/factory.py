@@ -1,7 +1,9 @@
 """Build a campaign's annotators from its config."""
 from __future__ import annotations
 
-from robust_al.annotators.base import Annotator
+import numpy as np
+
+from robust_al.annotators.base import Annotator, item_rng
 from robust_al.annotators.replay import replayed_crowd
 from robust_al.annotators.simulated import (BenignAnnotator, ColludingAnnotator, MaliciousAnnotator,
                                             SpammerAnnotator, truth_map)
@@ -35,6 +37,22 @@ def simulated_labelers(specs: list[LabelerConfig], truth: dict[int, int], n_clas
     return out
 
 
+def injected_items(cfg: AnnotatorsConfig, recorded, truth: dict[int, int], seed: int, worker_id: str
+                   ) -> dict[int, int]:
+    """The items an injected worker can be asked about (``annotators.inject_items``): a fixed random subset,
+    seeded by (seed, worker), as large as a typical replayed worker's, so that a simulated worker competes
+    for queries on the same terms as the real ones it is mixed with."""
+    if cfg.inject_items == "all":
+        return truth
+    n = (int(recorded.groupby("worker").size().median()) if cfg.inject_items == "median"
+         else int(cfg.inject_items))
+    ids = np.fromiter(truth.keys(), dtype=np.int64, count=len(truth))
+    if n >= len(ids):
+        return truth
+    pick = item_rng(seed, "inject-items", worker_id).choice(ids, size=n, replace=False)
+    return {int(i): truth[int(i)] for i in np.sort(pick)}
+
+
 def build_annotators(cfg: AnnotatorsConfig, dataset: Dataset, seed: int) -> list[Annotator]:
     pool = dataset.train
     truth = truth_map(pool.ids, pool.y)
@@ -45,7 +63,10 @@ def build_annotators(cfg: AnnotatorsConfig, dataset: Dataset, seed: int) -> list
     else:
         if dataset.recorded is None:
             raise ValueError(f"annotators.kind = 'replay' needs a recorded crowd; dataset {dataset.name!r} has none")
-        crowd = list(replayed_crowd(dataset.recorded)) + simulated_labelers(cfg.inject, truth, pool.n_classes, seed)
+        injected = simulated_labelers(cfg.inject, truth, pool.n_classes, seed)
+        for a in injected:
+            a.truth = injected_items(cfg, dataset.recorded, truth, seed, a.worker_id)
+        crowd = list(replayed_crowd(dataset.recorded)) + injected
     if not crowd:
         raise ValueError("annotators: the crowd is empty (every count is 0)")
     return crowd

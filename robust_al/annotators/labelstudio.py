@@ -24,8 +24,8 @@ ordering a tab by prediction score is a no-op unless the project's ``model_versi
 predictions (it is empty by default and is a project setting robust-al does not touch), so the tab's tasks
 come in task-id order. Labelers should therefore start labeling from the "robust-al queue" tab.
 
-What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler under the
-trust threshold cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
+What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler routed out by
+trust cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
 (0 by default) and are not returned as answers, though they do take one of the task's k slots (the server stops
 serving a task once it holds k annotations, so waiting for k *usable* answers could wait forever). Likewise a person cannot be excluded from
 re-examining an item they labeled; their re-examination answer is ignored.
@@ -71,7 +71,7 @@ class LabelStudioCrowd:
     """The crowd interface of :class:`robust_al.annotators.Crowd`, backed by a Label Studio server."""
 
     def __init__(self, store: RunStore, url: str, token: str, class_names: Sequence[str], k: int = 1,
-                 threshold: float = 0.0, routing: bool = True, wait_seconds: float = 3600.0,
+                 wait_seconds: float = 3600.0,
                  poll_seconds: float = 2.0, webhook: bool = True, title: str = "robust-al", pool=None,
                  media: str = "data-url", media_url: str | None = None, files_root: str | None = None,
                  show_predictions: bool = False, attached=None, echo: Callable[[str], None] | None = None,
@@ -89,7 +89,6 @@ class LabelStudioCrowd:
         self.status_seconds = status_seconds
         self._last_status = 0.0
         self._known_users: set[str] = set(store.get_meta("ls_users", {}))
-        self.threshold, self.routing = threshold, routing
         self.wait_seconds, self.poll_seconds = wait_seconds, poll_seconds
         self.title = title
         self.forbidden: set[int] = set()
@@ -107,11 +106,11 @@ class LabelStudioCrowd:
                                      (f"{LS_PREFIX}%",)).fetchall()
         return sorted(w for (w,) in rows)
 
-    def eligible_workers(self, trust: Callable[[str], float]) -> list[str]:
-        ws = [w for w in self.workers if not self.routing or trust(w) >= self.threshold]
+    def eligible_workers(self, allowed: Callable[[str], bool]) -> list[str]:
+        ws = [w for w in self.workers if allowed(w)]
         return ws or self.workers
 
-    def answerable(self, item_ids: np.ndarray, trust: Callable[[str], float]) -> np.ndarray:
+    def answerable(self, item_ids: np.ndarray, allowed: Callable[[str], bool]) -> np.ndarray:
         item_ids = np.asarray(item_ids, dtype=np.int64)
         return ~np.isin(item_ids, np.fromiter(self.forbidden, dtype=np.int64, count=len(self.forbidden)))
 
@@ -408,7 +407,7 @@ class LabelStudioCrowd:
         return {int(i): (int(task), int(it), str(p))
                 for i, task, it, p in zip(t["item_id"], t["task_id"], t["iteration"], t["purpose"])}
 
-    def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], trust
+    def _answers(self, proj, tasks: dict[int, int], exclude: dict[int, set[str]], allowed: Callable[[str], bool]
                  ) -> tuple[dict[int, list[Answer]], dict[int, int]]:
         """Per item in ``proj``: the usable answers (not cancelled, not by an excluded or untrusted labeler)
         and how many annotations its task holds in all (Label Studio stops serving a task once it holds
@@ -424,7 +423,7 @@ class LabelStudioCrowd:
             held[int(item)] += 1
             if cancelled or worker in exclude.get(int(item), set()):
                 continue  # no assignment in open source: an excluded person's re-examination is ignored
-            if self.routing and trust(worker) < self.threshold:
+            if not allowed(worker):
                 continue
             out[int(item)].append(Answer(int(item), worker, int(label)))
         return out, held
@@ -445,7 +444,7 @@ class LabelStudioCrowd:
                 log.warning("Label Studio unreachable (%s); retrying", e)
                 time.sleep(1.0)
 
-    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, trust: Callable[[str], float],
+    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, allowed: Callable[[str], bool],
             n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
         """Put the items to the project and wait (webhooks, polling as fallback) until each task holds n
         annotations or ``wait_seconds`` pass; returns the usable answers collected."""
@@ -469,7 +468,7 @@ class LabelStudioCrowd:
                 except Exception as e:  # the server may be restarting: keep what we have, try again
                     log.warning("polling Label Studio failed (%s); retrying", e)
                 last_poll = time.time()
-            answers, held = self._answers(proj, tasks, exclude, trust)
+            answers, held = self._answers(proj, tasks, exclude, allowed)
             try:
                 self._record_users()
             except Exception as e:  # a name is nice to have; never let it cost the batch

@@ -174,6 +174,7 @@ def classes_figure(labels: pd.DataFrame, class_names: list[str]):
 def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None) -> Path:
     """Write index.html and its PNGs (default RUN_DIR/report); returns the path of index.html."""
     from robust_al.export.model import run_model_info
+    from robust_al.trust.ledger import TrustLedger
 
     run_dir = Path(run_dir)
     store = RunStore.existing(run_dir)
@@ -182,7 +183,8 @@ def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None
         raise ValueError(f"{run_dir}: no iteration has completed yet; nothing to report")
     cfg = store.get_meta("config", {})
     tcfg = cfg.get("trust", {})
-    threshold, routing = float(tcfg.get("threshold", 0.5)), bool(tcfg.get("routing", True))
+    routing = bool(tcfg.get("routing", True))
+    threshold = TrustLedger.configured([], store, tcfg).tau  # the threshold in force at the end (eq. 6)
     class_names = run_model_info(store)["class_names"]
     out = Path(out_dir) if out_dir is not None else run_dir / "report"
     out.mkdir(parents=True, exist_ok=True)

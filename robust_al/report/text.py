@@ -14,12 +14,17 @@ def _open(run_dir: Path) -> RunStore:
 
 def trust_table(store: RunStore) -> pd.DataFrame:
     """One row per labeler (least trusted first): worker, name (Label Studio display name, '' if unknown),
-    trust (its latest value; the configured initial one before any event), labels given, trust events,
-    routed_out (under the threshold while routing is on: it gets no more queries), flags (count) and
-    flag_reasons. ``robust-al trust`` prints it; exports write it. Counts are aggregated in SQL, so it stays
-    fast with millions of stored answers."""
-    cfg = store.get_meta("config", {}).get("trust", {})
-    initial, threshold = cfg.get("initial", 0.9), cfg.get("threshold", 0.5)
+    trust (its latest value; the configured initial one before any event), lower/upper (credible interval of
+    its accuracy, shifted by cuts; empty before it is scored), labels given, trust events, routed_out (routed
+    out by trust while routing is on: it gets no more queries), flags (count) and flag_reasons.
+    ``robust-al trust`` prints it; exports write it. Counts are aggregated in SQL, so it stays fast with
+    millions of stored answers."""
+    from robust_al.trust.ledger import TrustLedger
+
+    full = store.get_meta("config", {})
+    cfg = full.get("trust", {})
+    initial = cfg.get("initial", 0.9)
+    ledger = TrustLedger.configured([], store, cfg, full.get("annotators", {}).get("k", 1))
     summary = store.trust_summary().set_index("worker")
     labels = store.labels_per_worker()
     flags = store.flags()
@@ -28,11 +33,12 @@ def trust_table(store: RunStore) -> pd.DataFrame:
     for w in sorted(set(summary.index) | set(labels.index)):
         t = float(summary["trust"].get(w, initial))
         mine = flags[flags["worker"] == w]["reason"].tolist() if not flags.empty else []
-        rows.append({"worker": w, "name": names.get(w, ""), "trust": t, "labels": int(labels.get(w, 0)),
-                     "events": int(summary["events"].get(w, 0)),
-                     "routed_out": bool(cfg.get("routing", True) and t < threshold),
+        lo, hi = ledger.interval(w) if w in ledger.bounds else (None, None)
+        rows.append({"worker": w, "name": names.get(w, ""), "trust": t, "lower": lo, "upper": hi,
+                     "labels": int(labels.get(w, 0)), "events": int(summary["events"].get(w, 0)),
+                     "routed_out": not ledger.allowed(w),
                      "flags": len(mine), "flag_reasons": "; ".join(dict.fromkeys(mine))})
-    cols = ["worker", "name", "trust", "labels", "events", "routed_out", "flags", "flag_reasons"]
+    cols = ["worker", "name", "trust", "lower", "upper", "labels", "events", "routed_out", "flags", "flag_reasons"]
     df = pd.DataFrame(rows, columns=cols)
     return df.sort_values(["trust", "worker"], kind="stable").reset_index(drop=True)
 

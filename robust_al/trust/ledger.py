@@ -1,4 +1,7 @@
-"""Trust per labeler (robust-active-learning paper, section III-B and Fig. 3)."""
+"""Trust per labeler in a campaign (robust-active-learning paper, section III-B and Fig. 3).
+
+The estimate itself is :func:`robust_al.trust.model.worker_accuracy`; the ledger keeps it per labeler, adds the
+secured check's cuts, decides routing, and writes every change to the store."""
 from __future__ import annotations
 
 import math
@@ -9,6 +12,7 @@ import pandas as pd
 
 from robust_al.faults import kill_point
 from robust_al.store import RunStore
+from robust_al.trust.model import routing_threshold, safe_route, worker_accuracy
 
 
 def independent_labelers(p1: float, ph: float = 0.9995) -> int:
@@ -23,55 +27,48 @@ def independent_labelers(p1: float, ph: float = 0.9995) -> int:
     return max(1, math.ceil(round(math.log(1 - ph) / math.log(1 - p1), 9)))
 
 
-def reliability(loo: pd.DataFrame, n_classes: int, initial: float = 0.9, prior_strength: float = 10.0
-                ) -> pd.DataFrame:
-    """Agreement score per labeler from leave-one-out posteriors (columns worker, label, q0..q{C-1}).
-
-    With q_i the posterior of item i from the other evidence, and a prior worth n0 labels at ``initial``:
-      overall   a_w   = (n0 * initial + sum_i v_i q_i(l_wi)) / (n0 + sum_i v_i)          (accuracy)
-      per class r_w(y) = (n0 * initial + sum_i v_i q_i(y) 1[l_wi = y]) / (n0 + sum_i v_i q_i(y))  (pi_w[y, y])
-      score_w = min(a_w, min_y r_w(y)),   v_i = 1 - H(q_i) / log C  (how informative the other evidence is)
-    The per-class term is what exposes a targeted labeler: always labeling c_t as c'_t costs little overall
-    accuracy but drives pi_w[c_t, c_t] to 0, while an honest labeler's errors spread over all classes.
-    """
-    Q = loo[[f"q{c}" for c in range(n_classes)]].to_numpy()
-    lab = loo["label"].to_numpy().astype(int)
-    # how much the other evidence says at all: 1 - H(q)/log C. A flat posterior (nobody else saw the item, or
-    # only a poor model did) neither confirms nor contradicts the label, so it must not count as disagreement
-    inform = 1.0 + (Q * np.log(np.clip(Q, 1e-12, None))).sum(axis=1) / np.log(n_classes)
-    rows = []
-    for worker, idx in loo.groupby("worker").indices.items():
-        q, l, v = Q[idx], lab[idx], inform[idx]
-        prior = prior_strength * initial
-        agree = q[np.arange(len(idx)), l]
-        overall = (prior + (v * agree).sum()) / (prior_strength + v.sum())
-        mass = (v[:, None] * q).sum(axis=0)
-        hit = np.bincount(l, weights=v * agree, minlength=n_classes)
-        per_class = (prior + hit) / (prior_strength + mass)
-        rows.append((worker, float(min(overall, per_class.min())), float(overall), int(per_class.argmin()),
-                     len(idx)))
-    return pd.DataFrame(rows, columns=["worker", "score", "accuracy", "worst_class", "n"]).set_index("worker")
-
-
 class TrustLedger:
     """Trust in [0, 1] per labeler; every change is an event written to the store when it happens.
 
-    trust_w = score_w + offset_w: ``score_w`` is the agreement score of :func:`reliability` over all of w's
-    labels (recomputed with each new aggregation), ``offset_w`` collects the cuts of the secured-check
-    re-examination (Fig. 3) and audits. Both are rebuilt from the stored events on resume.
+    trust_w = score_w + offset_w: ``score_w`` is eq. 4 of :mod:`robust_al.trust.model` (posterior accuracy,
+    lowered to a confidently bad class's upper bound) over all of w's labels, recomputed with each new
+    aggregation; ``offset_w`` collects the cuts of the secured-check re-examination (Fig. 3) and audits, and
+    shifts w's credible interval with it, so a cut is evidence in the same estimate. Routing (eq. 7,
+    :func:`safe_route`) uses the interval against tau (eq. 6, relative to chance and the crowd unless
+    ``threshold`` fixes it). Everything is rebuilt from the stored events on resume.
     """
 
     def __init__(self, workers: Iterable[str], store: RunStore | None, initial: float = 0.9,
-                 prior_strength: float = 10.0):
+                 prior_strength: float = 4.0, *, routing: bool = True, threshold: float | None = None,
+                 relative: float = 0.5, level: float = 0.9, min_kept: int = 1, max_share: float = 0.5):
         self.store = store
         self.initial, self.n0 = initial, prior_strength
+        self.routing, self.fixed_tau, self.relative, self.level = routing, threshold, relative, level
+        self.min_kept, self.max_share = min_kept, max_share
         self.trust: dict[str, float] = {str(w): initial for w in workers}
         self.score: dict[str, tuple[float, float]] = {w: (initial, 0.0) for w in self.trust}
+        self.bounds: dict[str, tuple[float, float, float]] = {}  # lower, upper, class_upper of the score
+        self.tau = 0.0 if threshold is None else threshold
         if store is not None:
             for row in store.trust_events().itertuples():
                 self.trust[row.worker] = float(row.trust)
                 if row.score is not None and not np.isnan(row.score):
                     self.score[row.worker] = (float(row.score), float(row.n))
+                if row.upper is not None and not np.isnan(row.upper):
+                    self.bounds[row.worker] = (float(row.lower), float(row.upper), float(row.class_upper))
+                    self.tau = float(row.tau)
+        self.routed: set[str] = set()
+        self._route()
+
+    @classmethod
+    def configured(cls, workers: Iterable[str], store: RunStore | None, trust_cfg: dict, k: int = 1
+                   ) -> "TrustLedger":
+        """The ledger a campaign with config section ``trust`` (a dict or TrustConfig) keeps; rebuilt from
+        ``store``'s events (reports read routing this way: the same rule, never a second copy of it)."""
+        c = trust_cfg if isinstance(trust_cfg, dict) else trust_cfg.model_dump()
+        return cls(workers, store, c.get("initial", 0.9), c.get("prior_strength", 4.0),
+                   routing=c.get("routing", True), threshold=c.get("threshold"), relative=c.get("relative", 0.5),
+                   level=c.get("level", 0.9), min_kept=k)
 
     def __call__(self, worker: str) -> float:
         return self.trust.get(worker, self.initial)
@@ -79,13 +76,53 @@ class TrustLedger:
     def table(self) -> dict[str, float]:
         return dict(sorted(self.trust.items()))
 
+    # -- routing -----------------------------------------------------------------------------------------------
+    def trusted(self, worker: str) -> bool:
+        """Not routed out by trust (eq. 7); labels of an untrusted labeler are down-weighted."""
+        return worker not in self.routed
+
+    def allowed(self, worker: str) -> bool:
+        """May ``worker`` receive queries? (Always, with routing off.)"""
+        return not self.routing or worker not in self.routed
+
+    def interval(self, worker: str) -> tuple[float, float]:
+        """w's credible interval of accuracy, shifted by its cuts."""
+        if worker not in self.bounds:
+            return 0.0, 1.0
+        lo, hi, _ = self.bounds[worker]
+        off = self(worker) - self.score.get(worker, (self.initial, 0.0))[0]
+        return float(np.clip(lo + off, 0, 1)), float(np.clip(hi + off, 0, 1))
+
+    def _route(self) -> None:
+        ws = sorted(self.bounds)
+        if not ws:
+            self.routed = set()
+            return
+        iv = [self.interval(w) for w in ws]
+        table = pd.DataFrame({"lower": [a for a, _ in iv], "upper": [b for _, b in iv],
+                              "class_upper": [self.bounds[w][2] for w in ws],
+                              "trust": [self(w) for w in ws]}, index=ws)
+        n_all = max(len(self.trust), len(ws))  # labelers not scored yet count as kept
+        share = self.max_share * n_all / len(ws)
+        routed = safe_route(table, self.tau, min_kept=max(0, self.min_kept - (n_all - len(ws))), max_share=share)
+        self.routed = set(routed[routed].index)
+
+    # -- events ------------------------------------------------------------------------------------------------
     def change(self, iteration: int, worker: str, delta: float, reason: str, item_id: int | None = None) -> float:
+        after = self._record(iteration, worker, delta, reason, item_id)
+        self._route()
+        return after
+
+    def _record(self, iteration: int, worker: str, delta: float, reason: str, item_id: int | None = None
+                ) -> float:
         before = self(worker)
         after = float(np.clip(before + delta, 0.0, 1.0))
         self.trust[worker] = after
         if self.store is not None:
             score, n = self.score.get(worker, (self.initial, 0.0))
-            self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, score, n)
+            lo, hi, cls = self.bounds.get(worker, (None, None, None))
+            self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, score, n,
+                                       lower=lo, upper=hi, class_upper=cls, tau=self.tau)
             kill_point("trust-event", iteration)
         return after
 
@@ -98,23 +135,32 @@ class TrustLedger:
         return float(np.mean([self(w) for w in ws])) if ws else self.initial
 
     def agreement_update(self, iteration: int, loo: pd.DataFrame, n_classes: int) -> None:
-        """Re-score every labeler on all its labels from leave-one-out posteriors (see :func:`reliability`).
-        Scores are recomputed with each new model rather than frozen when a label arrives, so early, poorly
-        informed estimates stop counting once better ones exist. One event per labeler whose score moved."""
-        table = reliability(loo, n_classes, self.initial, self.n0)
-        # labelers appear as they first answer (a live Label Studio crowd); pseudo-workers (the model) have none
-        for worker in sorted(set(self.trust) | {w for w in table.index if not str(w).startswith("__")}):
-            if worker not in table.index:
-                continue
-            new = (float(table.loc[worker, "score"]), float(table.loc[worker, "n"]))
-            old = self.score.get(worker, (self.initial, 0.0))
-            if new == old:
-                continue
-            self.score[worker] = new
+        """Re-score every labeler on all its labels from leave-one-out posteriors (see
+        :func:`robust_al.trust.model.worker_accuracy`). Scores are recomputed with each new model rather than
+        frozen when a label arrives, so early, poorly informed estimates stop counting once better ones exist.
+        One event per labeler whose score moved."""
+        # pseudo-workers (the model's predictions) testify in the posteriors but are not labelers
+        loo = loo[~loo["worker"].astype(str).str.startswith("__")]
+        table = worker_accuracy(loo, n_classes, self.initial, self.n0, self.level)
+        if table.empty:
+            return
+        if self.fixed_tau is None:
+            self.tau = routing_threshold(n_classes, float(table["prior"].iloc[0]), self.relative)
+        moved = []
+        # labelers appear as they first answer (a live Label Studio crowd)
+        for worker in table.index:
             row = table.loc[worker]
-            self.change(iteration, worker, new[0] - old[0],
-                        f"agreement {row['accuracy']:.3f} over {int(row['n'])} labels, worst class "
-                        f"{int(row['worst_class'])}")
+            new = (float(row["trust"]), float(row["n"]))
+            self.bounds[worker] = (float(row["lower"]), float(row["upper"]), float(row["class_upper"]))
+            old = self.score.get(worker, (self.initial, 0.0))
+            if new != old:
+                self.score[worker] = new
+                moved.append((worker, new[0] - old[0], row))
+        for worker, delta, row in moved:
+            self._record(iteration, worker, delta,
+                         f"accuracy {row['accuracy']:.3f} [{row['lower']:.2f}, {row['upper']:.2f}] over "
+                         f"{int(row['n'])} labels, worst class {int(row['worst_class'])} <= {row['class_upper']:.2f}")
+        self._route()
 
     def penalize(self, iteration: int, worker: str, confidence: float, n_classes: int, amount: float,
                  item_id: int | None = None) -> float:
