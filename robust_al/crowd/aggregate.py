@@ -25,11 +25,19 @@ class TrustWeightedDS:
     to uniform (beta = ``rho_strength`` = 1, a symmetric Dirichlet worth n items): with one label per item
     rho and the confusions feed each other, and on 100 CIFAR-2 items labeled once (60% "frog") the plain
     M-step drifted to "frog" for every item within 30 EM steps (label accuracy 0.96 raw -> 0.5); with the
-    prior it stays at the raw labels, and one-label-per-item LabelMe goes 0.757 -> 0.77 (= raw). Initialization: crowd-kit's majority vote, each vote weighted by t_w.
+    prior it stays at the raw labels, and one-label-per-item LabelMe goes 0.757 -> 0.77 (= raw). Initialization: a
+    majority vote, each vote weighted by t_w (the numbers of crowd-kit's MajorityVote with skills = t_w).
     The campaign sets t_w = 1 for labelers at or above the trust threshold and ``untrusted_weight`` (default
     0: ignored) under it. (Tempering every label by the trust value itself was measured to hurt: on a replayed
     LabelMe campaign with mostly one label per item it let the class prior override single labels, 0.72 -> 0.48.)
     ``method='mv'`` stops after the weighted majority vote.
+    Speed: ids are factorized once and the EM runs on integer codes (a sparse item x (worker, answer) matrix
+    makes each step one product). ``pipelines/bench_aggregate.py``, string ids, 5 answers per item, 4 classes,
+    fit time vs crowd-kit's DawidSkene(n_iter=100) in the same run (2 shared cores): 10k answers 0.04 s vs
+    0.92 s (ratio 0.05), 100k 0.36 s vs 4.2 s (0.09), 1M 5.2 s vs 48 s (0.11), the Zheng product crowd (24,945
+    answers) 0.065 s vs 6.5 s (0.01). Before (dict maps and ``isin`` on the string ids, ``np.add.at``,
+    crowd-kit's MajorityVote for the start): 10k 0.27, 100k 0.65, product 0.12 of crowd-kit's time; the
+    bincount vote is ~100x faster than MajorityVote at 100k answers (0.0025 s vs 0.26 s).
     Fitted: ``posteriors_`` (DataFrame task x class), ``labels_``, ``confusions_`` (worker -> C x C, rows =
     true class), ``priors_``.
     """
@@ -116,8 +124,8 @@ class TrustWeightedDS:
         return self
 
     def _weighted_vote(self, rows: np.ndarray, labels: np.ndarray, w: np.ndarray, T: int) -> np.ndarray:
-        """Weighted majority vote (what crowd-kit's MajorityVote with skills = weights gives, by bincount: 30x
-        faster, same numbers), as C columns."""
+        """Weighted majority vote (what crowd-kit's MajorityVote with skills = weights gives, by bincount: same
+        numbers, ~100x faster), as C columns."""
         C = self.n_classes
         votes = np.bincount(rows * C + labels, weights=w, minlength=T * C).reshape(T, C)
         total = votes.sum(axis=1, keepdims=True)

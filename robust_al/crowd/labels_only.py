@@ -41,6 +41,7 @@ class AggregateResult:
     n_answers: int
     classes: list
     repeated: int = 0  # answers given twice (same worker, task and label), counted once
+    truth_given: bool = False
     truth_tasks: int = 0  # tasks scored against the truth
     truth_ignored: int = 0  # truth rows about tasks nobody answered
     truth_unseen: int = 0  # truth labels no worker ever gave (scored as wrong)
@@ -55,7 +56,7 @@ class AggregateResult:
                  f"method: {self.method}{' + routing' if self.route else ''}"]
         if self.repeated:
             lines.append(f"repeated answers counted once: {self.repeated}")
-        if self.truth_tasks or self.truth_ignored or self.truth_unseen:
+        if self.truth_given:
             acc = "n/a" if self.accuracy is None else f"{self.accuracy:.4f}"
             extra = []
             if self.truth_ignored:
@@ -108,7 +109,16 @@ def aggregate_labels(annotations: str | Path | pd.DataFrame, method: str = "twds
                                                   "classes among the labels")
     from robust_al.trust.assess import assess_crowd
 
-    found = assess_crowd(table.annotations, table.n_classes, method=method, route=route, random_state=random_state)
+    try:
+        found = assess_crowd(table.annotations, table.n_classes, method=method, route=route,
+                             random_state=random_state)
+    except ValueError as e:
+        if method != "mmsr":
+            raise
+        # crowd-kit's MMSR leaves every skill NaN on some sparse crowds (the Zheng product crowd) and then
+        # refuses to vote: say so in one line rather than fall back to another method silently
+        raise ValueError(f"{table.source}: crowd-kit's MMSR failed on this crowd ({e}); use method twds, ds "
+                         "or mv") from None
     return _decode(table, known, found, method, route)
 
 
@@ -129,6 +139,7 @@ def _decode(table: LongTable, truth: Truth | None, found, method: str, route: bo
                              table.repeated, info=dict(getattr(found, "info", {}) or {}))
     if truth is not None:
         pred = found.labels.reindex(truth.labels.index).to_numpy()
+        result.truth_given = True
         result.truth_tasks, result.truth_ignored, result.truth_unseen = len(truth.labels), truth.ignored, truth.unseen
         if len(truth.labels):
             result.accuracy = float((pred == truth.labels.to_numpy()).mean())

@@ -175,7 +175,8 @@ class _Raw:
     def where(self, r: int) -> str:
         """'line N' of data row r of a file (counting newlines inside quoted fields), 'row r' of a DataFrame."""
         if self.frame_input:
-            return f"row {r} (index {self.frame.index[r]!r})"
+            label = self.frame.index[r]
+            return f"row {r} (index {label.item() if isinstance(label, np.generic) else label!r})"
         if self._lines is None:
             inside = sum(self.frame[c].str.count("\n").to_numpy() for c in self.frame.columns)
             self._lines = 2 + np.arange(len(self.frame)) + np.concatenate([[0], np.cumsum(inside)[:-1]])
@@ -284,7 +285,8 @@ def read_annotations(source: str | Path | pd.DataFrame) -> LongTable:
     key = t * len(workers) + w
     order = np.lexsort((np.arange(len(key)), key))  # by key, then by line
     k_sorted, y_sorted = key[order], y[order]
-    again = np.concatenate([[False], k_sorted[1:] == k_sorted[:-1]])
+    again = np.zeros(len(order), dtype=bool)
+    again[1:] = k_sorted[1:] == k_sorted[:-1]
     if again.any():
         head = np.maximum.accumulate(np.where(again, 0, np.arange(len(order))))  # first row of each key
         clash = np.flatnonzero(again & (y_sorted != y_sorted[head]))
@@ -312,9 +314,8 @@ def read_truth(source: str | Path | pd.DataFrame, table: LongTable) -> Truth:
                                                                                                     "negative")))
     if len(bad):
         k = int(bad[0])
-        why = ("is not an integer; expected an integer class like the answers' labels" if kinds[k] in ("text",)
-               else _WHY[kinds[k]] if kinds[k] != "fraction" else "is not an integer; expected an integer class "
-               "like the answers' labels")
+        why = (_WHY[kinds[k]] if kinds[k] in ("nonfinite", "negative")
+               else "is not an integer; expected an integer class like the answers' labels")
         raise AnnotationError(raw.name, raw.where(int(rows[_first_row(label, k)])), f"truth {label.text[k]!r} {why}")
     if table.integer_labels:
         class_of = {v: c for c, v in enumerate(table.classes)}
@@ -331,7 +332,9 @@ def read_truth(source: str | Path | pd.DataFrame, table: LongTable) -> Truth:
     ignored = len(t) - len(known)
     t, y, ysame = t[known], y[known], ysame[known]
     order = np.lexsort((known, t))
-    again = np.concatenate([[False], t[order][1:] == t[order][:-1]])
+    t_sorted = t[order]
+    again = np.zeros(len(order), dtype=bool)
+    again[1:] = t_sorted[1:] == t_sorted[:-1]
     if again.any():
         head = np.maximum.accumulate(np.where(again, 0, np.arange(len(order))))
         clash = np.flatnonzero(again & (ysame[order] != ysame[order][head]))
