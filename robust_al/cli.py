@@ -1,5 +1,5 @@
 """Command line: ``robust-al run CONFIG [--set key=value] | --resume RUN_DIR``, ``status``, ``trust``, ``export``,
-``predict``, ``report``."""
+``predict``, ``report``, ``aggregate`` (labels only)."""
 from __future__ import annotations
 
 import argparse
@@ -104,6 +104,19 @@ def _predict(args: argparse.Namespace) -> int:
     return 0
 
 
+def _aggregate(args: argparse.Namespace) -> int:
+    """Labels only: the input is read and aggregated whole before --out is created or written."""
+    from robust_al.crowd.labels_only import aggregate_labels
+
+    result = aggregate_labels(args.annotations, method=args.method, route=args.route, truth=args.truth,
+                              random_state=args.seed)
+    paths = result.write(args.out)
+    print(result.summary())
+    for p in paths:
+        print(p)
+    return 0
+
+
 def _labelstudio(args: argparse.Namespace) -> int:
     from robust_al.labelstudio import server
 
@@ -187,6 +200,18 @@ def main(argv: list[str] | None = None) -> int:
     rp.add_argument("--out", metavar="DIR", help="where to write index.html and its figures "
                                                  "(default: RUN_DIR/report or RESULTS_DIR/report)")
     rp.set_defaults(fn=_report)
+    ag = sub.add_parser("aggregate", help="labels only: infer a label per item and a trust per labeler from a "
+                                         "crowd's answers (a task,worker,label CSV)")
+    ag.add_argument("annotations", help="CSV with a header: task (or item, question), worker, label (or answer)")
+    ag.add_argument("--out", required=True, metavar="DIR", help="where to write labels.csv and workers.csv")
+    ag.add_argument("--method", choices=["twds", "ds", "mv", "mmsr"], default="twds",
+                    help="twds: robust-al's trust pipeline (default); ds / mv: its Dawid-Skene / majority vote "
+                         "without trust weighting; mmsr: crowd-kit's MMSR")
+    ag.add_argument("--route", action="store_true", help="leave labelers confidently under the routing threshold "
+                                                         "out and infer the labels again")
+    ag.add_argument("--truth", metavar="TRUTH.csv", help="task,truth CSV: print the labels' accuracy")
+    ag.add_argument("--seed", type=int, default=0, help="random state (mmsr)")
+    ag.set_defaults(fn=_aggregate)
     lsp = sub.add_parser("labelstudio", help="Label Studio: install | serve RUN_DIR | sync RUN_DIR | simulate CONFIG")
     ls_sub = lsp.add_subparsers(dest="ls_command", required=True)
     ls_sub.add_parser("install", help="create ~/.cache/robust-al/labelstudio-venv (or $ROBUST_AL_LS_VENV)")

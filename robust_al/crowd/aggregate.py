@@ -1,12 +1,11 @@
 """Truth inference from crowd labels: Dawid-Skene with Dirichlet-smoothed confusions and labeler weights."""
 from __future__ import annotations
 
-import warnings
 from typing import Callable, Mapping
 
 import numpy as np
 import pandas as pd
-from crowdkit.aggregation import MajorityVote
+from scipy import sparse
 
 MODEL_WORKER = "__model__"  # the model's out-of-sample prediction, entered as one more (fallible) worker
 
@@ -26,11 +25,19 @@ class TrustWeightedDS:
     to uniform (beta = ``rho_strength`` = 1, a symmetric Dirichlet worth n items): with one label per item
     rho and the confusions feed each other, and on 100 CIFAR-2 items labeled once (60% "frog") the plain
     M-step drifted to "frog" for every item within 30 EM steps (label accuracy 0.96 raw -> 0.5); with the
-    prior it stays at the raw labels, and one-label-per-item LabelMe goes 0.757 -> 0.77 (= raw). Initialization: crowd-kit's majority vote, each vote weighted by t_w.
+    prior it stays at the raw labels, and one-label-per-item LabelMe goes 0.757 -> 0.77 (= raw). Initialization: a
+    majority vote, each vote weighted by t_w (the numbers of crowd-kit's MajorityVote with skills = t_w).
     The campaign sets t_w = 1 for labelers at or above the trust threshold and ``untrusted_weight`` (default
     0: ignored) under it. (Tempering every label by the trust value itself was measured to hurt: on a replayed
     LabelMe campaign with mostly one label per item it let the class prior override single labels, 0.72 -> 0.48.)
     ``method='mv'`` stops after the weighted majority vote.
+    Speed: ids are factorized once and the EM runs on integer codes (a sparse item x (worker, answer) matrix
+    makes each step one product). ``pipelines/bench_aggregate.py``, string ids, 5 answers per item, 4 classes,
+    fit time vs crowd-kit's DawidSkene(n_iter=100) in the same run (2 shared cores): 10k answers 0.04 s vs
+    0.92 s (ratio 0.05), 100k 0.36 s vs 4.2 s (0.09), 1M 5.2 s vs 48 s (0.11), the Zheng product crowd (24,945
+    answers) 0.065 s vs 6.5 s (0.01). Before (dict maps and ``isin`` on the string ids, ``np.add.at``,
+    crowd-kit's MajorityVote for the start): 10k 0.27, 100k 0.65, product 0.12 of crowd-kit's time; the
+    bincount vote is ~100x faster than MajorityVote at 100k answers (0.0025 s vs 0.26 s).
     Fitted: ``posteriors_`` (DataFrame task x class), ``labels_``, ``confusions_`` (worker -> C x C, rows =
     true class), ``priors_``.
     """
@@ -49,20 +56,22 @@ class TrustWeightedDS:
         so a confident but poor model cannot talk the EM into believing it (Laplace-smoothed, no
         diagonal prior: the model is as good as it measured)."""
         C = self.n_classes
-        df = annotations[["task", "worker", "label"]].reset_index(drop=True).copy()
+        df = annotations[["task", "worker", "label"]].reset_index(drop=True)
         df["label"] = df["label"].astype(int)
         if weights is None:
             t_of = lambda w: 1.0  # noqa: E731
         else:
             t_of = weights if callable(weights) else (lambda w: float(weights.get(w, 1.0)))  # type: ignore
         known = dict(known_counts or {})
-        t = np.array([1.0 if w in known or str(w).startswith(MODEL_WORKER) else t_of(w) for w in df["worker"]],
-                     dtype=float)
-        tasks = np.array(sorted(df["task"].unique()))
-        workers = sorted(df["worker"].unique())
-        rows = df["task"].map({k: i for i, k in enumerate(tasks)}).to_numpy()
-        wpos = df["worker"].map({w: k for k, w in enumerate(workers)}).to_numpy()
+        # ids are encoded once to dense codes (sorted, as before); everything after works on the codes. Mapping
+        # string ids through dicts and ``isin`` cost 3 of 7 s on a 92,721-label crowd with string ids
+        rows, tasks = _codes(df["task"], "task")
+        wpos, workers = _codes(df["worker"], "worker")
         labels = df["label"].to_numpy()
+        T, M = len(tasks), len(workers)
+        is_model = np.array([str(w).startswith(MODEL_WORKER) for w in workers], dtype=bool)
+        t_w = np.array([1.0 if w in known or m else t_of(w) for w, m in zip(workers, is_model)], dtype=float)
+        t = t_w[wpos]
         self._fit_rows = None
         if len(df) == 0:
             self.posteriors_ = pd.DataFrame(np.zeros((0, C)), columns=range(C))
@@ -73,30 +82,33 @@ class TrustWeightedDS:
         # start from the human vote: seeded with the model's vote as a tie-breaker, the EM (humans' confusions
         # free, the model's fixed) slid to the fixed point where humans are as bad as the model: CIFAR-2, k = 1,
         # 500 labels 95.4% right -> 83.8% after inference; from the human vote it stays at the human labels
-        human = ~df["worker"].astype(str).str.startswith(MODEL_WORKER).to_numpy()
-        has_human = df["task"].isin(df.loc[human, "task"]).to_numpy()
+        human = ~is_model[wpos]
+        has_human = np.bincount(rows[human], minlength=T)[rows] > 0
         init = human | ~has_human
-        q = self._weighted_vote(df[init], t[init], tasks)
+        q = self._weighted_vote(rows[init], labels[init], np.maximum(t[init], 1e-6), T)
         P0 = np.full((C, C), (1 - self.prior_diag) / max(C - 1, 1))
         np.fill_diagonal(P0, self.prior_diag)
-        pi = np.tile(P0, (len(workers), 1, 1))
-        fixed = np.array([w in known for w in workers])
+        pi = np.tile(P0, (M, 1, 1))
+        fixed = np.array([w in known for w in workers], dtype=bool)
         for k, w in enumerate(workers):
             if w in known:
                 pi[k] = (known[w] + 1.0) / (known[w].sum(axis=1, keepdims=True) + C)
         pi_fixed = pi[fixed].copy()
         rho = np.full(C, 1.0 / C)
         logq = np.log(np.clip(q, 1e-12, None))
+        # A[i, w*C + l] = number of times worker w answered l on item i: both EM steps are one sparse product
+        # (np.add.at over the rows was half of the fit's time)
+        A = sparse.csr_matrix((np.ones(len(rows)), (rows, wpos * C + labels)), shape=(T, M * C))
+        At = A.T.tocsr()
         for _ in range(self.n_iter if self.method == "ds" else 0):
-            # M-step
-            counts = np.zeros((len(workers), C, C))
-            np.add.at(counts, (wpos, slice(None), labels), q[rows])  # counts[w, y, l] += q_i(y)
+            # M-step: counts[w, y, l] = sum_{i: l_wi = l} q_i(y)
+            counts = np.asarray(At @ q).reshape(M, C, C).transpose(0, 2, 1)
             pi = (counts + self.alpha * P0) / (counts.sum(axis=2, keepdims=True) + self.alpha)
             pi[fixed] = pi_fixed
-            rho = (q.sum(axis=0) + self.rho_strength * len(tasks) / C) / (len(tasks) * (1 + self.rho_strength))
-            # E-step
-            logq = np.tile(np.log(rho), (len(tasks), 1))
-            np.add.at(logq, rows, t[:, None] * np.log(pi[wpos, :, labels]))
+            rho = (q.sum(axis=0) + self.rho_strength * T / C) / (T * (1 + self.rho_strength))
+            # E-step: log q_i(y) = log rho(y) + sum_{w labels i} t_w log pi_w[y, l_wi]
+            K = (t_w[:, None, None] * np.log(pi)).transpose(0, 2, 1).reshape(M * C, C)  # [w*C + l, y]
+            logq = np.log(rho)[None, :] + np.asarray(A @ K)
             new = np.exp(logq - logq.max(axis=1, keepdims=True))
             new /= new.sum(axis=1, keepdims=True)
             done = np.abs(new - q).max() < self.tol
@@ -111,13 +123,13 @@ class TrustWeightedDS:
         self.labels_ = pd.Series(q.argmax(axis=1), index=self.posteriors_.index, name="label")
         return self
 
-    def _weighted_vote(self, df: pd.DataFrame, t: np.ndarray, tasks: np.ndarray) -> np.ndarray:
-        """Weighted majority vote (crowd-kit's MajorityVote with skills = weights), as C columns."""
-        skills = pd.Series(dict(zip(df["worker"], np.maximum(t, 1e-6))))
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            mv = MajorityVote().fit(df, skills=skills)
-        probas = mv.probas_.reindex(index=tasks, columns=range(self.n_classes), fill_value=0.0).to_numpy()
+    def _weighted_vote(self, rows: np.ndarray, labels: np.ndarray, w: np.ndarray, T: int) -> np.ndarray:
+        """Weighted majority vote (what crowd-kit's MajorityVote with skills = weights gives, by bincount: same
+        numbers, ~100x faster), as C columns."""
+        C = self.n_classes
+        votes = np.bincount(rows * C + labels, weights=w, minlength=T * C).reshape(T, C)
+        total = votes.sum(axis=1, keepdims=True)
+        probas = np.divide(votes, total, out=np.zeros_like(votes), where=total > 0)
         probas = probas + 1e-3  # keep every class possible for the EM
         return probas / probas.sum(axis=1, keepdims=True)
 
@@ -140,6 +152,13 @@ class TrustWeightedDS:
         return out
 
     def _vote_counts(self, rows: np.ndarray, labels: np.ndarray, t: np.ndarray) -> np.ndarray:
-        counts = np.zeros((rows.max() + 1, self.n_classes))
-        np.add.at(counts, (rows, labels), t)
-        return counts[rows]
+        C = self.n_classes
+        return np.bincount(rows * C + labels, weights=t, minlength=(rows.max() + 1) * C).reshape(-1, C)[rows]
+
+
+def _codes(ids: pd.Series, what: str) -> tuple[np.ndarray, list]:
+    """Dense codes 0..n-1 of ``ids`` and the sorted distinct ids (code k is ``uniques[k]``)."""
+    codes, uniques = pd.factorize(ids, sort=True)
+    if len(codes) and codes.min() < 0:
+        raise ValueError(f"annotations: {what} id missing (NaN/None) on row {int(np.flatnonzero(codes < 0)[0])}")
+    return codes.astype(np.int64), list(uniques)
