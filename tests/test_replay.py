@@ -51,10 +51,12 @@ def test_replayed_campaign_only_asks_workers_what_they_recorded(tmp_path):
 @pytest.mark.skipif(not (default_datasets_dir() / "labelme" / "answers.txt").exists(),
                     reason="LabelMe not found under the shared datasets folder")
 def test_labelme_replayed_crowd_campaign_flags_the_injected_malicious_worker(tmp_path):
-    cfg = load_config("configs/labelme.yaml", ["stop.budget=400", "model.epochs=15"])
+    # inject_items = all: the injected worker can answer every item (the unfair setting; by default it gets the
+    # median real worker's share, 2 of 400 queries here, too few to judge anyone by)
+    cfg = load_config("configs/labelme.yaml", ["stop.budget=400", "model.epochs=15", "annotators.inject_items=all"])
     result = Campaign.create(cfg, tmp_path / "run", echo=None).run(progress=False)
     trust = result.metrics["trust"]
-    assert trust["malicious0"] <= sorted(trust.values())[2]  # among the three least trusted of 60
+    assert trust["malicious0"] == min(trust.values())  # the least trusted of 60
     assert result.metrics["test_acc"] > 0.5
 
 

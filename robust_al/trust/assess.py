@@ -36,12 +36,21 @@ def _fit(annotations: pd.DataFrame, n_classes: int, method: str, weights=None) -
 
 
 def _mmsr_posteriors(annotations: pd.DataFrame, n_classes: int, random_state: int) -> pd.DataFrame:
-    """crowd-kit's MMSR (Ma & Olshevsky 2020) labels as one-hot posteriors (MMSR gives no probabilities)."""
+    """crowd-kit's MMSR (Ma & Olshevsky 2020) labels as one-hot posteriors (MMSR gives no probabilities).
+
+    ``n_iter`` = 1000 (crowd-kit's default is 10,000 at ~0.03-0.07 s each on the Zheng crowds; the skills
+    had settled long before). Where workers share too few tasks its covariance completion fails and every
+    skill is NaN (Zheng product: 176 workers, 3 answers per task): that is refused in one line rather than
+    voted on with undefined weights."""
     from crowdkit.aggregation import MMSR
 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        labels = MMSR(random_state=random_state).fit_predict(annotations[["task", "worker", "label"]])
+        model = MMSR(n_iter=1000, random_state=random_state).fit(annotations[["task", "worker", "label"]])
+        if model.skills_.isna().all():
+            raise ValueError("crowd-kit's MMSR cannot fit this crowd: every worker skill came out NaN (workers "
+                             "share too few tasks for its covariance completion); use --method twds or ds")
+        labels = model.predict(annotations[["task", "worker", "label"]])
     post = np.zeros((len(labels), n_classes))
     post[np.arange(len(labels)), labels.to_numpy().astype(int)] = 1.0
     return pd.DataFrame(post, index=labels.index.rename("task"), columns=range(n_classes))
