@@ -1,4 +1,7 @@
-"""Trust scores per labeler and the number of independent relabelers (eq. 3)."""
-from robust_al.trust.ledger import TrustLedger, independent_labelers
+"""Trust per labeler: a calibrated accuracy with its interval, routing, and the campaign's ledger."""
+from robust_al.trust.assess import CrowdAssessment, assess_crowd
+from robust_al.trust.ledger import TrustLedger, independent_labelers, reliability
+from robust_al.trust.model import routing_threshold, safe_route, worker_accuracy
 
-__all__ = ["TrustLedger", "independent_labelers"]
+__all__ = ["CrowdAssessment", "TrustLedger", "assess_crowd", "independent_labelers", "reliability",
+           "routing_threshold", "safe_route", "worker_accuracy"]
