@@ -150,6 +150,11 @@ def _sorted_ids(values: pd.Series) -> tuple[np.ndarray, np.ndarray]:
     return codes.astype(np.int64), np.asarray(uniques)
 
 
+def _py(v):
+    """A numpy scalar as the Python value (for messages: 1, not np.int64(1))."""
+    return v.item() if isinstance(v, np.generic) else v
+
+
 def _dedupe(task: np.ndarray, worker: np.ndarray, label: np.ndarray, path: Path, lines: np.ndarray,
             tasks: np.ndarray, workers: np.ndarray) -> np.ndarray:
     """Mask keeping the first of verbatim repeats; ValueError when a worker gives one task two answers."""
@@ -161,8 +166,8 @@ def _dedupe(task: np.ndarray, worker: np.ndarray, label: np.ndarray, path: Path,
         if clash.any():
             r = int(np.flatnonzero(clash)[0])
             first = int(np.flatnonzero((task == task[r]) & (worker == worker[r]))[0])
-            raise ValueError(f"{path}: line {lines[r]}: worker {workers[worker[r]]!r} answers item "
-                             f"{tasks[task[r]]!r} differently from line {lines[first]}; keep one answer per "
+            raise ValueError(f"{path}: line {lines[r]}: worker {_py(workers[worker[r]])!r} answers item "
+                             f"{_py(tasks[task[r]])!r} differently from line {lines[first]}; keep one answer per "
                              f"(item, worker)")
     return ~pair
 
@@ -314,7 +319,7 @@ def load_cifar10n_crowd(root: str | Path | None = None) -> Crowd:
     off = truth[task] != clean
     if off.any():
         r = int(np.flatnonzero(off)[0])
-        raise ValueError(f"{path}: line {r + 2}: clean_label {clean[r]} of image {tasks[task[r]]} disagrees with "
+        raise ValueError(f"{path}: line {r + 2}: clean_label {clean[r]} of image {_py(tasks[task[r]])} disagrees with "
                          f"another row of that image")
     return Crowd(name="cifar10n", annotations=_frame(task[keep], worker[keep], label[keep]), truth=truth,
                  n_classes=len(CIFAR10_CLASSES), tasks=tasks.astype(np.int64), workers=workers,
