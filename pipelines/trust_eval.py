@@ -6,7 +6,9 @@ For every crowd of ``robust_al.data.crowds.CROWDS`` (``--crowds``), clean and wi
 for each seed: MV, Dawid-Skene, GLAD, MMSR (crowd-kit) and robust-al's ``assess_crowd`` without and with routing.
 One unit = (crowd, kind, rate, seed); units run in ``--jobs`` processes. GLAD gets ``--glad-timeout`` CPU
 seconds per fit (CPU time, so that the limit does not depend on how loaded the machine is): the clean units run first, and where GLAD ran past the limit on a clean crowd it is skipped on that
-crowd's units with adversaries (a note in results.csv and summary.md); a fit that times out later is noted too.
+crowd's units with adversaries (a note in results.csv and summary.md); so is any crowd-kit method that failed or
+ran past its limit (``--mmsr-timeout``) on the clean crowd (crowd-kit 1.4.2's MMSR fails on the sparse Zheng
+``product`` crowd: "Skill value is missing"). A fit that times out or fails later is noted too.
 
 Writes to --out: results.csv (one row per crowd, kind, rate, seed, method: label_accuracy, spearman, auc,
 n_workers_ge10, seconds (wall) and cpu_seconds per fit, note, ...; rewritten after every unit), summary.md (crowd counts, the acceptance checks
@@ -42,6 +44,7 @@ import pandas as pd  # noqa: E402
 from robust_al.data.crowds import CROWDS, load_crowd  # noqa: E402
 from robust_al.evaluate.trust import (  # noqa: E402
     ADVERSARY_KINDS,
+    BASELINES,
     CLEAN,
     METHODS,
     ROBUST_AL,
@@ -182,7 +185,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--seeds", type=int, default=3, help="seeds 0..N-1")
     ap.add_argument("--methods", nargs="+", choices=list(METHODS), default=list(METHODS))
     ap.add_argument("--glad-timeout", type=float, default=60.0, help="CPU seconds per GLAD fit (0 = no limit)")
-    ap.add_argument("--mmsr-timeout", type=float, default=0.0, help="CPU seconds per MMSR fit (0 = no limit)")
+    ap.add_argument("--mmsr-timeout", type=float, default=300.0, help="CPU seconds per MMSR fit (0 = no limit)")
     ap.add_argument("--robust-al-method", default="twds", help="assess_crowd's method")
     ap.add_argument("--jobs", type=int, default=1, help="parallel unit processes")
     ap.add_argument("--quick", action="store_true",
@@ -221,12 +224,13 @@ def main(argv: list[str] | None = None) -> None:
     done = [0]
     notes: list[str] = []
     _run(clean_units, args.jobs, done, total, args.out, rows)
-    skip: dict[str, dict] = {}
+    skip: dict[str, dict] = {}  # a crowd-kit method that timed out or failed clean is not tried with adversaries
     for r in rows:
-        if r["method"] == "glad" and r["note"].startswith("timeout"):
-            skip.setdefault(r["crowd"], {})["glad"] = f"GLAD ran past {args.glad_timeout:g} CPU s on the clean crowd"
+        if r["method"] in BASELINES and r["note"].startswith(("timeout", "error")) and \
+                r["method"] not in skip.get(r["crowd"], {}):
+            skip.setdefault(r["crowd"], {})[r["method"]] = f"{r['note']} on the clean crowd"
     for c, s in skip.items():
-        notes.append(f"{c}: GLAD skipped ({s['glad']})")
+        notes += [f"{c}: {m} skipped with adversaries ({why})" for m, why in s.items()]
     _run([unit(c, k, r, s, skip.get(c)) for c, k, r, s in attacked], args.jobs, done, total, args.out, rows)
 
     results = pd.DataFrame(rows, columns=COLUMNS).sort_values(["crowd", "kind", "rate", "seed", "method"],

@@ -356,7 +356,7 @@ def test_pipeline_quick_writes_outputs(tiny_registry, tmp_path, capsys):
     summary = (out / "summary.md").read_text()
     assert "## Acceptance checks" in summary and summary.count("**PASS**") + summary.count("**FAIL**") + \
         summary.count("**n/a**") == 4
-    assert "GLAD skipped" in summary and "| tiny | spammer | 20% |" in summary
+    assert "glad skipped with adversaries (timeout: ran past 0.01 CPU s on the clean crowd)" in summary and "| tiny | spammer | 20% |" in summary
     cfg = json.loads((out / "config.json").read_text())
     assert cfg["args"]["quick"] and cfg["seeds"] == [0]
     assert {"numpy", "pandas", "crowdkit", "sklearn", "robust_al", "git_commit"} <= set(cfg["versions"])

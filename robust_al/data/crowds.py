@@ -117,7 +117,9 @@ def _read_table(path: Path, sep: str, columns: Sequence[str], what: str) -> pd.D
     """All cells as stripped strings; one-line errors for an unreadable file or missing columns."""
     _require(path, what)
     try:
-        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False, quoting=csv.QUOTE_NONE)
+        # tab-separated files are read verbatim (a quote is part of an id), CSV files with the usual quoting
+        df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
+                         quoting=csv.QUOTE_NONE if sep == "\t" else csv.QUOTE_MINIMAL)
     except (ValueError, pd.errors.ParserError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable {what} ({str(e).splitlines()[0]})") from None
     missing = [c for c in columns if c not in df.columns]
