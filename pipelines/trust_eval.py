@@ -133,13 +133,17 @@ def _plot(results: pd.DataFrame, out: Path) -> Path | None:
     clean = results[results["kind"] == CLEAN]
     for ax, kind in zip(axes[0], kinds):
         sub = pd.concat([clean.assign(kind=kind), results[results["kind"] == kind]])
-        # mean over seeds per crowd, then over crowds (every crowd weighs the same)
-        t = sub.groupby(["method", "rate", "crowd"])["label_accuracy"].mean().groupby(["method", "rate"]).mean()
+        # mean over seeds per crowd, then over crowds (every crowd weighs the same); a method that did not run
+        # on every crowd (GLAD past its limit) is averaged over its crowds, and the legend says over how many
+        per_crowd = sub.groupby(["method", "rate", "crowd"])["label_accuracy"].mean().dropna()
+        n_crowds = sub["crowd"].nunique()
         for m in METHODS:
-            if m in t.index.get_level_values(0):
-                s = t[m]
-                ax.plot(100 * s.index.to_numpy(), s.to_numpy(), marker="o", label=m,
-                        lw=2.2 if m in ROBUST_AL else 1.2)
+            if m in per_crowd.index.get_level_values(0):
+                s = per_crowd[m].groupby(level="rate").mean()
+                k = per_crowd[m].index.get_level_values("crowd").nunique()
+                ax.plot(100 * s.index.to_numpy(), s.to_numpy(), marker="o",
+                        label=m if k == n_crowds else f"{m} ({k}/{n_crowds} crowds)",
+                        lw=2.2 if m in ROBUST_AL else 1.2, ls="-" if k == n_crowds else ":")
         ax.set_title(kind)
         ax.set_xlabel("adversaries (% of workers)")
         ax.grid(alpha=0.3)
