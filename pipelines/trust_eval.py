@@ -5,16 +5,17 @@ For every crowd of ``robust_al.data.crowds.CROWDS`` (``--crowds``), clean and wi
 (spammer, flipper, colluding bloc; see ``robust_al/evaluate/trust.py``) at each rate (share of ALL workers),
 for each seed: MV, Dawid-Skene, GLAD, MMSR (crowd-kit) and robust-al's ``assess_crowd`` without and with routing.
 One unit = (crowd, kind, rate, seed); units run in ``--jobs`` processes. GLAD gets ``--glad-timeout`` CPU
-seconds per fit (CPU time, so that the limit does not depend on how loaded the machine is): the clean units run first, and where GLAD ran past the limit on a clean crowd it is skipped on that
-crowd's units with adversaries (a note in results.csv and summary.md); so is any crowd-kit method that failed or
-ran past its limit (``--mmsr-timeout``) on the clean crowd (crowd-kit 1.4.2's MMSR fails on the sparse Zheng
-``product`` crowd: "Skill value is missing"). A fit that times out or fails later is noted too.
+seconds per fit, MMSR ``--mmsr-timeout`` (CPU time, so that a limit does not depend on how loaded the machine
+is). The clean units run first; a crowd-kit method that ran past its limit or failed on a clean crowd is skipped
+on that crowd's units with adversaries (a note in results.csv and summary.md; crowd-kit 1.4.2's MMSR fails on
+the sparse Zheng ``product`` crowd: "Skill value is missing"). A fit that times out or fails later is noted too.
 
 Writes to --out: results.csv (one row per crowd, kind, rate, seed, method: label_accuracy, spearman, auc,
-n_workers_ge10, seconds (wall) and cpu_seconds per fit, note, ...; rewritten after every unit), summary.md (crowd counts, the acceptance checks
-PASS/FAIL with figures, mean-over-seeds tables of accuracy / AUC / Spearman / seconds), config.json (arguments,
-seeds, versions, git commit, crowd counts, wall time), accuracy_vs_rate.png (mean over crowds and seeds per kind,
-if matplotlib is installed); one progress line per finished unit on stdout.
+n_workers_ge10, seconds (wall) and cpu_seconds per fit, note, ...; rewritten after every unit), summary.md
+(crowd counts, the acceptance checks PASS/FAIL with figures, mean-over-seeds tables of accuracy / AUC /
+Spearman / seconds), config.json (arguments, seeds, versions, git commit, crowd counts, wall time),
+accuracy_vs_rate.png (mean over crowds and seeds per kind, if matplotlib is installed); one progress line per
+finished unit on stdout.
 
     python pipelines/trust_eval.py --quick --out results/trust_eval_quick          # smoke: 2 small crowds, 1 seed
     python pipelines/trust_eval.py --jobs 16 --out results/trust_eval                # the full grid

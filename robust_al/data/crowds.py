@@ -79,7 +79,8 @@ class Crowd:
     def __post_init__(self) -> None:
         a = self.annotations
         if list(a.columns) != ["task", "worker", "label"]:
-            raise ValueError(f"crowd {self.name}: annotations must have columns task, worker, label; got {list(a.columns)}")
+            raise ValueError(f"crowd {self.name}: annotations must have columns task, worker, label; "
+                             f"got {list(a.columns)}")
         for col, n in (("task", len(self.tasks)), ("worker", len(self.workers)), ("label", self.n_classes)):
             v = a[col].to_numpy()
             if len(v) and (v.min() < 0 or v.max() >= n):

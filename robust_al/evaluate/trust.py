@@ -497,7 +497,8 @@ def acceptance_checks(results: pd.DataFrame, routing_cost: float = 0.005, min_sp
         checks.append(Check(f"(ii) clean crowds with >= {min_workers} workers of >= 10 labels: "
                             f"Spearman(trust, accuracy) >= {min_spearman}",
                             bool((big["spearman"] >= min_spearman).all()) if len(big) else None,
-                            f"robust-al-route: {figs or 'no such crowd'}" + (f"; too few workers: {small}" if small else "")))
+                            f"robust-al-route: {figs or 'no such crowd'}"
+                            + (f"; too few workers: {small}" if small else "")))
     else:
         checks.append(Check("(ii) Spearman(trust, accuracy)", None, "robust-al-route not run clean"))
 
