@@ -465,6 +465,21 @@ def _load_int_matrix(path: Path, what: str) -> np.ndarray:
     return a.astype(np.int64)
 
 
+def read_answer_matrix(path: Path, n_classes: int) -> np.ndarray:
+    """An items x workers answer matrix (LabelMe, Sentiment polarity: ``answers.txt``), -1 = no answer.
+
+    One-line ValueError naming the file for a non-integer, non-2-D or out-of-range (not -1..n_classes-1) entry.
+    """
+    answers = _load_int_matrix(path, "an integer matrix items x workers, -1 = no answer")
+    if answers.ndim != 2:
+        raise ValueError(f"{path}: expected a 2-D matrix (items x workers), got {answers.shape}")
+    bad = (answers < -1) | (answers >= n_classes)
+    if bad.any():
+        r, c = np.argwhere(bad)[0]
+        raise ValueError(f"{path}: line {r + 1}, column {c + 1}: value {answers[r, c]}; expected -1..{n_classes - 1}")
+    return answers
+
+
 def _load_npy(path: Path, what: str) -> np.ndarray:
     X = np.load(_require(path, what), allow_pickle=False)
     if X.ndim != 2:
@@ -488,9 +503,7 @@ def load_labelme(root: str | Path | None = None) -> Dataset:
     Xt = _load_npy(root / "LabelMe_VGG_avg_test.npy", "test features, float (1188, 512)")
     y = _load_int_matrix(root / "LabelMe_Z_train.txt", "one train class id (0..7) per line")
     yt = _load_int_matrix(root / "LabelMe_Z_test.txt", "one test class id (0..7) per line")
-    answers = _load_int_matrix(root / "answers.txt", "an integer matrix items x workers, -1 = no answer")
-    if answers.ndim != 2:
-        raise ValueError(f"{root / 'answers.txt'}: expected a 2-D matrix (items x workers), got {answers.shape}")
+    answers = read_answer_matrix(root / "answers.txt", k)
     for path, arr, n in (
         (root / "LabelMe_Z_train.txt", y, len(X)),
         (root / "answers.txt", answers, len(X)),
@@ -500,10 +513,6 @@ def load_labelme(root: str | Path | None = None) -> Dataset:
             raise ValueError(f"{path}: {len(arr)} rows, but the matching features file has {n}")
     if Xt.shape[1] != X.shape[1]:
         raise ValueError(f"{root}: train features have {X.shape[1]} columns, test features {Xt.shape[1]}")
-    bad = (answers < -1) | (answers >= k)
-    if bad.any():
-        r, c = np.argwhere(bad)[0]
-        raise ValueError(f"{root / 'answers.txt'}: line {r + 1}, column {c + 1}: value {answers[r, c]}; expected -1..{k - 1}")
 
     ids = np.arange(len(X), dtype=np.int64)
     rows, cols = np.nonzero(answers != -1)
@@ -538,6 +547,35 @@ def _member_key(name: str) -> str:
     if len(parts) > 3 and parts[0] not in ("train", "test"):
         parts = parts[1:]
     return "/".join(parts)
+
+
+def read_cifar10n_labels(long_csv: Path) -> pd.DataFrame:
+    """The CIFAR-10N long table (image_index, slot, worker_id, label, clean_label), columns and labels checked.
+
+    One-line ValueError naming the file for a missing column, a non-integer cell or a label outside 0..9.
+    """
+    try:
+        labels = pd.read_csv(long_csv)
+    except (ValueError, pd.errors.ParserError) as e:
+        raise ValueError(f"{long_csv}: not a readable CSV ({str(e).splitlines()[0]})") from None
+    missing = {"image_index", "worker_id", "label"} - set(labels.columns)
+    if missing:
+        raise ValueError(f"{long_csv}: lacks columns {sorted(missing)}; expected image_index,slot,worker_id,label,clean_label")
+    for col in ("image_index", "label", "clean_label"):
+        if col in labels.columns and not pd.api.types.is_integer_dtype(labels[col]):
+            vals = pd.to_numeric(labels[col], errors="coerce")
+            bad = (vals.isna() | (vals != np.round(vals))).to_numpy()
+            if bad.any():
+                r = int(np.flatnonzero(bad)[0])
+                raise ValueError(f"{long_csv}: line {r + 2}: {col} {labels[col].iloc[r]!r} is not an integer")
+            labels[col] = vals.astype(np.int64)
+    for col in ("label", "clean_label"):
+        if col in labels.columns:
+            bad = ~labels[col].between(0, len(CIFAR10_CLASSES) - 1)
+            if bad.any():
+                raise ValueError(f"{long_csv}: line {int(np.flatnonzero(bad.to_numpy())[0]) + 2}: {col} "
+                                 f"{labels[col][bad].iloc[0]} is not a CIFAR-10 class id 0..9")
+    return labels
 
 
 def load_cifar10n(
@@ -642,15 +680,9 @@ def load_cifar10n(
     test_ids, test_y = test_ids[sel], test_y[sel]
 
     # ---- recorded human labels
-    labels = pd.read_csv(long_csv)
-    missing = {"image_index", "worker_id", "label"} - set(labels.columns)
-    if missing:
-        raise ValueError(f"{long_csv}: lacks columns {sorted(missing)}; expected image_index,slot,worker_id,label,clean_label")
     train_ids = index["index"].to_numpy(dtype=np.int64)
+    labels = read_cifar10n_labels(long_csv)
     labels = labels[labels["image_index"].isin(train_ids)]
-    bad = ~labels["label"].between(0, len(CIFAR10_CLASSES) - 1)
-    if bad.any():
-        raise ValueError(f"{long_csv}: label {labels['label'][bad].iloc[0]} is not a CIFAR-10 class id 0..9")
     if "clean_label" in labels.columns:
         truth = dict(zip(index["index"], index["clean_label"]))
         disagree = labels["clean_label"].to_numpy() != labels["image_index"].map(truth).to_numpy()
