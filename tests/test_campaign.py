@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from robust_al.store import RunStore
 import yaml
 
 from conftest import tiny_config
