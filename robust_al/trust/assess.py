@@ -79,11 +79,16 @@ def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0)
     y = ann["label"].to_numpy(dtype=np.int64)
     M = len(workers)
     out: dict[object, list[str]] = {}
+    if M < 5:  # neither test has any power on a handful of labelers (and crowd-kit's MMSR crashes on 2)
+        return out
     spam = detect.spammer_scores(t, w, y, n_classes, n_workers=M, random_state=random_state)
-    skills = detect.mmsr_skills(t, w, y, n_classes, random_state, n_workers=M)
-    blocs = detect.colluding_blocs(t, w, y, n_classes, skills=skills, n_workers=M, random_state=random_state)
     for k in np.flatnonzero(spam["spammer"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)):
         out.setdefault(workers[k], []).append("spammer")
+    try:
+        skills = detect.mmsr_skills(t, w, y, n_classes, random_state, n_workers=M)
+    except (ValueError, np.linalg.LinAlgError):  # no second opinion: no side can be chosen, flag no bloc
+        return out
+    blocs = detect.colluding_blocs(t, w, y, n_classes, skills=skills, n_workers=M, random_state=random_state)
     for k in np.flatnonzero(blocs["colluder"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)):
         out.setdefault(workers[k], []).append("colluder")
     return out
