@@ -68,10 +68,16 @@ def _flags(table: pd.DataFrame, tau: float, detected: dict[object, list[str]]) -
     return pd.Series(out, dtype=object).reindex(table.index)
 
 
-def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0) -> dict[object, list[str]]:
+def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0, side: str = "mmsr"
+                       ) -> dict[object, list[str]]:
     """Flags from the crowd's agreement structure (:mod:`robust_al.trust.detect`): ``spammer`` (a row of the
     cross-covariance's low-rank factor confidently near 0) and ``colluder`` (a bloc that agrees with itself
-    far more than with the rest, the side chosen by MMSR's skills as the second opinion)."""
+    far more than with the rest, the side chosen by MMSR's skills as the second opinion).
+
+    ``side="mmsr"``: the lower-MMSR side is flagged whenever a bloc is found. The detectors' stricter default
+    (``"both"``, also a unanimity check) missed blocs of 30 % on dog and temp here (adversary AUC 0.69 for
+    blocs over 5 real crowds at 10 and 30 %, against 0.99 with ``"mmsr"``); MMSR alone picks the honest side
+    as a bloc nears half of the crowd (temp at 40 %)."""
     from robust_al.trust import detect
 
     w, workers = pd.factorize(ann["worker"])
@@ -88,7 +94,8 @@ def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0)
         skills = detect.mmsr_skills(t, w, y, n_classes, random_state, n_workers=M)
     except (ValueError, np.linalg.LinAlgError):  # no second opinion: no side can be chosen, flag no bloc
         return out
-    blocs = detect.colluding_blocs(t, w, y, n_classes, skills=skills, n_workers=M, random_state=random_state)
+    blocs = detect.colluding_blocs(t, w, y, n_classes, skills=skills, n_workers=M, random_state=random_state,
+                                   side=side)
     for k in np.flatnonzero(blocs["colluder"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)):
         out.setdefault(workers[k], []).append("colluder")
     return out
