@@ -199,6 +199,9 @@ def main(argv: list[str] | None = None) -> None:
                     help=f"smoke profile: crowds {QUICK['crowds']}, {QUICK['seeds']} seed, rates {QUICK['rates']} "
                          "(explicit --crowds/--seeds/--rates win)")
     ap.add_argument("--out", type=Path, default=Path("results/trust_eval"))
+    ap.add_argument("--summarize", nargs="+", type=Path, metavar="RESULTS_CSV",
+                    help="run nothing: write summary.md, the figure and the checks of results.csv files from "
+                         "earlier runs (e.g. a grid split over machines) into --out; the other options describe them")
     args = ap.parse_args(argv)
     given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.quick:
@@ -212,6 +215,19 @@ def main(argv: list[str] | None = None) -> None:
                  f"--methods {' '.join(ROBUST_AL)}")
     args.out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
+    if args.summarize:
+        results = pd.concat([pd.read_csv(f, keep_default_na=False, na_values=[""]) for f in args.summarize],
+                            ignore_index=True).drop_duplicates(["crowd", "kind", "rate", "seed", "method"], keep="last")
+        results["note"] = results["note"].fillna("").astype(str)
+        args.crowds = [c for c in args.crowds if c in set(results["crowd"])]
+        results.to_csv(args.out / "results.csv", index=False)
+        notes = [f"summarised from {', '.join(map(str, args.summarize))}"]
+        (args.out / "summary.md").write_text(_summary(results, [_crowd(c).stats() for c in args.crowds], args,
+                                                      float("nan"), notes))
+        _plot(results, args.out)
+        for c in acceptance_checks(results):
+            print(f"{c.verdict} {c.name}: {c.figures}")
+        return
 
     stats = [_crowd(c).stats() for c in args.crowds]  # also fails early on a missing data set
     timeouts = {"glad": args.glad_timeout, "mmsr": args.mmsr_timeout}
