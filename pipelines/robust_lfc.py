@@ -21,7 +21,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -240,19 +239,9 @@ def plot_confusions(name: str, learned: np.ndarray, workers: list[str], ann: pd.
 
 def _versions() -> dict:
     from robust_al.campaign import versions
+    from robust_al.versions import git_commit, versions as module_versions
 
-    v = versions()
-    try:
-        import matplotlib
-        v["matplotlib"] = matplotlib.__version__
-    except ImportError:
-        v["matplotlib"] = None
-    try:
-        v["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True,
-                                         cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        v["git_commit"] = None
-    return v
+    return {**versions(), **module_versions("matplotlib"), "git_commit": git_commit(Path(__file__).parent)}
 
 
 # ------------------------------------------------------------------------------------------------------------

@@ -34,8 +34,6 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
-import platform  # noqa: E402
-import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
@@ -105,21 +103,9 @@ def _run(units: list[dict], jobs: int, done: list[int], total: int, out: Path, a
 
 
 def _versions() -> dict:
-    import crowdkit
-    import scipy
-    import sklearn
+    from robust_al.versions import git_commit, versions
 
-    import robust_al
-
-    v = {"robust_al": robust_al.__version__, "python": platform.python_version(), "numpy": np.__version__,
-         "pandas": pd.__version__, "scipy": scipy.__version__, "sklearn": sklearn.__version__,
-         "crowdkit": getattr(crowdkit, "__version__", "?")}
-    try:
-        v["git_commit"] = subprocess.run(["git", "rev-parse", "HEAD"], check=False, capture_output=True, text=True,
-                                         cwd=Path(__file__).resolve().parent, timeout=10).stdout.strip() or None
-    except (OSError, subprocess.SubprocessError):
-        v["git_commit"] = None
-    return v
+    return {**versions("numpy", "pandas", "scipy", "sklearn", "crowdkit"), "git_commit": git_commit(Path(__file__).parent)}
 
 
 def _plot(results: pd.DataFrame, out: Path) -> Path | None:

@@ -12,7 +12,6 @@ stopped without asking any annotator again.
 from __future__ import annotations
 
 import logging
-import platform
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -41,6 +40,8 @@ from robust_al.store import RunStore
 from robust_al.store.sqlite import abandoned_start
 from robust_al.store.lock import RunLock
 from robust_al.trust import TrustLedger, independent_labelers
+from robust_al.versions import CAMPAIGN_MODULES
+from robust_al.versions import versions as _versions
 
 log = logging.getLogger(__name__)
 
@@ -55,17 +56,9 @@ class IterationResult:
     stop: str | None
 
 
-def versions() -> dict[str, str]:
-    import art
-    import crowdkit
-    import sklearn
-    import torch
-
-    import robust_al
-
-    return {"robust_al": robust_al.__version__, "python": platform.python_version(), "numpy": np.__version__,
-            "torch": torch.__version__, "art": art.__version__, "sklearn": sklearn.__version__,
-            "crowdkit": getattr(crowdkit, "__version__", "?"), "pandas": pd.__version__}
+def versions() -> dict[str, str | None]:
+    """The versions a campaign records with its results."""
+    return _versions(*CAMPAIGN_MODULES)
 
 
 class Campaign:
