@@ -79,9 +79,10 @@ def trust_text(run_dir: Path) -> str:
     named = table["name"].astype(bool).any()  # a Label Studio crowd: show who each labeler is
     nwidth = max(4, int(table["name"].str.len().max()) + 1) if named else 0
     head = f"{'labeler':<{width}} " + (f"{'name':<{nwidth}} " if named else "")
-    lines = [head + f"{'trust':>6} {'labels':>6} {'events':>6}  flagged"]
+    lines = [head + f"{'trust':>6} {'90% interval':>13} {'labels':>6} {'events':>6}  flagged"]
     for r in table.itertuples():
+        iv = "" if pd.isna(r.lower) else f"[{r.lower:.2f}, {r.upper:.2f}]"
         lines.append(f"{r.worker:<{width}} " + (f"{r.name:<{nwidth}} " if named else "")
-                     + f"{r.trust:>6.3f} {r.labels:>6} {r.events:>6}  {'yes' if r.flags else ''}"
+                     + f"{r.trust:>6.3f} {iv:>13} {r.labels:>6} {r.events:>6}  {'yes' if r.flags else ''}"
                      + ("  routed out" if r.routed_out else ""))
     return "\n".join(lines)
