@@ -139,6 +139,19 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
     evidence, table = without(flagged)
     typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
     tau = routing_threshold(n_classes, typical, relative)
+    bloc = [w for w, f in detected.items() if "colluder" in f]
+    if bloc and np.average(table.loc[bloc, "accuracy"], weights=table.loc[bloc, "n"]) >= tau:
+        # a bloc that, scored against the evidence inferred without it, is as accurate as the crowd is not
+        # attacking anything: the split was honest workers against heavy near-chance ones (clean rte: 48 good
+        # workers flagged, their bloc's mean accuracy 0.85 against tau 0.64; routing them cost 1.25 points)
+        for w in bloc:
+            detected[w] = [f for f in detected[w] if f != "colluder"]
+            if not detected[w]:
+                del detected[w]
+        flagged = set(detected)
+        evidence, table = without(flagged)
+        typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
+        tau = routing_threshold(n_classes, typical, relative)
     posteriors = first.posteriors_
     routed = pd.Series(False, index=table.index)
     if route and len(table):
