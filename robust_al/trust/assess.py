@@ -69,11 +69,10 @@ def _flags(table: pd.DataFrame, tau: float, detected: dict[object, list[str]]) -
 
 
 def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0, side: str = "mmsr"
-                       ) -> tuple[dict[object, list[str]], list]:
+                       ) -> dict[object, list[str]]:
     """Flags from the crowd's agreement structure (:mod:`robust_al.trust.detect`): ``spammer`` (a row of the
     cross-covariance's low-rank factor confidently near 0) and ``colluder`` (a bloc that agrees with itself
-    far more than with the rest, the side chosen by MMSR's skills as the second opinion). Also returns the
-    other side of a found split (its consistently placed members), for when the evidence refutes the choice.
+    far more than with the rest, the side chosen by MMSR's skills as the second opinion).
 
     ``side="mmsr"``: the lower-MMSR side is flagged whenever a bloc is found. The detectors' stricter default
     (``"both"``, also a unanimity check) missed blocs of 30 % on dog and temp here (adversary AUC 0.69 for
@@ -87,26 +86,19 @@ def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0,
     M = len(workers)
     out: dict[object, list[str]] = {}
     if M < 5:  # neither test has any power on a handful of labelers (and crowd-kit's MMSR crashes on 2)
-        return out, []
+        return out
     spam = detect.spammer_scores(t, w, y, n_classes, n_workers=M, random_state=random_state)
     for k in np.flatnonzero(spam["spammer"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)):
         out.setdefault(workers[k], []).append("spammer")
     try:
         skills = detect.mmsr_skills(t, w, y, n_classes, random_state, n_workers=M)
     except (ValueError, np.linalg.LinAlgError):  # no second opinion: no side can be chosen, flag no bloc
-        return out, []
+        return out
     blocs = detect.colluding_blocs(t, w, y, n_classes, skills=skills, n_workers=M, random_state=random_state,
                                    side=side)
-    colluder = blocs["colluder"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)
-    for k in np.flatnonzero(colluder):
+    for k in np.flatnonzero(blocs["colluder"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)):
         out.setdefault(workers[k], []).append("colluder")
-    other: list = []
-    if colluder.any():
-        group = blocs["group"].reindex(range(M)).fillna(-1).to_numpy()
-        consistent = blocs["consistent"].reindex(range(M)).fillna(False).to_numpy(dtype=bool)
-        chosen = group[colluder][0]
-        other = [workers[k] for k in np.flatnonzero((group >= 0) & (group != chosen) & consistent)]
-    return out, other
+    return out
 
 
 def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds", route: bool = False,
@@ -136,9 +128,7 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
         raise ValueError(f"method must be one of {', '.join(METHODS)}, got {method!r}")
     ann = annotations[["task", "worker", "label"]].reset_index(drop=True)
     first = _fit(ann, n_classes, method)
-    detected, other_side = ({}, [])
-    if detect and method == "twds":
-        detected, other_side = detect_adversaries(ann, n_classes, random_state)
+    detected = detect_adversaries(ann, n_classes, random_state) if detect and method == "twds" else {}
 
     def without(out: set) -> tuple[TrustWeightedDS, pd.DataFrame]:
         fit = first if not out else _fit(ann, n_classes, method, {w: (0.0 if w in out else 1.0)
@@ -150,26 +140,14 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
     typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
     tau = routing_threshold(n_classes, typical, relative)
     bloc = [w for w, f in detected.items() if "colluder" in f]
-
-    def refuted(group: list) -> bool:  # scored against the evidence without it, as accurate as the crowd?
-        return np.average(table.loc[group, "accuracy"], weights=table.loc[group, "n"]) >= tau
-
-    if bloc and refuted(bloc):
+    if bloc and np.average(table.loc[bloc, "accuracy"], weights=table.loc[bloc, "n"]) >= tau:
         # a bloc that, scored against the evidence inferred without it, is as accurate as the crowd is not
-        # attacking anything: either the split was honest workers against heavy near-chance ones (clean rte: 48
-        # good workers flagged, their mean accuracy 0.85 against tau 0.64; routing them cost 1.25 points), or
-        # the second opinion chose the wrong side (rte with a 30 % bloc: MMSR and the unanimity check both
-        # picked the 79 honest workers). The other side is tried the same way.
+        # attacking anything: the split was honest workers against heavy near-chance ones (clean rte: 48 good
+        # workers flagged, their bloc's mean accuracy 0.85 against tau 0.64; routing them cost 1.25 points)
         for w in bloc:
             detected[w] = [f for f in detected[w] if f != "colluder"]
             if not detected[w]:
                 del detected[w]
-        alt = [w for w in other_side if w in table.index]
-        if alt:
-            _, alt_table = without(set(detected) | set(alt))
-            if np.average(alt_table.loc[alt, "accuracy"], weights=alt_table.loc[alt, "n"]) < tau:
-                for w in alt:
-                    detected.setdefault(w, []).append("colluder")
         flagged = set(detected)
         evidence, table = without(flagged)
         typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
