@@ -7,8 +7,6 @@ and label values.
 """
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from robust_al.crowd.longtable import AnnotationError, LongTable, Truth, read_annotations, read_truth
-
-METHODS = ("twds", "ds", "mv", "mmsr")
+from robust_al.files import atomic_write
+from robust_al.trust.assess import METHODS, assess_crowd
 
 
 @dataclass
@@ -73,19 +71,11 @@ class AggregateResult:
         temporary file beside it and moved into place, so none is ever half-written."""
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
-        return [_write_csv(self.labels, out / "labels.csv"), _write_csv(self.workers, out / "workers.csv")]
-
-
-def _write_csv(frame: pd.DataFrame, path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            frame.to_csv(f, index=False, lineterminator="\n")
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+        written = []
+        for name, frame in (("labels.csv", self.labels), ("workers.csv", self.workers)):
+            atomic_write(out / name, lambda f, frame=frame: frame.to_csv(f, index=False, lineterminator="\n"))
+            written.append(out / name)
+        return written
 
 
 def aggregate_labels(annotations: str | Path | pd.DataFrame, method: str = "twds", route: bool = False,
@@ -107,8 +97,6 @@ def aggregate_labels(annotations: str | Path | pd.DataFrame, method: str = "twds
     if table.n_classes < 2:
         raise AnnotationError(table.source, None, f"every answer is {table.classes[0]!r}; expected at least two "
                                                   "classes among the labels")
-    from robust_al.trust.assess import assess_crowd
-
     try:
         found = assess_crowd(table.annotations, table.n_classes, method=method, route=route,
                              random_state=random_state)

@@ -219,6 +219,16 @@ def _labelled_crowd(name: str, path: Path, task_ids: pd.Series, worker_ids: pd.S
                  tasks=tasks, workers=workers, classes=[int(v) for v in values], replayable=False)
 
 
+def _one_truth_each(items, values, path: Path, item_word: str, phrase: str) -> dict[str, int]:
+    """item -> its truth, refusing an item whose rows (data lines from 2) disagree about it."""
+    truth_of: dict[str, int] = {}
+    for line, (item, v) in enumerate(zip(items, values), start=2):
+        if truth_of.setdefault(item, int(v)) != v:
+            raise ValueError(f"{path}: line {line}: {item_word} {item!r} {phrase} {v}, but an earlier line says "
+                             f"{truth_of[item]}")
+    return truth_of
+
+
 def load_zheng(which: str, root: str | Path | None = None) -> Crowd:
     """Zheng et al., "Truth inference in crowdsourcing: is the problem solved?" (PVLDB 10(5), 2017) data sets.
 
@@ -235,11 +245,7 @@ def load_zheng(which: str, root: str | Path | None = None) -> Crowd:
     tru = _read_table(tpath, ",", ["question", "truth"], "a CSV question,truth")
     answers = _int_values(ans["answer"], apath, "answer")
     tvals = _int_values(tru["truth"], tpath, "truth")
-    truth_of: dict[str, int] = {}
-    for line, (q, v) in enumerate(zip(tru["question"], tvals), start=2):
-        if truth_of.setdefault(q, int(v)) != v:
-            raise ValueError(f"{tpath}: line {line}: question {q!r} is given truth {v}, but an earlier line says "
-                             f"{truth_of[q]}")
+    truth_of = _one_truth_each(tru["question"], tvals, tpath, "question", "is given truth")
     return _labelled_crowd(which, apath, ans["question"], ans["worker"], answers, truth_of, tpath)
 
 
@@ -260,11 +266,7 @@ def load_snow(task: str, root: str | Path | None = None) -> Crowd:
                      "a tab-separated table with columns !amt_annotation_ids, !amt_worker_ids, orig_id, response, gold")
     answers = _int_values(df["response"], path, "response")
     gold = _int_values(df["gold"], path, "gold")
-    truth_of: dict[str, int] = {}
-    for line, (item, g) in enumerate(zip(df["orig_id"], gold), start=2):
-        if truth_of.setdefault(item, int(g)) != g:
-            raise ValueError(f"{path}: line {line}: item {item!r} has gold {g}, but an earlier line says "
-                             f"{truth_of[item]}")
+    truth_of = _one_truth_each(df["orig_id"], gold, path, "item", "has gold")
     return _labelled_crowd(task, path, df["orig_id"], df["!amt_worker_ids"], answers, truth_of, path)
 
 

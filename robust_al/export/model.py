@@ -111,7 +111,7 @@ def read_inputs(path: Path, input_shape: tuple[int, ...], data_name: str, option
 def predict_file(run_dir: str | Path, input_path: str | Path, out: str | Path | None = None) -> Path:
     """Predict the inputs of ``input_path`` with the run's final model; writes item, label, confidence and
     one ``p_<class>`` column per class (default ``RUN_DIR/predictions.csv``); returns the path written."""
-    from robust_al.export.tables import atomic_write
+    from robust_al.files import atomic_write
 
     store = RunStore.existing(run_dir)
     info = run_model_info(store)

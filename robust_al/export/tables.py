@@ -2,38 +2,17 @@
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import IO, Callable
 
 import pandas as pd
 import torch
 
+from robust_al.files import atomic_write
 from robust_al.report.text import trust_table
 from robust_al.store import RunStore
 
 FORMATS = ("csv", "jsonl", "crowdkit", "labelstudio")
-
-
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
-    """Write ``path`` through a temporary file in its folder, renamed into place when complete: a crash leaves
-    the previous file (or none), never half of one."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the export is an ordinary file
-        with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8",
-                       **({} if binary else {"newline": ""})) as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _keys(store: RunStore):

@@ -135,10 +135,13 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
                                                                  for w in ann["worker"].unique()})
         return fit, worker_accuracy(fit.leave_one_out(), n_classes, prior_strength=prior_strength, level=level)
 
+    def threshold(table: pd.DataFrame) -> tuple[float, float]:  # the crowd's typical accuracy and tau (eq. 6)
+        typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
+        return typical, routing_threshold(n_classes, typical, relative)
+
     flagged = set(detected)
     evidence, table = without(flagged)
-    typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
-    tau = routing_threshold(n_classes, typical, relative)
+    typical, tau = threshold(table)
     bloc = [w for w, f in detected.items() if "colluder" in f]
     if bloc and np.average(table.loc[bloc, "accuracy"], weights=table.loc[bloc, "n"]) >= tau:
         # a bloc that, scored against the evidence inferred without it, is as accurate as the crowd is not
@@ -150,8 +153,7 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
                 del detected[w]
         flagged = set(detected)
         evidence, table = without(flagged)
-        typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
-        tau = routing_threshold(n_classes, typical, relative)
+        typical, tau = threshold(table)
     posteriors = first.posteriors_
     routed = pd.Series(False, index=table.index)
     if route and len(table):
