@@ -30,35 +30,43 @@ import json
 import time
 from pathlib import Path
 
-from robust_al.evaluate.experiment import (METHODS, PROFILES, QUESTIONS, poison_tables, run_all, run_overrides,
-                                           table, target_accuracy)
+from robust_al.evaluate.experiment import (METHODS, PROFILES, QUESTIONS, SCENARIOS, malicious_pair, poison_tables,
+                                           run_all, run_overrides, scenario_overrides, table, target_accuracy)
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("question", choices=sorted(QUESTIONS))
     ap.add_argument("config")
-    ap.add_argument("--scenario", choices=["none", "malicious", "spammer", "colluding"],
-                    help="threat scenario (q1: none; q2: malicious by default; q3: none + poisons)")
+    ap.add_argument("--scenario", choices=SCENARIOS,
+                    help="threat scenario: 'config' keeps the config's crowd (q1, q3 default); the others put 11 "
+                         "simulated labelers with one attacker (or inject the attacker next to a replayed crowd); "
+                         "q2 default: malicious")
     ap.add_argument("--methods", nargs="+", choices=sorted(METHODS))
     ap.add_argument("--profile", choices=sorted(PROFILES), default="quick", help="quick = 3, full = 30 repetitions")
     ap.add_argument("--reps", type=int, help="repetitions (overrides --profile)")
     ap.add_argument("--workers", type=int, default=2, help="parallel repetitions on this machine")
     ap.add_argument("--ray-address", help="run repetitions as Ray tasks: 'auto', ray://host:10001, or 'local'")
     ap.add_argument("--gpus-per-run", type=float, default=0.0, help="GPUs a Ray task asks for")
-    ap.add_argument("--malicious", nargs=2, type=int, default=[0, 1], metavar=("TARGET", "TO"),
-                    help="the malicious labeler labels class TARGET as TO (default: airplane -> frog)")
+    ap.add_argument("--malicious", nargs=2, type=int, metavar=("TARGET", "TO"),
+                    help="the malicious labeler labels class TARGET as TO (default: the config's malicious "
+                         "labeler's classes, else 0 -> 1)")
     ap.add_argument("--target", type=float, help="default: full-data clean-label accuracy")
     ap.add_argument("--fractions", nargs="*", type=float, default=[0.97],
                     help="also tabulate labels to reach these fractions of the target")
     ap.add_argument("--set", action="append", default=[], help="config overrides, e.g. stop.budget=1500")
     ap.add_argument("--out", default="results/robust_al_eval")
     args = ap.parse_args()
-    args.scenario = args.scenario or {"q1": "none", "q2": "malicious", "q3": "none"}[args.question]
+    args.scenario = args.scenario or {"q1": "config", "q2": "malicious", "q3": "config"}[args.question]
     methods = args.methods or QUESTIONS[args.question]
     reps = args.reps or PROFILES[args.profile]
     from robust_al.config import load_config
 
     cfg = load_config(args.config, args.set)
+    if args.scenario == "malicious":
+        args.malicious = tuple(args.malicious) if args.malicious else malicious_pair(cfg)
+        print(f"scenario malicious: one labeler turns class {args.malicious[0]} into {args.malicious[1]}", flush=True)
+    print(f"crowd: {scenario_overrides(cfg, args.scenario, args.malicious)[1]}", flush=True)
     out = Path(args.out) / cfg.name / f"{args.question}-{args.scenario}"
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
@@ -68,7 +76,7 @@ def main() -> None:
         if not cache.exists():
             cache.write_text(json.dumps({"target": target_accuracy(args.config, args.set)}))
         args.target = json.loads(cache.read_text())["target"]
-    print(f"target test accuracy: {args.target:.4f}", flush=True)
+    print(f"target test accuracy: {args.target:.4f}; {reps} repetitions x {len(methods)} methods", flush=True)
     jobs = [{"config": args.config, "overrides": run_overrides(args, m), "method": m, "rep": r, "seed": r,
              "target": args.target, "poison": args.question == "q3", "run_dir": str(out / f"{m}-rep{r}")}
             for r in range(reps) for m in methods]

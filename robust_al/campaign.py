@@ -109,7 +109,8 @@ class Campaign:
         self.augmenter = (Augmenter(self.net.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
                                     a.noise_scale, a.noise_copies) if a.enabled else None)
         self.strategy = make_strategy(cfg.query.strategy, method=cfg.query.clustering,
-                                      n_clusters=cfg.query.n_clusters, max_clusters=cfg.query.max_clusters)
+                                      n_clusters=cfg.query.n_clusters, max_clusters=cfg.query.max_clusters,
+                                      typicality=cfg.query.typicality)
         self.mind: MinDistance | None = None
         self._now: tuple[int, str] = (2**62, "")  # (iteration, stage) being run; outside the loop: everything
 
@@ -189,7 +190,8 @@ class Campaign:
     def _load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
-        self.ledger = TrustLedger.configured(self.crowd.workers, self.store, self.cfg.trust, self.cfg.annotators.k)
+        self.ledger = TrustLedger.configured(self.crowd.workers, self.store, self.cfg.trust, self.cfg.annotators.k,
+                                             self.cfg.seed)
         self.status = self.store.statuses()
         self.taken = np.zeros(len(self.pool), dtype=bool)  # pool rows with any status (not free to query)
         if self.status:

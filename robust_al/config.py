@@ -96,6 +96,8 @@ class QueryConfig(_Strict):
     clustering: Literal["kmeans", "kmedoids", "agglomerative"] = "kmeans"
     n_clusters: Optional[int] = Field(None, ge=1, description="null = chosen by silhouette")
     max_clusters: int = Field(10, ge=2)
+    typicality: float = Field(0.0, ge=0, description="maxmin: weigh the distance to the labeled set by "
+                              "(typicality within the cluster)^beta; 0 = the paper's pure max-min")
     refresh_every: int = Field(1, ge=1, description="re-embed the pool in the model's feature space every r iterations")
     chunk_size: int = Field(65536, ge=1)
 
@@ -109,8 +111,12 @@ class AugmentConfig(_Strict):
 
 
 class ModelConfig(_Strict):
-    network: Literal["auto", "mlp", "cnn", "frozen"] = Field(
-        "auto", description="frozen = fixed random-feature backbone + trained head (the transfer setting)")
+    network: Literal["auto", "mlp", "cnn", "frozen", "pretrained"] = Field(
+        "auto", description="frozen = fixed random-feature extractor + trained head; pretrained = the frozen "
+        "trunk of model.backbone + trained head (the paper's transfer setting)")
+    backbone: Optional[dict[str, str]] = Field(
+        None, description="model.network 'pretrained': {arch: a torchvision architecture, weights: a local "
+        "state_dict file}, e.g. the one pipelines/pretrain_backbone.py writes; nothing is downloaded")
     hidden: list[int] = Field(default_factory=lambda: [128])
     dropout: float = Field(0.2, ge=0, lt=1)
     epochs: int = Field(30, ge=1)
@@ -128,6 +134,17 @@ class ModelConfig(_Strict):
         "hard", description="two-stage: train on the inferred labels (hard) or on the DS posteriors (soft). With "
         "one label per item DS cannot learn a labeler's confusion, its posteriors are its prior (~0.69) and "
         "training on them cost 2-4 points: CIFAR-2, 100 items, 0.845 soft vs 0.882 hard")
+
+    @model_validator(mode="after")
+    def _backbone(self) -> "ModelConfig":
+        if self.backbone is not None:
+            extra = set(self.backbone) - {"arch", "weights"}
+            if extra or "weights" not in self.backbone:
+                raise ValueError(f"model.backbone: expected keys arch (default resnet18) and weights (a local "
+                                 f"state_dict file), got {sorted(self.backbone)}")
+        if self.network == "pretrained" and self.backbone is None:
+            raise ValueError("model.network 'pretrained' needs model.backbone: {arch: resnet18, weights: FILE}")
+        return self
 
     @field_validator("learner")
     @classmethod
@@ -155,6 +172,9 @@ class TrustConfig(_Strict):
     level: float = Field(0.9, gt=0, lt=1, description="credible level of the accuracy interval routing reads")
     routing: bool = Field(True, description="route out labelers whose interval lies under tau (or whom a "
                           "class or a detector condemns); never more than half, never below k")
+    detect: bool = Field(True, description="flag spammers and colluding blocs from the labelers' agreement "
+                         "structure (5+ labelers sharing items) and route them out unless their accuracy is "
+                         "confidently above tau")
     epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")
     model_evidence: bool = Field(True, description="score labelers against the model's out-of-sample prediction "
                                  "even when it does not vote on labels (aggregation.model_as_worker off)")

@@ -253,3 +253,28 @@ def test_real_crowd_with_injected_spammers_and_bloc():
     recall, fpr = flag[adv].mean(), flag[~adv].mean()
     print(f"bloc: recall {recall:.2f}, false-positive rate {fpr:.2f}, rho {df.attrs['rho']:.2f}")
     assert df.attrs["detected"] and recall >= 0.6 and fpr <= 0.05
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the campaign's ledger acts on the flags
+# ---------------------------------------------------------------------------------------------------------
+def test_the_ledger_routes_out_a_flagged_bloc_and_rebuilds_the_flags_from_the_store(tmp_path):
+    from robust_al.crowd.aggregate import TrustWeightedDS
+    from robust_al.store import RunStore
+    from robust_al.trust import TrustLedger
+
+    t, w, y, _, kind = crowd(bloc_frac=0.3, seed=0)
+    ann = pd.DataFrame({"task": t, "worker": [f"w{k:02d}" for k in w], "label": y})
+    loo = TrustWeightedDS(4, "ds").fit(ann).leave_one_out()
+    workers = sorted(ann["worker"].unique())
+    bloc = {f"w{k:02d}" for k in np.flatnonzero(kind == 2)}
+    ledger = TrustLedger(workers, RunStore(tmp_path), random_state=0)
+    ledger.agreement_update(0, loo, 4)
+    assert {x for x, f in ledger.flags.items() if "colluder" in f} == bloc
+    assert bloc <= ledger.routed and not any(ledger.allowed(x) for x in bloc)
+    assert all(ledger.allowed(x) for x in set(workers) - bloc - ledger.routed)
+    blind = TrustLedger(workers, None, detect=False)
+    blind.agreement_update(0, loo, 4)
+    assert not bloc <= blind.routed  # the interval alone does not catch all of them
+    again = TrustLedger(workers, RunStore(tmp_path), random_state=0)  # a resumed campaign routes the same
+    assert again.flags == ledger.flags and again.routed == ledger.routed and again.bounds == ledger.bounds

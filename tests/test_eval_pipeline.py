@@ -54,3 +54,26 @@ def test_a_failing_repetition_leaves_the_others_intact(tmp_path):
     assert [r["seed"] for r in results] == [good["seed"]] and results[0]["curve"]
     assert len(failures) == 1 and failures[0]["run_dir"] == bad["run_dir"] and "farthest" in failures[0]["error"]
     assert (Path(good["run_dir"]) / "result.json").exists()
+
+
+def test_the_config_crowd_is_kept_unless_a_scenario_is_asked_for():
+    from robust_al.config import load_config
+
+    own = ['annotators.labelers=[{"kind": "benign", "count": 4, "pr": 0.1}, '
+           '{"kind": "malicious", "count": 1, "target": 3, "to": 5}]']
+    cfg = load_config("configs/eval-cifar2.yaml", own)
+    assert ev.scenario_overrides(cfg, "config") == ([], "the config's crowd is kept")
+
+    class Args:  # what the command line passes
+        config, set, question, scenario, malicious = "configs/eval-cifar2.yaml", own, "q1", "config", None
+    over = ev.run_overrides(Args, "proposed")
+    assert load_config(Args.config, over).annotators.labelers == cfg.annotators.labelers  # --set survives q1
+    # a scenario replaces the simulated crowd, says so, and takes the attacked classes from the config
+    assert ev.malicious_pair(cfg) == (3, 5)
+    (o,), said = ev.scenario_overrides(cfg, "malicious")
+    new = load_config(Args.config, [o]).annotators.labelers
+    assert [(lab.kind, lab.count) for lab in new] == [("benign", 10), ("malicious", 1)]
+    assert (new[1].target, new[1].to) == (3, 5) and "replaced" in said and '"count": 4' in said
+    # a replayed crowd is kept; the attacker is injected next to it
+    (o,), said = ev.scenario_overrides(load_config("configs/labelme.yaml"), "spammer")
+    assert o.startswith("annotators.inject=") and "spammer" in o and "benign" not in o

@@ -80,7 +80,7 @@ def test_allocation_favours_inaccurate_and_vulnerable_clusters():
 
 
 @pytest.mark.parametrize("strategy", [RandomSampling(), EntropySampling(), MarginSampling(), CoreSet(),
-                                      ClusterMaxMin(n_clusters=3), ClusterMaxMin()])
+                                      ClusterMaxMin(n_clusters=3), ClusterMaxMin(), ClusterMaxMin(typicality=2.0)])
 def test_every_strategy_returns_distinct_candidates_within_budget(strategy):
     # the shared template every strategy must pass
     rng = np.random.default_rng(1)
@@ -127,3 +127,34 @@ def test_clustering_methods_find_separated_blobs_and_silhouette_picks_n(method):
     # each found cluster is one true blob
     for c in range(4):
         assert len(np.unique(truth[labels == c])) == 1
+
+
+def test_typicality_weighting_picks_the_dense_part_before_outliers():
+    # one cluster: a dense blob of 200 points and 5 far outliers; pure max-min (the paper's) takes the
+    # outliers first, the typicality-weighted one takes the blob first and still spreads over it
+    rng = np.random.default_rng(0)
+    blob = rng.normal(0, 1, size=(200, 2))
+    outliers = np.array([[12, 0], [0, 12], [-12, 0], [0, -12], [9, 9]], dtype=float)
+    E = np.vstack([[[0.3, 0.2]], blob, outliers]).astype(np.float32)   # row 0 is labeled
+    cand = np.arange(1, len(E))
+    is_outlier = lambda picks: np.isin(cand[picks], np.arange(201, 206))  # noqa: E731
+    plain = ClusterMaxMin(n_clusters=1).query(_ctx(E, [0], cand), 5)
+    typical = ClusterMaxMin(n_clusters=1, typicality=2.0).query(_ctx(E, [0], cand), 5)
+    assert is_outlier(plain).all()
+    assert not is_outlier(typical).any()
+    spread = E[cand[typical]]
+    assert np.min([np.linalg.norm(a - b) for i, a in enumerate(spread) for b in spread[i + 1:]]) > 0.5
+    # with nothing labeled yet, the most typical point comes first (no arbitrary "first infinite" pick)
+    first = ClusterMaxMin(n_clusters=1, typicality=2.0).query(_ctx(E, [], cand), 1)
+    assert np.linalg.norm(E[cand[first[0]]]) < 1.0
+
+
+def test_typicality_is_inverse_mean_knn_distance_and_samples_large_sets():
+    from robust_al.query.strategies import typicality
+
+    E = np.array([[0.0], [1.0], [3.0], [10.0]], dtype=np.float32)
+    t = typicality(E, k=2)
+    np.testing.assert_allclose(t, 1 / np.array([2.0, 1.5, 2.5, 8.0]), rtol=1e-5)
+    big = np.random.default_rng(1).normal(size=(3000, 4)).astype(np.float32)
+    a, b = typicality(big, reference=500, rng=np.random.default_rng(0)), typicality(big)
+    assert np.corrcoef(a, b)[0, 1] > 0.9

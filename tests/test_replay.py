@@ -56,7 +56,12 @@ def test_labelme_replayed_crowd_campaign_flags_the_injected_malicious_worker(tmp
     cfg = load_config("configs/labelme.yaml", ["stop.budget=400", "model.epochs=15", "annotators.inject_items=all"])
     result = Campaign.create(cfg, tmp_path / "run", echo=None).run(progress=False)
     trust = result.metrics["trust"]
-    assert trust["malicious0"] == min(trust.values())  # the least trusted of 60
+    # the least trusted of the labelers with 10+ labels (trust is the expected share of a labeler's labels that
+    # are right: a labeler with one probably-wrong label can sit lower, with an interval that says how little
+    # that means)
+    n = RunStore(tmp_path / "run").annotations()["worker"].value_counts()
+    busy = {w: t for w, t in trust.items() if n.get(w, 0) >= 10}
+    assert len(busy) >= 5 and trust["malicious0"] == min(busy.values())
     assert result.metrics["test_acc"] > 0.5
 
 

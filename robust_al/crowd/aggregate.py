@@ -142,7 +142,9 @@ class TrustWeightedDS:
     def leave_one_out(self) -> pd.DataFrame:
         """For every fitted annotation, the posterior of item i from the *other* evidence on it (the other
         labelers and the model): columns task, worker, label, q0..q{C-1}, and ``agreement`` = q_{l_wi}. It
-        measures a labeler without letting it vouch for itself, which matters when an item has one label."""
+        measures a labeler without letting it vouch for itself, which matters when an item has one label.
+        ``correct`` is the fitted posterior of the given label, P(y_i = l_wi | all labels): the chance that
+        this answer is right, with the labeler's own confusion matrix counted."""
         df, rows, labels, t, logq, own = self._fit_rows
         if own is None:  # majority vote: remove the worker's own (weighted) vote
             counts = np.exp(logq[rows]) * 0 + self._vote_counts(rows, labels, t)
@@ -155,6 +157,9 @@ class TrustWeightedDS:
         out = df[["task", "worker", "label"]].reset_index(drop=True)
         out = pd.concat([out, pd.DataFrame(p, columns=[f"q{c}" for c in range(self.n_classes)])], axis=1)
         out["agreement"] = p[np.arange(len(rows)), labels]
+        # the same item with the labeler's own answer counted (the fitted posterior): P(y_i = l_wi | all labels)
+        full = np.exp(logq[rows] - logq[rows].max(axis=1, keepdims=True))
+        out["correct"] = full[np.arange(len(rows)), labels] / full.sum(axis=1)
         return out
 
     def _vote_counts(self, rows: np.ndarray, labels: np.ndarray, t: np.ndarray) -> np.ndarray:

@@ -1,11 +1,16 @@
 """The classifier networks and their training loop (PyTorch; CUDA when present, else CPU)."""
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Mapping, Sequence
 
 import numpy as np
 import torch
 from torch import nn
+
+
+# torchvision's pretrained classification weights, and robust-al's own pretraining, expect these statistics
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def pick_device(device: str = "auto") -> torch.device:
@@ -78,17 +83,32 @@ class SmallCNN(nn.Module):
 
 
 class FrozenFeatureNet(nn.Module):
-    """A fixed random-feature extractor and a trained head: the transfer-learning setting of the
-    robust-active-learning paper (frozen ResNet50 features -> dropout 0.2 -> one dense output layer) without
-    pretrained weights, which cannot be loaded here. ``features`` (random conv filters + ReLU + max pooling for
-    images, a random ReLU projection otherwise) is drawn from the construction seed and never trained; it is
-    the penultimate layer and a top-level child, as ART's feature-collision attack needs; ``head`` = dropout +
-    linear is all that training changes. ``hidden`` is unused (kept for a uniform signature)."""
+    """A frozen feature extractor and a trained head: the transfer-learning setting of the robust-active-learning
+    paper (frozen ResNet50 features -> dropout 0.2 -> one dense output layer).
+
+    ``trunk``: a pretrained image network without its head (``model.network: pretrained``, read from a local
+    weights file by :func:`robust_al.data.backbone.load_trunk`); its inputs are standardized with the ImageNet
+    statistics it was trained with (fixed: the pool's own would shift what it sees). Without one, ``features``
+    is a fixed random extractor drawn from the construction seed (random conv filters + ReLU + max pooling for
+    images, a random ReLU projection otherwise): no pretrained weights at all. Either way ``features`` is the
+    penultimate layer and a top-level child, as ART's feature-collision attack needs, it never trains and
+    stays in eval mode (BatchNorm keeps its pretrained statistics), and ``head`` = dropout + linear is all that
+    training changes. ``hidden`` is unused (kept for a uniform signature)."""
 
     def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (128,),
-                 dropout: float = 0.2, width: int = 32):
+                 dropout: float = 0.2, width: int = 32, trunk: nn.Module | None = None):
         super().__init__()
-        if len(in_shape) == 3:
+        self.pretrained = trunk is not None
+        if trunk is not None:
+            if len(in_shape) != 3 or in_shape[0] != 3:
+                raise ValueError(f"model.network 'pretrained' needs RGB images (3, h, w), got {tuple(in_shape)}")
+            self.standardize = Standardize((3, 1, 1))
+            self.standardize.mean.copy_(torch.tensor(IMAGENET_MEAN).view(3, 1, 1))
+            self.standardize.std.copy_(torch.tensor(IMAGENET_STD).view(3, 1, 1))
+            self.features = nn.Sequential(trunk, nn.Flatten())
+            with torch.no_grad():
+                d = int(self.features.eval()(torch.zeros(1, *in_shape)).shape[1])
+        elif len(in_shape) == 3:
             c, h, w = in_shape
             pool = 4 if h >= 16 else 2
             self.standardize = Standardize((c, 1, 1))
@@ -104,12 +124,20 @@ class FrozenFeatureNet(nn.Module):
             p.requires_grad_(False)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, n_classes))
 
+    def train(self, mode: bool = True) -> "FrozenFeatureNet":
+        super().train(mode)
+        self.features.eval()
+        return self
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(self.standardize(x)))
 
 
 def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto",
-                  hidden: Sequence[int] = (128,), dropout: float = 0.2) -> nn.Module:
+                  hidden: Sequence[int] = (128,), dropout: float = 0.2, backbone: Mapping | None = None
+                  ) -> nn.Module:
+    """The classifier network ``kind`` (``model.network``); ``pretrained`` reads ``backbone`` = {arch, weights}
+    (``model.backbone``: a torchvision architecture and a local state_dict file; nothing is downloaded)."""
     if kind == "auto":
         kind = "cnn" if len(input_shape) == 3 else "mlp"
     if kind == "mlp":
@@ -120,7 +148,14 @@ def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto"
         return SmallCNN(input_shape, n_classes, hidden, dropout)
     if kind == "frozen":
         return FrozenFeatureNet(input_shape, n_classes, hidden, dropout)
-    raise ValueError(f"model.network must be 'auto', 'mlp', 'cnn' or 'frozen', got {kind!r}")
+    if kind == "pretrained":
+        from robust_al.data.backbone import load_trunk
+
+        if not backbone or "weights" not in backbone:
+            raise ValueError("model.network 'pretrained' needs model.backbone: {arch: ..., weights: FILE}")
+        trunk = load_trunk(backbone.get("arch", "resnet18"), backbone["weights"], "model.backbone")
+        return FrozenFeatureNet(input_shape, n_classes, hidden, dropout, trunk=trunk)
+    raise ValueError(f"model.network must be 'auto', 'mlp', 'cnn', 'frozen' or 'pretrained', got {kind!r}")
 
 
 @torch.no_grad()
@@ -144,7 +179,7 @@ class NetworkTrainer:
     def __init__(self, input_shape: Sequence[int], n_classes: int, network: str = "auto",
                  hidden: Sequence[int] = (128,), dropout: float = 0.2, epochs: int = 30, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", seed: int = 0,
-                 min_steps: int = 0):
+                 min_steps: int = 0, backbone: Mapping | None = None):
         self.input_shape, self.n_classes = tuple(input_shape), n_classes
         self.min_steps = min_steps
         self.progress = False  # a tqdm bar over epochs (the campaign turns it on for interactive runs)
@@ -152,29 +187,45 @@ class NetworkTrainer:
         self.epochs, self.batch_size, self.lr, self.weight_decay = epochs, batch_size, lr, weight_decay
         self.device = pick_device(device)
         self.seed = seed
+        self.backbone = dict(backbone) if backbone else None
         torch.manual_seed(seed)
-        self.model = build_network(self.input_shape, n_classes, network, self.hidden, dropout).to(self.device)
+        self.model = build_network(self.input_shape, n_classes, network, self.hidden, dropout,
+                                   self.backbone).to(self.device)
 
     @classmethod
     def from_config(cls, input_shape: Sequence[int], n_classes: int, m, seed: int) -> "NetworkTrainer":
         """The network and training settings of a ``model:`` config section (``robust_al.config.ModelConfig``)."""
         return cls(input_shape, n_classes, m.network, m.hidden, m.dropout, m.epochs, m.batch_size, m.lr,
-                   m.weight_decay, m.device, seed=seed, min_steps=m.min_steps)
+                   m.weight_decay, m.device, seed=seed, min_steps=m.min_steps, backbone=m.backbone)
+
+    @property
+    def _pretrained(self) -> bool:
+        return bool(getattr(self.model, "pretrained", False))
 
     def set_input_statistics(self, X: np.ndarray) -> None:
-        """Standardize inputs with the mean/std of ``X`` (the whole unlabeled pool: no labels involved)."""
-        self.model.standardize.fit(X)
+        """Standardize inputs with the mean/std of ``X`` (the whole unlabeled pool: no labels involved); a
+        pretrained trunk keeps the statistics it was trained with."""
+        if not self._pretrained:
+            self.model.standardize.fit(X)
 
     def state_dict(self) -> dict:
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        """The network's weights; a pretrained trunk's are left out (they are the weights file's, never
+        trained, and would add ~45 MB per stored checkpoint for a ResNet18)."""
+        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()
+                if not (self._pretrained and k.startswith("features."))}
 
     def load_state_dict(self, state: dict) -> None:
-        self.model.load_state_dict(state)
+        if not self._pretrained:
+            self.model.load_state_dict(state)
+            return
+        missing, unexpected = self.model.load_state_dict(state, strict=False)
+        if unexpected or any(not k.startswith("features.") for k in missing):
+            raise ValueError(f"checkpoint does not fit the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
     def reinitialize(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = build_network(self.input_shape, self.n_classes, self.network, self.hidden,
-                                   self.dropout).to(self.device)
+                                   self.dropout, self.backbone).to(self.device)
 
     def fit(self, X: np.ndarray, targets: np.ndarray, weights: np.ndarray | None = None, seed: int = 0,
             epochs: int | None = None) -> list[float]:

@@ -23,13 +23,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_al.crowd.network import pick_device
+from robust_al.crowd.network import IMAGENET_MEAN, IMAGENET_STD, pick_device
 from robust_al.data.loaders import check_options
 
 BACKBONE_KEYS = ("arch", "weights", "layer", "batch_size", "normalize")
-# torchvision's classification weights all expect ImageNet-normalized inputs
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 _torchvision_ops: torch.library.Library | None = None  # kept alive: the schemas vanish with it
 
@@ -71,36 +68,43 @@ def _replace(model: nn.Module, dotted: str, new: nn.Module) -> None:
     setattr(model.get_submodule(parent) if parent else model, child, new)
 
 
+def load_trunk(arch: str, weights: str | Path, where: str = "data.options.backbone") -> nn.Module:
+    """torchvision's ``arch`` with the state_dict of the local file ``weights`` and its classifier head replaced
+    by the identity: images in, penultimate features out. ``where`` names the config key in errors."""
+    tv = import_torchvision()
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"{where}.weights: {path} not found (expected a local PyTorch state_dict file; "
+                                "weights are never downloaded)")
+    try:
+        model = tv.models.get_model(arch, weights=None)
+    except ValueError:
+        raise ValueError(f"{where}.arch: unknown architecture {arch!r}; expected a name in "
+                         "torchvision.models.list_models(), e.g. resnet18, resnet50, vit_b_16") from None
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if isinstance(state, Mapping) and set(state) in ({"state_dict"}, {"model"}):
+        state = next(iter(state.values()))
+    if not isinstance(state, Mapping):
+        raise ValueError(f"{path}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
+    head = _head_name(model)
+    # a head trained on other classes (another shape) is dropped below anyway: not loaded at all
+    state = {k: v for k, v in state.items() if not k.startswith(head + ".")}
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    missing = [k for k in missing if not k.startswith(head + ".")]
+    if missing or unexpected:
+        what = f"lacks {missing[0]!r}" if missing else f"has unexpected {unexpected[0]!r}"
+        raise ValueError(f"{path}: not a state_dict of torchvision's {arch} ({what}; "
+                         f"{len(missing)} missing, {len(unexpected)} unexpected keys)")
+    _replace(model, head, nn.Identity())
+    return model
+
+
 class Backbone:
     """Images ``(n, 3, h, w)`` in [0, 1] -> float32 features ``(n, d)``, in eval mode, in batches."""
 
     def __init__(self, arch: str, weights: str | Path, layer: str | None = None, batch_size: int = 64,
                  normalize: bool = True):
-        tv = import_torchvision()
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise FileNotFoundError(f"data.options.backbone.weights: {path} not found (expected a local PyTorch "
-                                    "state_dict file; weights are never downloaded)")
-        try:
-            model = tv.models.get_model(arch, weights=None)
-        except ValueError:
-            raise ValueError(f"data.options.backbone.arch: unknown architecture {arch!r}; expected a name in "
-                             "torchvision.models.list_models(), e.g. resnet18, resnet50, vit_b_16") from None
-        state = torch.load(path, map_location="cpu", weights_only=True)
-        if isinstance(state, Mapping) and set(state) in ({"state_dict"}, {"model"}):
-            state = next(iter(state.values()))
-        if not isinstance(state, Mapping):
-            raise ValueError(f"{path}: expected a state_dict (a mapping of tensors), got {type(state).__name__}")
-        head = _head_name(model)
-        missing, unexpected = model.load_state_dict(state, strict=False)
-        # a head fine-tuned to other classes may differ: it is dropped below anyway
-        unexpected = [k for k in unexpected if not k.startswith(head + ".")]
-        missing = [k for k in missing if not k.startswith(head + ".")]
-        if missing or unexpected:
-            what = f"lacks {missing[0]!r}" if missing else f"has unexpected {unexpected[0]!r}"
-            raise ValueError(f"{path}: not a state_dict of torchvision's {arch} ({what}; "
-                             f"{len(missing)} missing, {len(unexpected)} unexpected keys)")
-        _replace(model, head, nn.Identity())
+        model = load_trunk(arch, weights)
         self._out: list[torch.Tensor] = []
         if layer is not None:
             modules = dict(model.named_modules())

@@ -584,6 +584,7 @@ def load_cifar10n(
     n_train: int | None = None,
     n_test: int | None = None,
     seed: int = 0,
+    backbone: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """CIFAR-10 JPEG images with the CIFAR-10N human labels (Wei et al. 2022; CC BY-NC 4.0).
 
@@ -601,6 +602,10 @@ def load_cifar10n(
     warning).  An item whose annotators all answered outside the subset has no recorded labels.
 
     The archive is read once, as a stream, and only the needed JPEGs are decoded; nothing is cached.
+
+    ``backbone`` ({arch, weights[, layer, batch_size, normalize]}, see :mod:`robust_al.data.backbone`): ``X``
+    is the frozen network's features of the images instead of the pixels, computed once here, so that a
+    campaign trains only its head on them (e.g. the CIFAR-8 pretraining of :mod:`robust_al.data.pretrain`).
     """
     base = Path(root) if root is not None else default_datasets_dir()
     archive = _require(base / "cifar10_images" / "CIFAR-10-images_jpg.tar.gz", "the CIFAR-10 JPEG archive")
@@ -705,10 +710,16 @@ def load_cifar10n(
         new_label[~outside],
     )
 
+    X, Xt = X.astype(np.float32) / 255.0, Xt.astype(np.float32) / 255.0
+    if backbone is not None:
+        from robust_al.data.backbone import load_backbone
+
+        net = load_backbone(backbone)
+        X, Xt = net(X), net(Xt)
     return Dataset(
         name="cifar10n" if classes == CIFAR10_CLASSES else "cifar10n_" + "_".join(classes),
-        train=Pool(train_ids, X.astype(np.float32) / 255.0, remap[index["clean_label"].to_numpy()], k, list(classes)),
-        test=Pool(test_ids, Xt.astype(np.float32) / 255.0, test_y, k, list(classes)),
+        train=Pool(train_ids, X, remap[index["clean_label"].to_numpy()], k, list(classes)),
+        test=Pool(test_ids, Xt, test_y, k, list(classes)),
         recorded=recorded,
     )
 
@@ -719,13 +730,14 @@ def load_cifar2(
     n_train: int = 3000,
     n_test: int = 2000,
     seed: int = 0,
+    backbone: Mapping[str, Any] | None = None,
 ) -> Dataset:
     """Two-class CIFAR-10N subset (default airplane vs frog, 3000 train / 2000 test); see :func:`load_cifar10n`.
 
     Human answers naming a class outside ``classes`` (e.g. 'cat' for an airplane/frog image) lie outside
     the task's classes and are dropped, with a logging warning giving the count.
     """
-    ds = load_cifar10n(root, classes=classes, n_train=n_train, n_test=n_test, seed=seed)
+    ds = load_cifar10n(root, classes=classes, n_train=n_train, n_test=n_test, seed=seed, backbone=backbone)
     ds.name = "cifar2_" + "_".join(classes)
     return ds
 

@@ -10,7 +10,7 @@ import json
 import multiprocessing
 import re
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +30,13 @@ QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
 PROFILES = {"quick": 3, "full": 30}
 
 
+SCENARIOS = ("config", "malicious", "spammer", "colluding")
+
+
 def scenario_labelers(scenario: str, target: int, to: int, colluders: int = 3) -> list[dict]:
     """11 labelers with pr = 0.05 (section IV-C); one (or a group) of them attacks."""
     honest = {"kind": "benign", "pr": 0.05}
     return {
-        "none": [{**honest, "count": 11}],
         "malicious": [{**honest, "count": 10}, {"kind": "malicious", "count": 1, "pr": 0.05, "target": target,
                                                 "to": to}],
         "spammer": [{**honest, "count": 10}, {"kind": "spammer", "count": 1}],
@@ -44,16 +46,39 @@ def scenario_labelers(scenario: str, target: int, to: int, colluders: int = 3) -
     }[scenario]
 
 
+def malicious_pair(cfg) -> tuple[int, int]:
+    """The class pair (c_t, c'_t) a malicious scenario uses by default: the config's own malicious labeler's
+    (among ``annotators.labelers`` or ``annotators.inject``), else classes 0 -> 1."""
+    for lab in [*cfg.annotators.labelers, *cfg.annotators.inject]:
+        if lab.kind == "malicious":
+            return int(lab.target), int(lab.to)
+    return 0, 1
+
+
+def scenario_overrides(cfg, scenario: str, malicious: tuple[int, int] | None = None) -> tuple[list[str], str]:
+    """The override that puts ``scenario``'s labelers into config ``cfg`` and a sentence saying what it
+    replaced. ``config`` keeps the config's crowd (no override). A recorded (replayed) crowd is kept and the
+    attackers are injected next to it (``annotators.inject``); a simulated one is replaced."""
+    if scenario == "config":
+        return [], "the config's crowd is kept"
+    sc = scenario_labelers(scenario, *(malicious or malicious_pair(cfg)))
+    if cfg.annotators.kind == "replay":  # a recorded crowd: attackers are injected next to it
+        sc = [s for s in sc if s["kind"] != "benign"]
+        key, old = "annotators.inject", [d.model_dump(exclude_none=True) for d in cfg.annotators.inject]
+    elif cfg.annotators.kind == "simulated":
+        key, old = "annotators.labelers", [d.model_dump(exclude_none=True) for d in cfg.annotators.labelers]
+    else:
+        raise ValueError(f"scenario {scenario!r} needs a simulated or replayed crowd; the config's annotators.kind "
+                         f"is {cfg.annotators.kind!r} (use --scenario config)")
+    return [f"{key}={json.dumps(sc)}"], f"{key} {json.dumps(old)} replaced by {json.dumps(sc)}"
+
+
 def run_overrides(args, method: str) -> list[str]:
-    """Config overrides of one run: profile defaults, the scenario's labelers, the method."""
+    """Config overrides of one run: the user's ``--set``, the scenario's labelers, poisons (q3), the method."""
     from robust_al.config import load_config
 
     base = load_config(args.config, args.set)
-    sc = scenario_labelers(args.scenario, *args.malicious)
-    key = "annotators.inject" if base.annotators.kind == "replay" else "annotators.labelers"
-    if base.annotators.kind == "replay":  # a recorded crowd: attackers are injected next to it
-        sc = [s for s in sc if s["kind"] != "benign"]
-    out = list(args.set) + [f"{key}={json.dumps(sc)}"]
+    out = list(args.set) + scenario_overrides(base, args.scenario, getattr(args, "malicious", None))[0]
     if args.question == "q3":
         out.append("poison.enabled=true")
     return out + METHODS[method]
@@ -147,7 +172,9 @@ def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_ru
                 r = ray.get(ref)
             except Exception as e:  # noqa: BLE001 - reported per repetition below
                 outcomes.append((j, None, e))
+                progress(len(outcomes), len(jobs), j, None, e)
                 continue
+            progress(len(outcomes) + 1, len(jobs), j, r, None)
             # a cluster without a shared disk: the driver keeps a copy
             Path(j["run_dir"]).mkdir(parents=True, exist_ok=True)
             (Path(j["run_dir"]) / "result.json").write_text(json.dumps(r, indent=1))
@@ -155,16 +182,32 @@ def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_ru
     else:
         # spawn, not fork: the parent already ran torch (OpenMP) to measure the target; forked OpenMP deadlocks
         with ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = [pool.submit(one_run, j) for j in jobs]
-            for j, f in zip(jobs, futures):
-                e = f.exception()
+            futures = {pool.submit(one_run, j): j for j in jobs}
+            for f in as_completed(futures):  # one line per repetition as it finishes
+                j, e = futures[f], f.exception()
                 outcomes.append((j, None if e else f.result(), e))
+                progress(len(outcomes), len(jobs), j, outcomes[-1][1], e)
+            order = {id(j): k for k, j in enumerate(jobs)}
+            outcomes.sort(key=lambda o: order[id(o[0])])  # results in job order, whatever finished first
     bad = [(j, e) for j, _, e in outcomes if e is not None]
     if bad and failures is None:
         raise bad[0][1]
     for j, e in bad:
         failures.append({"run_dir": j["run_dir"], "method": j["method"], "seed": j["seed"], "error": repr(e)})
     return [r for _, r, e in outcomes if e is None]
+
+
+def progress(done: int, total: int, job: dict, result: dict | None, error: BaseException | None) -> None:
+    """One line per finished repetition (the runs take minutes each; silence until the table is no help)."""
+    head = f"[{done}/{total}] {job['method']} rep {job['rep']}"
+    if error is not None:
+        print(f"{head}: FAILED {type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}",
+              flush=True)
+        return
+    hit = result["labels_to_target"]
+    print(f"{head}: {'target at ' + str(hit) + ' labels' if hit is not None else 'target not reached'}, final "
+          f"accuracy {result['final_acc'] if result['final_acc'] is None else round(result['final_acc'], 4)} "
+          f"after {result['curve'][-1][0] if result['curve'] else 0} labels, {result['seconds']:.0f} s", flush=True)
 
 
 def labels_to_reach(curve: list, threshold: float) -> int | None:

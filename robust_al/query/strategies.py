@@ -58,9 +58,34 @@ class MarginSampling(QueryStrategy):
         return np.argsort(top2[:, 1] - top2[:, 0], kind="stable")[:n]
 
 
-def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int) -> list[int]:
+def typicality(E: np.ndarray, k: int = 20, reference: int = 2000, rng: np.random.Generator | None = None
+               ) -> np.ndarray:
+    """TypiClust's typicality (Hacohen et al. 2022, eq. 1): 1 / mean distance to the ``k`` nearest neighbours,
+    per row of E. The neighbours are looked for among at most ``reference`` rows (a seeded sample beyond
+    that), so a large cluster costs rows x reference distances, not rows^2."""
+    n = len(E)
+    if n <= 2:
+        return np.ones(n)
+    E = np.ascontiguousarray(E, dtype=np.float32)
+    ref = np.arange(n) if n <= reference else np.sort((rng or np.random.default_rng(0)).choice(n, reference,
+                                                                                               replace=False))
+    R = E[ref]
+    k = min(k, len(ref) - 1)
+    ee, rr = np.einsum("ij,ij->i", E, E), np.einsum("ij,ij->i", R, R)
+    out = np.empty(n)
+    for s in range(0, n, 4096):
+        d = np.sqrt(np.maximum(ee[s:s + 4096, None] + rr[None, :] - 2.0 * E[s:s + 4096] @ R.T, 0.0))
+        # k + 1 smallest: a row that is in the reference sample finds itself at distance 0
+        near = np.partition(d, k, axis=1)[:, :k + 1]
+        out[s:s + 4096] = 1.0 / (np.sort(near, axis=1)[:, 1:].mean(axis=1) + 1e-12)
+    return out
+
+
+def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int, weight: np.ndarray | None = None
+                     ) -> list[int]:
     """Greedy max-min within ``members`` (indices into the candidates): pick argmax_x min_y d(x, y), then
     treat the pick as labeled so the next pick is far from it too. Only the members' distances move.
+    ``weight`` (one per member, in (0, 1]): pick argmax_x weight(x) * min_y ||x - y|| instead.
 
     Each step needs the members' distances to the pick: ||x||^2 + ||p||^2 - 2 x.p, one matrix-vector product,
     so the working memory is a few vectors of the members' length. (Forming x - p for every member held two
@@ -73,8 +98,13 @@ def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int) -> list[int
     Em = E[pos] if small else None  # a gathered copy only when it is small
     sq = np.einsum("ij,ij->i", Em, Em) if small else np.einsum("ij,ij->i", E, E)[pos]
     picks: list[int] = []
+    w2 = None if weight is None else np.asarray(weight, dtype=float) ** 2  # on squared distances
     for _ in range(min(n, len(members))):
-        j = int(np.argmax(d))
+        if w2 is None:
+            j = int(np.argmax(d))
+        else:
+            far = np.isposinf(d)  # nothing labeled yet: the most typical first
+            j = int(np.argmax(np.where(far, w2, -np.inf))) if far.any() else int(np.argmax(d * w2))
         picks.append(int(members[j]))
         p = E[pos[j]]
         dot = Em @ p if small else (E @ p)[pos]
@@ -123,11 +153,17 @@ def allocate(budget: int, sizes: np.ndarray, error: np.ndarray, perturbation: np
 
 class ClusterMaxMin(QueryStrategy):
     """The project's strategy (eq. 4): cluster the candidates in the model's feature space, then per cluster
-    c pick N_c items maximizing the min distance to the labeled set D."""
+    c pick N_c items maximizing the min distance to the labeled set D.
+
+    ``typicality`` = beta >= 0 weighs that distance by (t(x) / max_c t)^beta, t the TypiClust typicality of x
+    within its cluster (:func:`typicality`): farthest-first alone picks outliers first, the known cold-start
+    weakness of core-set selection at small budgets. While D is far from everything, typical points win; as
+    D covers the dense parts, distance takes over. beta = 0 is the paper's pure max-min."""
 
     def __init__(self, method: str = "kmeans", n_clusters: int | None = None, max_clusters: int = 10,
-                 seed: int = 0):
+                 seed: int = 0, typicality: float = 0.0):
         self.method, self.n_clusters, self.max_clusters, self.seed = method, n_clusters, max_clusters, seed
+        self.typicality = float(typicality)
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         seed = int(ctx.rng.integers(2**31))
@@ -146,7 +182,13 @@ class ClusterMaxMin(QueryStrategy):
         picks: list[int] = []
         for c in range(k):
             if n_c[c]:
-                picks += _greedy_farthest(ctx, np.flatnonzero(labels == c), int(n_c[c]))
+                members = np.flatnonzero(labels == c)
+                weight = None
+                if self.typicality > 0:
+                    E = ctx.embed[members] if ctx.embed is not None else ctx.mind.E[ctx.positions[members]]
+                    t = typicality(E, rng=np.random.default_rng(seed + c))
+                    weight = (t / t.max()) ** self.typicality
+                picks += _greedy_farthest(ctx, members, int(n_c[c]), weight)
         return np.array(picks, dtype=np.int64)
 
     @staticmethod

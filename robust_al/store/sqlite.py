@@ -33,7 +33,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE TABLE IF NOT EXISTS trust_events (
     id INTEGER PRIMARY KEY AUTOINCREMENT, iteration INTEGER NOT NULL, worker TEXT NOT NULL,
     delta REAL NOT NULL, trust REAL NOT NULL, reason TEXT NOT NULL, item_id INTEGER, created_at REAL NOT NULL,
-    score REAL, n REAL NOT NULL DEFAULT 0, lower REAL, upper REAL, class_upper REAL, tau REAL);
+    score REAL, n REAL NOT NULL DEFAULT 0, lower REAL, upper REAL, class_upper REAL, tau REAL, flags TEXT);
 CREATE TABLE IF NOT EXISTS flags (
     iteration INTEGER NOT NULL, worker TEXT NOT NULL, reason TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS augmentations (
@@ -90,9 +90,10 @@ def describe_sqlite_error(e: sqlite3.Error) -> str:
 DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations", "inferred")
 
 
-SCHEMA_VERSION = 4  # PRAGMA user_version; 0 = a store from before versioning (schema 1); older ones are
-# upgraded in place (3: label_counts; 4: trust_events' credible interval and routing threshold)
-TRUST_INTERVAL_COLUMNS = ("lower", "upper", "class_upper", "tau")
+SCHEMA_VERSION = 5  # PRAGMA user_version; 0 = a store from before versioning (schema 1); older ones are
+# upgraded in place (3: label_counts; 4: trust_events' credible interval and routing threshold; 5: their
+# detector flags)
+TRUST_EVENT_COLUMNS = {"lower": "REAL", "upper": "REAL", "class_upper": "REAL", "tau": "REAL", "flags": "TEXT"}
 
 
 class StoreError(ValueError):
@@ -146,9 +147,9 @@ class RunStore:
             self.db.execute("PRAGMA synchronous=FULL")
             self.db.executescript(SCHEMA)
             have = {r[1] for r in self.db.execute("PRAGMA table_info(trust_events)")}
-            for col in TRUST_INTERVAL_COLUMNS:  # schema 4 (a store from before trust intervals)
+            for col, kind in TRUST_EVENT_COLUMNS.items():  # schemas 4 and 5 (trust intervals, detector flags)
                 if col not in have:
-                    self.db.execute(f"ALTER TABLE trust_events ADD COLUMN {col} REAL")
+                    self.db.execute(f"ALTER TABLE trust_events ADD COLUMN {col} {kind}")
             if "annotations" in tables and version < 3:  # an older store: count what it already holds
                 with self.db:
                     self.db.execute("DELETE FROM label_counts")
@@ -388,16 +389,17 @@ class RunStore:
     def add_trust_event(self, iteration: int, worker: str, delta: float, trust: float, reason: str,
                         item_id: int | None = None, score: float | None = None, n: float = 0.0, *,
                         lower: float | None = None, upper: float | None = None,
-                        class_upper: float | None = None, tau: float | None = None) -> None:
+                        class_upper: float | None = None, tau: float | None = None, flags: str | None = None
+                        ) -> None:
         """One change of a labeler's trust; ``score``/``n``: its agreement score and label count after it;
         ``lower``/``upper``/``class_upper``: the score's credible interval and worst class's upper bound;
-        ``tau``: the routing threshold in force."""
+        ``tau``: the routing threshold in force; ``flags``: the detectors' ';'-joined flags on it ('' none)."""
         self.db.execute(
             "INSERT INTO trust_events (iteration, worker, delta, trust, reason, item_id, created_at, score, n,"
-            " lower, upper, class_upper, tau) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            " lower, upper, class_upper, tau, flags) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (int(iteration), str(worker), float(delta), float(trust), reason,
              None if item_id is None else int(item_id), time.time(), score, float(n),
-             lower, upper, class_upper, tau))
+             lower, upper, class_upper, tau, flags))
 
     def trust_events(self) -> pd.DataFrame:
         return pd.read_sql_query("SELECT * FROM trust_events ORDER BY id", self.db)

@@ -101,6 +101,57 @@ def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0,
     return out
 
 
+
+def _scored(ann: pd.DataFrame, n_classes: int, method: str, first: TrustWeightedDS | None, out: set,
+            prior_strength: float, level: float) -> tuple[TrustWeightedDS, pd.DataFrame]:
+    """The inference without the labelers in ``out``, and every labeler scored against it."""
+    fit = first if not out and first is not None else _fit(
+        ann, n_classes, method, {w: (0.0 if w in out else 1.0) for w in ann["worker"].unique()})
+    return fit, worker_accuracy(fit.leave_one_out(), n_classes, prior_strength=prior_strength, level=level)
+
+
+def _threshold(table: pd.DataFrame, n_classes: int, relative: float) -> tuple[float, float]:
+    """The crowd's typical accuracy and tau (eq. 6)."""
+    typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
+    return typical, routing_threshold(n_classes, typical, relative)
+
+
+def _confirm(ann: pd.DataFrame, n_classes: int, method: str, first: TrustWeightedDS | None,
+             detected: dict[object, list[str]], prior_strength: float, level: float, relative: float):
+    """Score everyone against the evidence inferred without the flagged labelers, and drop a found bloc the
+    evidence refutes. Returns (evidence, table, typical, tau, detected)."""
+    detected = {w: list(f) for w, f in detected.items()}
+    evidence, table = _scored(ann, n_classes, method, first, set(detected), prior_strength, level)
+    typical, tau = _threshold(table, n_classes, relative)
+    bloc = [w for w, f in detected.items() if "colluder" in f and w in table.index]
+    if bloc and np.average(table.loc[bloc, "accuracy"], weights=table.loc[bloc, "n"]) >= tau:
+        # a bloc that, scored against the evidence inferred without it, is as accurate as the crowd is not
+        # attacking anything: the split was honest workers against heavy near-chance ones (clean rte: 48 good
+        # workers flagged, their bloc's mean accuracy 0.85 against tau 0.64; routing them cost 1.25 points)
+        for w in bloc:
+            detected[w] = [f for f in detected[w] if f != "colluder"]
+            if not detected[w]:
+                del detected[w]
+        evidence, table = _scored(ann, n_classes, method, first, set(detected), prior_strength, level)
+        typical, tau = _threshold(table, n_classes, relative)
+    return evidence, table, typical, tau, detected
+
+
+def detected_flags(annotations: pd.DataFrame, n_classes: int, random_state: int = 0, *, method: str = "ds",
+                   prior_strength: float = 4.0, level: float = 0.9, relative: float = 0.5
+                   ) -> tuple[dict[object, list[str]], pd.DataFrame]:
+    """The detectors' flags (:func:`detect_adversaries`) that the evidence does not refute, as
+    :func:`assess_crowd` keeps them (worker -> reasons: ``spammer``, ``colluder``), and every labeler scored
+    (:func:`worker_accuracy`) against the labels inferred without the flagged ones (empty if none is
+    flagged): a bloc scored against evidence it sways looks accurate. A campaign's ledger routes on both."""
+    ann = annotations[["task", "worker", "label"]].reset_index(drop=True)
+    detected = detect_adversaries(ann, n_classes, random_state)
+    if not detected:
+        return {}, pd.DataFrame()
+    _, table, _, _, detected = _confirm(ann, n_classes, method, None, detected, prior_strength, level, relative)
+    return detected, table if detected else pd.DataFrame()
+
+
 def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds", route: bool = False,
                  random_state: int = 0, *, level: float = 0.9, relative: float = 0.5,
                  prior_strength: float = 4.0, max_share: float = 0.5, detect: bool = True) -> CrowdAssessment:
@@ -130,30 +181,13 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
     first = _fit(ann, n_classes, method)
     detected = detect_adversaries(ann, n_classes, random_state) if detect and method == "twds" else {}
 
-    def without(out: set) -> tuple[TrustWeightedDS, pd.DataFrame]:
-        fit = first if not out else _fit(ann, n_classes, method, {w: (0.0 if w in out else 1.0)
-                                                                 for w in ann["worker"].unique()})
-        return fit, worker_accuracy(fit.leave_one_out(), n_classes, prior_strength=prior_strength, level=level)
-
-    def threshold(table: pd.DataFrame) -> tuple[float, float]:  # the crowd's typical accuracy and tau (eq. 6)
-        typical = float(table["prior"].iloc[0]) if len(table) else chance(n_classes)
-        return typical, routing_threshold(n_classes, typical, relative)
-
+    evidence, table, typical, tau, detected = _confirm(ann, n_classes, method, first, detected, prior_strength,
+                                                       level, relative)
     flagged = set(detected)
-    evidence, table = without(flagged)
-    typical, tau = threshold(table)
-    bloc = [w for w, f in detected.items() if "colluder" in f]
-    if bloc and np.average(table.loc[bloc, "accuracy"], weights=table.loc[bloc, "n"]) >= tau:
-        # a bloc that, scored against the evidence inferred without it, is as accurate as the crowd is not
-        # attacking anything: the split was honest workers against heavy near-chance ones (clean rte: 48 good
-        # workers flagged, their bloc's mean accuracy 0.85 against tau 0.64; routing them cost 1.25 points)
-        for w in bloc:
-            detected[w] = [f for f in detected[w] if f != "colluder"]
-            if not detected[w]:
-                del detected[w]
-        flagged = set(detected)
-        evidence, table = without(flagged)
-        typical, tau = threshold(table)
+
+    def without(out: set) -> tuple[TrustWeightedDS, pd.DataFrame]:
+        return _scored(ann, n_classes, method, first, out, prior_strength, level)
+
     posteriors = first.posteriors_
     routed = pd.Series(False, index=table.index)
     if route and len(table):

@@ -35,16 +35,21 @@ class TrustLedger:
     aggregation; ``offset_w`` collects the cuts of the secured-check re-examination (Fig. 3) and audits, and
     shifts w's credible interval with it, so a cut is evidence in the same estimate. Routing (eq. 7,
     :func:`safe_route`) uses the interval against tau (eq. 6, relative to chance and the crowd unless
-    ``threshold`` fixes it). Everything is rebuilt from the stored events on resume.
+    ``threshold`` fixes it) and, with ``detect``, the flags of the agreement-structure detectors
+    (:func:`robust_al.trust.assess.detected_flags`: spammers, colluding blocs), re-run with every update.
+    Everything is rebuilt from the stored events on resume.
     """
 
     def __init__(self, workers: Iterable[str], store: RunStore | None, initial: float = 0.9,
                  prior_strength: float = 4.0, *, routing: bool = True, threshold: float | None = None,
-                 relative: float = 0.5, level: float = 0.9, min_kept: int = 1, max_share: float = 0.5):
+                 relative: float = 0.5, level: float = 0.9, min_kept: int = 1, max_share: float = 0.5,
+                 detect: bool = True, random_state: int = 0):
         self.store = store
         self.initial, self.n0 = initial, prior_strength
         self.routing, self.fixed_tau, self.relative, self.level = routing, threshold, relative, level
         self.min_kept, self.max_share = min_kept, max_share
+        self.detect, self.random_state = detect, random_state
+        self.flags: dict[str, str] = {}  # the detectors' ';'-joined flags per labeler ('' or absent: none)
         self.trust: dict[str, float] = {str(w): initial for w in workers}
         self.score: dict[str, tuple[float, float]] = {w: (initial, 0.0) for w in self.trust}
         self.bounds: dict[str, tuple[float, float, float]] = {}  # lower, upper, class_upper of the score
@@ -57,18 +62,20 @@ class TrustLedger:
                 if row.upper is not None and not np.isnan(row.upper):
                     self.bounds[row.worker] = (float(row.lower), float(row.upper), float(row.class_upper))
                     self.tau = float(row.tau)
+                if isinstance(getattr(row, "flags", None), str):
+                    self.flags[row.worker] = row.flags
         self.routed: set[str] = set()
         self._route()
 
     @classmethod
-    def configured(cls, workers: Iterable[str], store: RunStore | None, trust_cfg: dict, k: int = 1
-                   ) -> "TrustLedger":
+    def configured(cls, workers: Iterable[str], store: RunStore | None, trust_cfg: dict, k: int = 1,
+                   seed: int = 0) -> "TrustLedger":
         """The ledger a campaign with config section ``trust`` (a dict or TrustConfig) keeps; rebuilt from
         ``store``'s events (reports read routing this way: the same rule, never a second copy of it)."""
         c = trust_cfg if isinstance(trust_cfg, dict) else trust_cfg.model_dump()
         return cls(workers, store, c.get("initial", 0.9), c.get("prior_strength", 4.0),
                    routing=c.get("routing", True), threshold=c.get("threshold"), relative=c.get("relative", 0.5),
-                   level=c.get("level", 0.9), min_kept=k)
+                   level=c.get("level", 0.9), min_kept=k, detect=c.get("detect", True), random_state=seed)
 
     def __call__(self, worker: str) -> float:
         return self.trust.get(worker, self.initial)
@@ -104,7 +111,9 @@ class TrustLedger:
                               "trust": [self(w) for w in ws]}, index=ws)
         n_all = max(len(self.trust), len(ws))  # labelers not scored yet count as kept
         share = self.max_share * n_all / len(ws)
-        routed = safe_route(table, self.tau, min_kept=max(0, self.min_kept - (n_all - len(ws))), max_share=share)
+        flagged = {w for w in ws if self.flags.get(w)}
+        routed = safe_route(table, self.tau, flagged, min_kept=max(0, self.min_kept - (n_all - len(ws))),
+                            max_share=share)
         self.routed = set(routed[routed].index)
 
     # -- events ------------------------------------------------------------------------------------------------
@@ -122,7 +131,8 @@ class TrustLedger:
             score, n = self.score.get(worker, (self.initial, 0.0))
             lo, hi, cls = self.bounds.get(worker, (None, None, None))
             self.store.add_trust_event(iteration, worker, after - before, after, reason, item_id, score, n,
-                                       lower=lo, upper=hi, class_upper=cls, tau=self.tau)
+                                       lower=lo, upper=hi, class_upper=cls, tau=self.tau,
+                                       flags=self.flags.get(worker, ""))
             kill_point("trust-event", iteration)
         return after
 
@@ -138,7 +148,8 @@ class TrustLedger:
         """Re-score every labeler on all its labels from leave-one-out posteriors (see
         :func:`robust_al.trust.model.worker_accuracy`). Scores are recomputed with each new model rather than
         frozen when a label arrives, so early, poorly informed estimates stop counting once better ones exist.
-        One event per labeler whose score moved."""
+        One event per labeler whose score, interval or detector flags moved (routing reads all three, and a
+        resumed campaign must route from what the uninterrupted one had)."""
         # pseudo-workers (the model's predictions) testify in the posteriors but are not labelers
         loo = loo[~loo["worker"].astype(str).str.startswith("__")]
         table = worker_accuracy(loo, n_classes, self.initial, self.n0, self.level)
@@ -146,21 +157,40 @@ class TrustLedger:
             return
         if self.fixed_tau is None:
             self.tau = routing_threshold(n_classes, float(table["prior"].iloc[0]), self.relative)
+        flags, rescored = self._detect(loo, n_classes) if self.detect else ({}, None)
+        if flags:  # a flagged labeler is judged against the evidence without the flagged, as assess_crowd does
+            judged = [w for w in flags if w in table.index and w in rescored.index]
+            table.loc[judged] = rescored.loc[judged, table.columns].to_numpy()
         moved = []
         # labelers appear as they first answer (a live Label Studio crowd)
         for worker in table.index:
             row = table.loc[worker]
             new = (float(row["trust"]), float(row["n"]))
-            self.bounds[worker] = (float(row["lower"]), float(row["upper"]), float(row["class_upper"]))
+            bounds = (float(row["lower"]), float(row["upper"]), float(row["class_upper"]))
             old = self.score.get(worker, (self.initial, 0.0))
-            if new != old:
-                self.score[worker] = new
+            if new != old or bounds != self.bounds.get(worker) or flags.get(worker, "") != self.flags.get(worker, ""):
                 moved.append((worker, new[0] - old[0], row))
+            self.score[worker], self.bounds[worker] = new, bounds
+            self.flags[worker] = flags.get(worker, "")
         for worker, delta, row in moved:
+            flag = f", flagged {self.flags[worker]}" if self.flags[worker] else ""
             self._record(iteration, worker, delta,
                          f"accuracy {row['accuracy']:.3f} [{row['lower']:.2f}, {row['upper']:.2f}] over "
-                         f"{int(row['n'])} labels, worst class {int(row['worst_class'])} <= {row['class_upper']:.2f}")
+                         f"{int(row['n'])} labels, worst class {int(row['worst_class'])} <= "
+                         f"{row['class_upper']:.2f}{flag}")
         self._route()
+
+    def _detect(self, loo: pd.DataFrame, n_classes: int) -> tuple[dict[str, str], pd.DataFrame]:
+        """Spammers and colluding blocs among the labelers of ``loo`` (its task, worker, label columns), and
+        everyone scored without them (see :func:`robust_al.trust.assess.detected_flags`)."""
+        from robust_al.trust.assess import detected_flags
+
+        if "task" not in loo or loo["worker"].nunique() < 5:  # too few labelers for either test (see detect)
+            return {}, pd.DataFrame()
+        found, rescored = detected_flags(loo[["task", "worker", "label"]], n_classes, self.random_state,
+                                         prior_strength=self.n0, level=self.level, relative=self.relative)
+        rescored.index = rescored.index.map(str)
+        return {str(w): ";".join(f) for w, f in found.items()}, rescored
 
     def penalize(self, iteration: int, worker: str, confidence: float, n_classes: int, amount: float,
                  item_id: int | None = None) -> float:

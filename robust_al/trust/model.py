@@ -25,10 +25,21 @@ The model (one-coin Dawid-Skene, scored against the *other* evidence on each ite
       P(l | q, p_{w,y}) = q(y) [p_{w,y} 1(l=y) + (1 - p_{w,y}) 1(l!=y)/(C - 1)]
                           + sum_{c != y} q(c) [pbar 1(l=c) + (1 - pbar) 1(l!=c)/(C - 1)]        (eq. 3)
 
-  again linear in p_{w,y}, with the same prior and grid. A class counts against w only when it is
-  confidently bad: trust_w = min(E[p_w], min_y upper_y(p_{w,y})) (eq. 4), so an honest labeler whose one
-  class is noisy but plausible keeps its overall accuracy, while a labeler who always turns c_t into c'_t
-  drops to the upper bound of pi_w[c_t, c_t].
+  again linear in p_{w,y}, with the same prior and grid.
+
+  Trust, the point estimate, is the expected share of w's labels that are right,
+
+      r_w = (1 / n_w) sum_i P(y_i = l_wi | all labels)                                           (eq. 4a)
+
+  with the fitted model's posterior of each given label (its own confusion matrix counted; without one,
+  eq. 1 inverted by Bayes with p_w = E[p_w]: q_i(l) p / (q_i(l) p + (1 - q_i(l)) (1 - p) / (C - 1))). It
+  estimates exactly what "this labeler's accuracy" means on the labels it gave; E[p_w] (the posterior
+  mean, shrunk to the crowd) and its interval speak of the labeler's next answers and drive routing.
+  Measured on the clean real crowds, Spearman(trust, true accuracy) over workers with >= 10 labels: WSD
+  0.435 -> 0.737 and LabelMe 0.547 -> 0.620 with r_w in place of E[p_w]; the others within +-0.02.
+  A class counts against w only when it is confidently bad: trust_w = min(r_w, min_y upper_y(p_{w,y}))
+  (eq. 4), so an honest labeler whose one class is noisy but plausible keeps its accuracy, while a
+  labeler who always turns c_t into c'_t drops to the upper bound of pi_w[c_t, c_t].
 
   The prior mean m0 is the crowd's own (empirical Bayes, eq. 5): the median posterior mean, under a flat
   prior, of the labelers with at least ``min_labels`` labels (else ``initial``), so a quiet labeler is
@@ -91,7 +102,8 @@ def worker_accuracy(loo: pd.DataFrame, n_classes: int, initial: float = 0.8, pri
 
     ``extra_failures``: per worker, evidence from outside the agreement (the secured check's cuts, Fig. 3 of
     the robust-active-learning paper), in labels' worth of wrong answers: it multiplies the likelihood by
-    (1 - p)^f. Returns, indexed by worker: ``trust`` (eq. 4), ``accuracy`` (posterior mean of p_w),
+    (1 - p)^f. ``loo`` may carry ``correct`` (P(y_i = l_wi | all labels), eq. 4a). Returns, indexed by
+    worker: ``trust`` (eq. 4), ``accuracy`` (posterior mean of p_w),
     ``lower``/``upper`` (its interval), ``worst_class`` and ``class_upper`` (the class with the lowest upper
     bound of p_{w,y}, and that bound), ``n`` (labels), ``prior`` (m0 of eq. 5).
     """
@@ -132,7 +144,17 @@ def worker_accuracy(loo: pd.DataFrame, n_classes: int, initial: float = 0.8, pri
     hi_c = hi_c.reshape(M, C)
     worst = hi_c.argmin(axis=1)
     cls_hi = hi_c[np.arange(M), worst]
-    trust = np.minimum(acc, cls_hi)
+    if "correct" in loo:  # eq. 4a
+        right = loo["correct"].to_numpy(dtype=float)
+    else:
+        p_hat = acc[codes]
+        right = ql * p_hat / np.clip(ql * p_hat + (1 - ql) * (1 - p_hat) * other, 1e-12, None)
+    # no pseudo-counts here: shrinking r_w toward the crowd (4 labels' worth, as eq. 2) ordered equally perfect
+    # labelers by how much they said and took WSD's Spearman(trust, true accuracy) from 0.737 back to 0.446;
+    # a newcomer's uncertainty is what its interval says, and routing reads the interval
+    failures = 0.0 if extra_failures is None else f  # the cuts count as labels' worth of wrong answers here too
+    realized = np.bincount(codes, weights=right, minlength=M) / np.maximum(counts + failures, 1)
+    trust = np.minimum(realized, cls_hi)
     out = pd.DataFrame({"trust": trust, "accuracy": acc, "lower": lo, "upper": hi, "worst_class": worst,
                         "class_upper": cls_hi, "n": counts, "prior": m0},
                        index=pd.Index(workers, name="worker"))
