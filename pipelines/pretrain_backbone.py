@@ -22,15 +22,16 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--target", nargs="+", default=list(CIFAR2), help="the target task's classes (left out)")
     ap.add_argument("--arch", default="resnet18")
-    ap.add_argument("--epochs", type=int, default=8)
-    ap.add_argument("--n-train", type=int, default=None, help="source images (stratified sample; default all)")
+    ap.add_argument("--epochs", type=int, default=6)
+    ap.add_argument("--n-train", type=int, default=16000,
+                    help="source images (a stratified sample: 2000 per class by default; 0 = all 40,000)")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--cache", default="results/pretrained")
     ap.add_argument("--out", default="results/pretrained/cifar8-resnet18.pt")
     args = ap.parse_args()
     path, meta = pretrain_cifar(source_classes(args.target), args.arch, args.epochs, lr=args.lr, seed=args.seed,
-                                cache_dir=args.cache, n_train=args.n_train)
+                                cache_dir=args.cache, n_train=args.n_train or None)
     out = Path(args.out)
     if out.resolve() != path.resolve():
         out.parent.mkdir(parents=True, exist_ok=True)

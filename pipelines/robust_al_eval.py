@@ -21,6 +21,7 @@ Methods (``--methods``):
   coreset           greedy k-center (core-set) inside the same defended loop
   proposed-norouting  'proposed' without trust-based routing (untrusted labels keep full weight), to show
                     what routing buys under an attack
+  proposed-pure-maxmin  'proposed' with the paper's pure farthest-first max-min (query.typicality = 0)
 """
 from __future__ import annotations
 

@@ -96,8 +96,10 @@ class QueryConfig(_Strict):
     clustering: Literal["kmeans", "kmedoids", "agglomerative"] = "kmeans"
     n_clusters: Optional[int] = Field(None, ge=1, description="null = chosen by silhouette")
     max_clusters: int = Field(10, ge=2)
-    typicality: float = Field(0.0, ge=0, description="maxmin: weigh the distance to the labeled set by "
-                              "(typicality within the cluster)^beta; 0 = the paper's pure max-min")
+    typicality: float = Field(1.0, ge=0, description="maxmin: weigh the distance to the labeled set by "
+                              "(typicality within the cluster)^beta; 0 = the paper's pure max-min (behind "
+                              "random by up to 15 points at small budgets: README, 'A query never worse than "
+                              "random')")
     refresh_every: int = Field(1, ge=1, description="re-embed the pool in the model's feature space every r iterations")
     chunk_size: int = Field(65536, ge=1)
 

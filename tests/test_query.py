@@ -33,7 +33,7 @@ def test_cluster_maxmin_takes_the_farthest_item_of_each_cluster():
     E = np.array([[0, 0], [0.1, 0], [0.2, 0], [1.0, 0],        # cluster A: labeled at 0, farthest 1.0
                   [50, 50], [50.1, 50], [50, 51.5], [50.2, 50.1]], dtype=np.float32)  # B: labeled at (50, 50)
     ctx = _ctx(E, [0, 4], [1, 2, 3, 5, 6, 7])
-    picks = ClusterMaxMin(n_clusters=2).query(ctx, 2)
+    picks = ClusterMaxMin(n_clusters=2, typicality=0.0).query(ctx, 2)
     chosen = {tuple(E[ctx.positions[p]]) for p in picks}
     assert chosen == {(1.0, 0.0), (50.0, 51.5)}
 
@@ -138,7 +138,7 @@ def test_typicality_weighting_picks_the_dense_part_before_outliers():
     E = np.vstack([[[0.3, 0.2]], blob, outliers]).astype(np.float32)   # row 0 is labeled
     cand = np.arange(1, len(E))
     is_outlier = lambda picks: np.isin(cand[picks], np.arange(201, 206))  # noqa: E731
-    plain = ClusterMaxMin(n_clusters=1).query(_ctx(E, [0], cand), 5)
+    plain = ClusterMaxMin(n_clusters=1, typicality=0.0).query(_ctx(E, [0], cand), 5)
     typical = ClusterMaxMin(n_clusters=1, typicality=2.0).query(_ctx(E, [0], cand), 5)
     assert is_outlier(plain).all()
     assert not is_outlier(typical).any()

@@ -71,9 +71,9 @@ def _accuracy(model: nn.Module, X: np.ndarray, y: np.ndarray, device, mean, std,
     return right / max(len(X), 1)
 
 
-def pretrain_cifar(classes: Sequence[str] | None = None, arch: str = "resnet18", epochs: int = 8,
+def pretrain_cifar(classes: Sequence[str] | None = None, arch: str = "resnet18", epochs: int = 6,
                    batch_size: int = 128, lr: float = 0.1, seed: int = 0, root: str | Path | None = None,
-                   cache_dir: str | Path = "results/pretrained", n_train: int | None = None,
+                   cache_dir: str | Path = "results/pretrained", n_train: int | None = 16000,
                    echo=print) -> tuple[Path, dict]:
     """Train torchvision's ``arch`` on the CIFAR-10 ``classes`` (default: the eight not in CIFAR-2), clean
     labels, and save its state_dict; cached: a second call with the same data and settings returns the file.
