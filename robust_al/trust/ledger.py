@@ -30,8 +30,8 @@ def independent_labelers(p1: float, ph: float = 0.9995) -> int:
 class TrustLedger:
     """Trust in [0, 1] per labeler; every change is an event written to the store when it happens.
 
-    trust_w = score_w + offset_w: ``score_w`` is eq. 4 of :mod:`robust_al.trust.model` (posterior accuracy,
-    lowered to a confidently bad class's upper bound) over all of w's labels, recomputed with each new
+    trust_w = score_w + offset_w: ``score_w`` is eq. 4 of :mod:`robust_al.trust.model` (the expected share of
+    w's labels that are right, lowered to a confidently bad class's upper bound), recomputed with each new
     aggregation; ``offset_w`` collects the cuts of the secured-check re-examination (Fig. 3) and audits, and
     shifts w's credible interval with it, so a cut is evidence in the same estimate. Routing (eq. 7,
     :func:`safe_route`) uses the interval against tau (eq. 6, relative to chance and the crowd unless
