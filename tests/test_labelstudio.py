@@ -12,6 +12,7 @@ import socket
 import stat
 
 import httpx
+import numpy as np
 import pytest
 
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
@@ -39,6 +40,28 @@ def test_label_config_roundtrip():
     assert "<Header" not in label_config(["a", "b"], header=False)
     with pytest.raises(ValueError):
         label_config(["a", "a"])
+
+
+def test_small_images_are_shown_sharp_and_large_ones_smoothed(tmp_path):
+    from types import SimpleNamespace
+
+    from PIL import Image
+
+    from robust_al.labelstudio.media import small_images
+
+    def pool(size, n=3):
+        paths = []
+        for i in range(n):
+            p = tmp_path / f"{size[0]}x{size[1]}-{i}.png"
+            Image.new("RGB", size, (i * 40, 90, 200)).save(p)
+            paths.append(str(p))
+        return SimpleNamespace(media=np.array(paths, dtype=object), media_kind="image")
+
+    assert small_images(pool((32, 32))) and not small_images(pool((640, 480)))
+    assert not small_images(SimpleNamespace(media=None, media_kind=None))
+    cfg = label_config(["a", "b"], image=True, pixelated=True)
+    assert 'smoothing="false"' in cfg and parse_label_config(cfg).object_tag == "Image"
+    assert "smoothing" not in label_config(["a", "b"], image=True)
 
 
 def test_parse_a_foreign_label_config():

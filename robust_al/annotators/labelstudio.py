@@ -134,12 +134,13 @@ class LabelStudioCrowd:
         elif key in known:
             proj = self.client.get_project(int(known[key]))
         else:
-            from robust_al.labelstudio.media import pool_kind
+            from robust_al.labelstudio.media import pool_kind, small_images
 
             shown = pool_kind(self.pool) if self.pool is not None else None
             proj = self.client.create_project(f"{self.title} {kind} x{n}", self.class_names, maximum_annotations=n,
                                               image=shown == "image", header=shown is not None,
-                                              show_predictions=self.show_predictions)
+                                              show_predictions=self.show_predictions,
+                                              pixelated=shown == "image" and small_images(self.pool))
             known[key] = proj.id
             self.store.set_meta("ls_projects", known)
         if proj.image and self.media == "local-files" and self.attached is None:

@@ -40,16 +40,19 @@ class ProjectNotFound(LookupError):
     """No project with that id on the server (or the token may not see it)."""
 
 
-def label_config(class_names: Sequence[str], image: bool = False, header: bool = True) -> str:
+def label_config(class_names: Sequence[str], image: bool = False, header: bool = True,
+                 pixelated: bool = False) -> str:
     """The labeling interface of a robust-al project: the item's key as a header, the item (an image, or a
     text), and one radio button per class (in class-index order). ``header=False`` for a bare feature pool,
-    whose text already is the key."""
+    whose text already is the key. ``pixelated``: show an image's pixels as sharp squares when it is drawn
+    larger than it is (``smoothing="false"``): a 32x32 image blown up to 640 px is otherwise a blur."""
     names = [str(c) for c in class_names]
     if not names:
         raise ValueError("at least one class is needed")
     if len(set(names)) != len(names):
         raise ValueError(f"class names must be distinct: {names}")
-    obj = (f'<Image name="{TO_NAME}" value="$image" maxWidth="640px" zoom="true"/>' if image
+    smooth = ' smoothing="false"' if pixelated else ""
+    obj = (f'<Image name="{TO_NAME}" value="$image" maxWidth="640px" zoom="true"{smooth}/>' if image
            else f'<Text name="{TO_NAME}" value="$text"/>')
     head = '  <Header value="$key"/>\n' if header else ""
     choices = "\n    ".join(f"<Choice value={quoteattr(n)}/>" for n in names)
@@ -259,7 +262,7 @@ class LabelStudioClient:
     # -- projects -----------------------------------------------------------------------------------------
     def create_project(self, title: str, class_names: Sequence[str], maximum_annotations: int = 1,
                        image: bool = False, description: str = "", header: bool = True,
-                       show_predictions: bool = False) -> Project:
+                       show_predictions: bool = False, pixelated: bool = False) -> Project:
         """A single-choice classification project; ``maximum_annotations`` answers per task (overlap).
 
         ``show_predictions=False`` also turns off the display of other annotators' predictions
@@ -268,7 +271,7 @@ class LabelStudioClient:
         if len(title) < 3:
             raise ValueError("Label Studio wants project titles of at least 3 characters")
         p = self.sdk.projects.create(title=title, description=description,
-                                     label_config=label_config(class_names, image, header),
+                                     label_config=label_config(class_names, image, header, pixelated),
                                      maximum_annotations=int(maximum_annotations),
                                      show_skip_button=True, enable_empty_annotation=False,
                                      show_collab_predictions=bool(show_predictions))

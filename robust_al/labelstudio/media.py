@@ -109,3 +109,18 @@ def pool_kind(pool) -> str | None:
     if pool.media is None or pool.media_kind is None:
         return None
     return pool.media_kind if np.any([m is not None for m in pool.media]) else None
+
+
+def small_images(pool, limit: int = 128, sample: int = 20) -> bool:
+    """Are the pool's images small (every one of the first ``sample`` at most ``limit`` pixels on a side)?
+    Then the labeling interface shows their pixels sharp instead of smoothing them into a blur. Reads only the
+    files' headers."""
+    from PIL import Image
+
+    paths = [p for p in (pool.media if pool.media is not None else []) if p is not None][:sample]
+    if not paths or pool.media_kind != "image":
+        return False
+    try:
+        return all(max(Image.open(p).size) <= limit for p in paths)
+    except OSError:  # unreadable here (e.g. served by URL template only): keep the default rendering
+        return False
