@@ -101,7 +101,6 @@ def detect_adversaries(ann: pd.DataFrame, n_classes: int, random_state: int = 0,
     return out
 
 
-
 def _scored(ann: pd.DataFrame, n_classes: int, method: str, first: TrustWeightedDS | None, out: set,
             prior_strength: float, level: float) -> tuple[TrustWeightedDS, pd.DataFrame]:
     """The inference without the labelers in ``out``, and every labeler scored against it."""
@@ -184,17 +183,14 @@ def assess_crowd(annotations: pd.DataFrame, n_classes: int, method: str = "twds"
     evidence, table, typical, tau, detected = _confirm(ann, n_classes, method, first, detected, prior_strength,
                                                        level, relative)
     flagged = set(detected)
-
-    def without(out: set) -> tuple[TrustWeightedDS, pd.DataFrame]:
-        return _scored(ann, n_classes, method, first, out, prior_strength, level)
-
     posteriors = first.posteriors_
     routed = pd.Series(False, index=table.index)
     if route and len(table):
         routed = safe_route(table, tau, flagged, max_share=max_share)
         out = set(routed[routed & ((table["upper"] < tau) | table.index.isin(list(flagged)))].index)
         if out:
-            second, rescored = without(out) if out != flagged else (evidence, table)
+            second, rescored = (_scored(ann, n_classes, method, first, out, prior_strength, level)
+                                if out != flagged else (evidence, table))
             kept = ann.loc[~ann["worker"].isin(out), "task"].unique()
             posteriors = first.posteriors_.copy()
             posteriors.loc[kept] = second.posteriors_.loc[kept].to_numpy()
