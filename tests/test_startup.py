@@ -132,3 +132,22 @@ def test_a_verbatim_repeated_row_is_one_answer(tmp_path):
     ds = load_generic_crowd(**_generic(tmp_path, X, rows + rows[:5]), test_size=0.2)
     rec = ds.recorded
     assert len(rec) == len(rec.drop_duplicates(["task", "worker"])) and len(rec) <= 40
+
+
+def test_a_batch_of_answers_is_stored_whole_or_not_at_all(tmp_path):
+    """A write that fails part-way (here a repeated (item, worker) pair at the end; a full disk or a kill
+    alike) leaves none of its rows: the store's transactions are real ones in SQLite's autocommit mode."""
+    store = RunStore(tmp_path)
+    store.add_annotations([(1, "a", 0)], 0, "query")
+    with pytest.raises(sqlite3.IntegrityError):
+        store.add_annotations([(2, "a", 1), (3, "a", 1), (1, "a", 1)], 0, "query")
+    assert store.annotations()[["task", "worker", "label"]].values.tolist() == [[1, "a", 0]]
+    assert store.count_annotations() == 1  # the trigger's count rolled back with the rows
+    with pytest.raises(KeyboardInterrupt):  # Ctrl-C / SIGTERM between two statements of one transaction
+        with store.transaction():
+            store.set_status([2], "labeled", 0)
+            raise KeyboardInterrupt
+    assert store.statuses() == {}
+    store.set_status([2, 3], "labeled", 0)
+    assert store.statuses() == {2: "labeled", 3: "labeled"} and not store.db.in_transaction
+    store.close()

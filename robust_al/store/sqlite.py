@@ -11,6 +11,7 @@ import io
 import json
 import sqlite3
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable
 
@@ -151,7 +152,7 @@ class RunStore:
                 if col not in have:
                     self.db.execute(f"ALTER TABLE trust_events ADD COLUMN {col} {kind}")
             if "annotations" in tables and version < 3:  # an older store: count what it already holds
-                with self.db:
+                with self.transaction():
                     self.db.execute("DELETE FROM label_counts")
                     self.db.execute("INSERT INTO label_counts SELECT iteration, purpose, COUNT(*) FROM annotations"
                                     " GROUP BY iteration, purpose")
@@ -161,6 +162,26 @@ class RunStore:
 
     def close(self) -> None:
         self.db.close()
+
+    @contextmanager
+    def transaction(self):
+        """One SQLite transaction: every statement inside is durable together or not at all.
+
+        The connection is in autocommit mode (``isolation_level=None``), where ``with connection:`` opens
+        nothing: measured, a two-row ``executemany`` whose second row failed left the first row stored, and so
+        did the first of two ``execute`` calls. Hence an explicit BEGIN IMMEDIATE (the write lock is taken at
+        the start, so a concurrent writer waits here rather than failing mid-way) and ROLLBACK on any
+        exception, Ctrl-C and SIGTERM included. Nested use joins the outer transaction."""
+        if self.db.in_transaction:
+            yield
+            return
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        self.db.execute("COMMIT")
 
     @classmethod
     def existing(cls, run_dir: str | Path) -> "RunStore":
@@ -177,7 +198,7 @@ class RunStore:
 
     def set_item_keys(self, item_ids: Iterable[int], keys: Iterable[str]) -> None:
         """The user's key of each pool item (int id -> key string), in one transaction."""
-        with self.db:
+        with self.transaction():
             self.db.executemany("INSERT OR REPLACE INTO item_keys VALUES (?, ?)",
                                 [(int(i), str(k)) for i, k in zip(item_ids, keys)])
 
@@ -207,7 +228,7 @@ class RunStore:
         row = self.db.execute("SELECT label, cancelled, updated_at FROM annotations WHERE external_id=?",
                               (external_id,)).fetchone()
         lab = -1 if label is None else int(label)
-        with self.db:
+        with self.transaction():
             if row is None:
                 try:
                     self.db.execute(
@@ -237,12 +258,12 @@ class RunStore:
 
     def cancel_external(self, external_id: str) -> None:
         """An annotation deleted at the source: keep it, marked cancelled."""
-        with self.db:
+        with self.transaction():
             self.db.execute("UPDATE annotations SET cancelled=1 WHERE external_id=?", (external_id,))
             self.db.execute("INSERT INTO annotation_changes VALUES (?, NULL, 1, NULL, ?)", (external_id, time.time()))
 
     def set_ls_tasks(self, project: int, item_ids, task_ids, iteration: int, purpose: str) -> None:
-        with self.db:
+        with self.transaction():
             self.db.executemany("INSERT OR IGNORE INTO ls_tasks VALUES (?, ?, ?, ?, ?)",
                                 [(int(project), int(i), int(t), int(iteration), purpose)
                                  for i, t in zip(item_ids, task_ids)])
@@ -264,7 +285,7 @@ class RunStore:
 
     def set_batch(self, iteration: int, purpose: str, item_ids) -> None:
         """The items a stage is about to ask about, stored before anyone is asked (kept on resume)."""
-        with self.db:
+        with self.transaction():
             self.db.executemany("INSERT OR IGNORE INTO asked VALUES (?, ?, ?, ?)",
                                 [(int(iteration), purpose, k, int(i)) for k, i in enumerate(item_ids)])
 
@@ -304,7 +325,7 @@ class RunStore:
         # 1.3 s with NORMAL on this machine's disk. Paid answers (Label Studio) keep a FULL commit each.
         self.db.execute("PRAGMA synchronous=NORMAL")
         try:
-            with self.db:
+            with self.transaction():
                 cur = self.db.executemany(
                     "INSERT INTO annotations (item_id, worker, label, iteration, purpose, created_at)"
                     " VALUES (?, ?, ?, ?, ?, ?)",
@@ -360,7 +381,7 @@ class RunStore:
         return {int(i): np.array(json.loads(c), dtype=float) for i, c in rows}
 
     def set_status(self, item_ids: Iterable[int], status: str, iteration: int) -> None:
-        with self.db:
+        with self.transaction():
             self.db.executemany("INSERT INTO items (item_id, iteration, status) VALUES (?, ?, ?)",
                                 [(int(i), int(iteration), status) for i in item_ids])
 
@@ -371,7 +392,7 @@ class RunStore:
 
     def set_inferred(self, iteration: int, rows: Iterable[tuple[int, int | None, float | None, int, str]]) -> None:
         """The labels inferred at a completed iteration: (item_id, label, confidence, n_answers, status) rows."""
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT OR REPLACE INTO inferred VALUES (?, ?, ?, ?, ?, ?)",
                 [(int(iteration), int(i), None if lab is None else int(lab), None if c is None else float(c),
@@ -413,7 +434,7 @@ class RunStore:
     def add_augmentations(self, iteration: int, item_ids: np.ndarray, method: str, X: np.ndarray,
                           norms: np.ndarray) -> None:
         X = np.ascontiguousarray(X, dtype=np.float32)
-        with self.db:
+        with self.transaction():
             self.db.executemany(
                 "INSERT INTO augmentations VALUES (?, ?, ?, ?, ?)",
                 [(int(iteration), int(i), method, X[k].tobytes(), float(n))
@@ -434,7 +455,7 @@ class RunStore:
         """Items put into the pool, with the meta entry describing them, in one transaction (kept on resume:
         an injection is part of the experiment, not a derived row)."""
         X = np.ascontiguousarray(X, dtype=np.float32)
-        with self.db:
+        with self.transaction():
             self.db.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", (meta[0], json.dumps(meta[1])))
             self.db.executemany("INSERT INTO injected VALUES (?, ?, ?, ?, ?)",
                                 [(int(i), int(iteration), kind, int(c), X[k].tobytes())
@@ -488,7 +509,7 @@ class RunStore:
         """Drop derived rows of iterations after the last completed one; returns the iteration to redo."""
         last = self.last_iteration()
         after = -1 if last is None else last
-        with self.db:
+        with self.transaction():
             for table in DERIVED:
                 self.db.execute(f"DELETE FROM {table} WHERE iteration > ?", (after,))
         return after + 1
