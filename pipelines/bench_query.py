@@ -28,11 +28,16 @@ STRATEGIES = {  # name -> (strategy, options)
     "random": ("random", {}),
     "entropy": ("entropy", {}),
     "coreset": ("coreset", {}),
-    "maxmin": ("maxmin", {}),
-    "maxmin-typ1": ("maxmin", {"typicality": 1.0}),
-    "maxmin-typ2": ("maxmin", {"typicality": 2.0}),
-    "maxmin-typ4": ("maxmin", {"typicality": 4.0}),
-    "maxmin-typ8": ("maxmin", {"typicality": 8.0}),
+    "maxmin": ("maxmin", {"typicality": 0.0, "uncertainty": 0.0}),
+    "maxmin-typ1": ("maxmin", {"typicality": 1.0, "uncertainty": 0.0}),
+    "maxmin-typ2": ("maxmin", {"typicality": 2.0, "uncertainty": 0.0}),
+    "maxmin-typ4": ("maxmin", {"typicality": 4.0, "uncertainty": 0.0}),
+    "maxmin-typ8": ("maxmin", {"typicality": 8.0, "uncertainty": 0.0}),
+    "maxmin-typ1-unc1": ("maxmin", {"typicality": 1.0, "uncertainty": 1.0}),
+    "maxmin-typ1-unc2": ("maxmin", {"typicality": 1.0, "uncertainty": 2.0}),
+    "maxmin-typ1-unc4": ("maxmin", {"typicality": 1.0, "uncertainty": 4.0}),
+    "maxmin-typ1-unc8": ("maxmin", {"typicality": 1.0, "uncertainty": 8.0}),
+    "margin": ("margin", {}),
 }
 
 

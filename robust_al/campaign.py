@@ -110,7 +110,7 @@ class Campaign:
                                     a.noise_scale, a.noise_copies) if a.enabled else None)
         self.strategy = make_strategy(cfg.query.strategy, method=cfg.query.clustering,
                                       n_clusters=cfg.query.n_clusters, max_clusters=cfg.query.max_clusters,
-                                      typicality=cfg.query.typicality)
+                                      typicality=cfg.query.typicality, uncertainty=cfg.query.uncertainty)
         self.mind: MinDistance | None = None
         self._now: tuple[int, str] = (2**62, "")  # (iteration, stage) being run; outside the loop: everything
 
@@ -448,8 +448,8 @@ class Campaign:
         v_norm = np.array(list(prev_aug.values()), dtype=float)
         ctx = QueryContext(
             positions=pos, embed=None, rng=self._rng("query", iteration),
-            proba=(self.learner.predict_proba(self.pool.X[pos])
-                   if self.cfg.query.strategy in ("entropy", "margin") else None),
+            proba=(self.learner.predict_proba(self.pool.X[pos]) if self.cfg.query.strategy in ("entropy", "margin")
+                   or (self.cfg.query.strategy == "maxmin" and self.cfg.query.uncertainty > 0) else None),
             mind=self.mind, secured_embed=self.learner.embed(S.X),
             secured_correct=self.learner.predict(S.X) == S.y,
             vuln_embed=self.mind.E[self.pool.positions(v_ids)] if len(v_ids) else None,

@@ -23,7 +23,7 @@ METHODS = {
     "uncertainty": ["query.strategy=entropy"],
     "coreset": ["query.strategy=coreset"],
     "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
-    "proposed-pure-maxmin": ["query.typicality=0"],  # the paper's farthest-first, without typicality
+    "proposed-pure-maxmin": ["query.typicality=0", "query.uncertainty=0"],  # the paper's farthest-first
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],

@@ -160,12 +160,17 @@ class ClusterMaxMin(QueryStrategy):
     weakness of core-set selection at small budgets. While D is far from everything, typical points win; as
     D covers the dense parts, distance takes over. beta = 0 is the paper's pure max-min; beta = 1 (the
     default) was the only weight never behind random sampling on LabelMe's features (pipelines/bench_query.py;
-    beta = 2 and 4 over-weigh typicality and fall 3-5 points behind from ~150 labels on)."""
+    beta = 2 and 4 over-weigh typicality and fall 3-5 points behind from ~150 labels on).
+
+    ``uncertainty`` = gamma >= 0 multiplies that weight by u(x)^gamma, u = 1 - (p_(1) - p_(2)) the current
+    model's margin uncertainty (in [0, 1]; 1 on the decision boundary): within each cluster, far *and*
+    uncertain items first, the diversified-margin idea of Cluster-Margin (Citovsky et al. 2021). Without
+    class probabilities (the first query) it is ignored."""
 
     def __init__(self, method: str = "kmeans", n_clusters: int | None = None, max_clusters: int = 10,
-                 seed: int = 0, typicality: float = 1.0):
+                 seed: int = 0, typicality: float = 1.0, uncertainty: float = 1.0):
         self.method, self.n_clusters, self.max_clusters, self.seed = method, n_clusters, max_clusters, seed
-        self.typicality = float(typicality)
+        self.typicality, self.uncertainty = float(typicality), float(uncertainty)
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         seed = int(ctx.rng.integers(2**31))
@@ -181,6 +186,10 @@ class ClusterMaxMin(QueryStrategy):
         pert = self._per_cluster(ctx.vuln_embed, ctx.vuln_norm, centers)
         n_c = allocate(n, sizes, error, pert)
         ctx.info.update(n_clusters=int(k), n_per_cluster=n_c.tolist())
+        u = None
+        if self.uncertainty > 0 and ctx.proba is not None and ctx.proba.shape[1] > 1:
+            top2 = np.sort(ctx.proba, axis=1)[:, -2:]
+            u = np.clip(1.0 - (top2[:, 1] - top2[:, 0]), 1e-6, 1.0) ** self.uncertainty
         picks: list[int] = []
         for c in range(k):
             if n_c[c]:
@@ -190,6 +199,8 @@ class ClusterMaxMin(QueryStrategy):
                     E = ctx.embed[members] if ctx.embed is not None else ctx.mind.E[ctx.positions[members]]
                     t = typicality(E, rng=np.random.default_rng(seed + c))
                     weight = (t / t.max()) ** self.typicality
+                if u is not None:
+                    weight = u[members] if weight is None else weight * u[members]
                 picks += _greedy_farthest(ctx, members, int(n_c[c]), weight)
         return np.array(picks, dtype=np.int64)
 
