@@ -21,7 +21,9 @@ Methods (``--methods``):
   coreset           greedy k-center (core-set) inside the same defended loop
   proposed-norouting  'proposed' without trust-based routing (untrusted labels keep full weight), to show
                     what routing buys under an attack
-  proposed-pure-maxmin  'proposed' with the paper's pure farthest-first max-min (query.typicality = 0)
+  proposed-pure-maxmin  'proposed' with the paper's pure farthest-first max-min (query.typicality = 0,
+                    query.uncertainty = 0)
+  proposed-no-uncertainty  'proposed' without the margin-uncertainty weight (query.uncertainty = 0)
 """
 from __future__ import annotations
 
@@ -31,8 +33,9 @@ import json
 import time
 from pathlib import Path
 
-from robust_al.evaluate.experiment import (METHODS, PROFILES, QUESTIONS, SCENARIOS, malicious_pair, poison_tables,
-                                           run_all, run_overrides, scenario_overrides, table, target_accuracy)
+from robust_al.evaluate.experiment import (METHODS, PROFILES, QUESTIONS, SCENARIOS, malicious_pair, paired_table,
+                                           poison_tables, run_all, run_overrides, scenario_overrides, table,
+                                           target_accuracy)
 
 
 def main() -> None:
@@ -88,6 +91,9 @@ def main() -> None:
     tab = table(results, methods, args.target)
     extra = {f"Labels to reach {f:g} x target = {f * args.target:.4f}": table(results, methods, f * args.target)
              for f in args.fractions}
+    if "random" in methods:
+        extra.update({f"Paired by seed, against random, labels to reach {f:g} x target":
+                      paired_table(results, methods, f * args.target) for f in args.fractions})
     extra.update(poison_tables(results, methods) if args.question == "q3" else {})
     print(tab)
     for name, t in extra.items():

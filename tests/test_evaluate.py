@@ -160,3 +160,24 @@ def test_confusion_recovery_error_is_the_label_weighted_frobenius_norm():
     assert per_worker["a"] == pytest.approx(0.0)
     assert per_worker["b"] == pytest.approx(np.sqrt(0.32))
     assert mean == pytest.approx((2 * 0.0 + 1 * np.sqrt(0.32)) / 3)
+
+
+def test_the_paired_table_counts_never_and_tests_by_seed():
+    """Labels to target paired by seed: a method faster on every one of 8 seeds is significant, a run that
+    never reached the target counts as budget + 1, and the curve gap is read at common budgets."""
+    from robust_al.evaluate.experiment import paired_table
+
+    res = []
+    for s in range(8):
+        res.append({"method": "random", "seed": s, "curve": [[10, 0.5], [20, 0.6], [30, 0.7], [40, 0.8]]})
+        res.append({"method": "fast", "seed": s, "curve": [[10, 0.5], [20, 0.8], [30, 0.8], [40, 0.85]]})
+        res.append({"method": "never", "seed": s, "curve": [[10, 0.5], [20, 0.55], [30, 0.6], [40, 0.7]]})
+    text = paired_table(res, ["random", "fast", "never"], 0.8)
+    fast = next(line for line in text.splitlines() if line.startswith("| fast"))
+    never = next(line for line in text.splitlines() if line.startswith("| never"))
+    cells = [c.strip() for c in fast.split("|")[1:-1]]
+    assert cells[2] == "20 / 40" and cells[3] == "0.50" and cells[4] == "8 / 0 / 0" and float(cells[5]) < 0.01
+    assert cells[6].startswith("+5.00") and cells[7] == "3/3"  # 80 - 75 mean gap worst at 40: +5
+    ncells = [c.strip() for c in never.split("|")[1:-1]]
+    assert ncells[2] == "41 / 40" and ncells[4] == "0 / 0 / 8" and float(ncells[5]) > 0.5
+    assert "never reached counts as 41 labels" in text

@@ -24,6 +24,7 @@ METHODS = {
     "coreset": ["query.strategy=coreset"],
     "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
     "proposed-pure-maxmin": ["query.typicality=0", "query.uncertainty=0"],  # the paper's farthest-first
+    "proposed-no-uncertainty": ["query.uncertainty=0"],  # distance x typicality, no margin weight
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
@@ -262,3 +263,44 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
             rows.append(f"| {s} | {d} | {mean('precision')} | {mean('recall')} | {mean('flagged')} |")
     out["Detection of the injected poisons"] = "\n".join(rows)
     return out
+
+
+def accuracy_at(curve: list, n: int) -> float:
+    """Test accuracy of the model trained on at most ``n`` labels (the last curve point at or below n)."""
+    below = [acc for m, acc in curve if m <= n]
+    return below[-1] if below else float("nan")
+
+
+def paired_table(results: list[dict], methods: list[str], threshold: float, baseline: str = "random",
+                 never: int | None = None) -> str:
+    """Each method against ``baseline``, paired by seed: labels to ``threshold`` (a run that never got there
+    counts as ``never``, default the largest budget seen + 1), the ratio of means, how many seeds needed fewer /
+    as many / more labels, and a one-sided Wilcoxon signed-rank p (H1: the method needs fewer); then the mean
+    learning-curve gap (accuracy minus the baseline's, points, paired 95 % half-width) at the budgets both reach
+    after the first (the initial random set, the same for every method of a seed)."""
+    from scipy.stats import wilcoxon
+
+    by = {(r["method"], r["seed"]): r for r in results if r.get("curve")}
+    top = max((r["curve"][-1][0] for r in by.values()), default=0)
+    never = top + 1 if never is None else never
+    rows = [f"| Method vs {baseline} | seeds | labels: mean (method / {baseline}) | ratio | fewer / same / more | "
+            "Wilcoxon p (one-sided) | curve gap: worst (at) | ahead at budgets |", "|---|---:|---|---:|---|---:|---|---|"]
+    for m in [m for m in methods if m != baseline]:
+        seeds = sorted(s for (mm, s) in by if mm == m and (baseline, s) in by)
+        if not seeds:
+            continue
+        a = np.array([labels_to_reach(by[m, s]["curve"], threshold) or never for s in seeds], float)
+        b = np.array([labels_to_reach(by[baseline, s]["curve"], threshold) or never for s in seeds], float)
+        d = a - b
+        p = float(wilcoxon(a, b, alternative="less").pvalue) if np.any(d != 0) else 1.0
+        grid = sorted({n for s in seeds for n, _ in by[baseline, s]["curve"]})
+        grid = [n for n in grid[1:] if all(by[m, s]["curve"][-1][0] >= n and by[baseline, s]["curve"][-1][0] >= n
+                                       for s in seeds)]
+        gaps = [(n, np.array([accuracy_at(by[m, s]["curve"], n) - accuracy_at(by[baseline, s]["curve"], n)
+                              for s in seeds]) * 100) for n in grid]
+        mean = [(n, g.mean(), 1.96 * g.std(ddof=1) / np.sqrt(len(g)) if len(g) > 1 else 0.0) for n, g in gaps]
+        worst = min(mean, key=lambda t: t[1]) if mean else (0, float("nan"), 0.0)
+        rows.append(f"| {m} | {len(seeds)} | {a.mean():.0f} / {b.mean():.0f} | {a.mean() / b.mean():.2f} | "
+                    f"{int((d < 0).sum())} / {int((d == 0).sum())} / {int((d > 0).sum())} | {p:.2g} | "
+                    f"{worst[1]:+.2f} ± {worst[2]:.2f} ({worst[0]}) | {sum(g > 0 for _, g, _ in mean)}/{len(mean)} |")
+    return "\n".join(rows) + f"\n\n(never reached counts as {never} labels)"

@@ -165,7 +165,9 @@ class ClusterMaxMin(QueryStrategy):
     ``uncertainty`` = gamma >= 0 multiplies that weight by u(x)^gamma, u = 1 - (p_(1) - p_(2)) the current
     model's margin uncertainty (in [0, 1]; 1 on the decision boundary): within each cluster, far *and*
     uncertain items first, the diversified-margin idea of Cluster-Margin (Citovsky et al. 2021). Without
-    class probabilities (the first query) it is ignored."""
+    class probabilities (the first query) it is ignored. gamma = 1 (the default): with beta = 1 never behind
+    random on LabelMe and CIFAR-2 transfer features, level with margin sampling on the first and ahead of it
+    on the second, where gamma = 0 trailed margin sampling by 1.4 and 2.8 points (README)."""
 
     def __init__(self, method: str = "kmeans", n_clusters: int | None = None, max_clusters: int = 10,
                  seed: int = 0, typicality: float = 1.0, uncertainty: float = 1.0):
