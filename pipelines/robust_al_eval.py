@@ -23,7 +23,7 @@ Methods (``--methods``):
                     what routing buys under an attack
   proposed-pure-maxmin  'proposed' with the paper's pure farthest-first max-min (query.typicality = 0,
                     query.uncertainty = 0)
-  proposed-no-uncertainty  'proposed' without the margin-uncertainty weight (query.uncertainty = 0)
+  proposed-margin   'proposed' with the margin-uncertainty weight (query.uncertainty = 1)
 """
 from __future__ import annotations
 

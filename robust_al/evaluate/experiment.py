@@ -24,7 +24,7 @@ METHODS = {
     "coreset": ["query.strategy=coreset"],
     "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
     "proposed-pure-maxmin": ["query.typicality=0", "query.uncertainty=0"],  # the paper's farthest-first
-    "proposed-no-uncertainty": ["query.uncertainty=0"],  # distance x typicality, no margin weight
+    "proposed-margin": ["query.uncertainty=1"],  # distance x typicality x margin uncertainty (gamma = 1)
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
