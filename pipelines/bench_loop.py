@@ -130,7 +130,7 @@ def bench_memory(n: int, batch: int, seed: int) -> list[dict]:
         t = time.perf_counter()
         # as in a campaign: the candidates are rows of the pool's embedding (mind.E), not a copy
         ctx = QueryContext(positions=cand, embed=None, rng=np.random.default_rng(0),
-                           proba=proba if name in ("entropy", "margin") else None, mind=mind)
+                           proba=proba if strategy.needs_proba else None, mind=mind)
         strategy.query(ctx, batch)
         secs = time.perf_counter() - t
         peak = tracemalloc.get_traced_memory()[1]

@@ -448,8 +448,7 @@ class Campaign:
         v_norm = np.array(list(prev_aug.values()), dtype=float)
         ctx = QueryContext(
             positions=pos, embed=None, rng=self._rng("query", iteration),
-            proba=(self.learner.predict_proba(self.pool.X[pos]) if self.cfg.query.strategy in ("entropy", "margin")
-                   or (self.cfg.query.strategy == "maxmin" and self.cfg.query.uncertainty > 0) else None),
+            proba=self.learner.predict_proba(self.pool.X[pos]) if self.strategy.needs_proba else None,
             mind=self.mind, secured_embed=self.learner.embed(S.X),
             secured_correct=self.learner.predict(S.X) == S.y,
             vuln_embed=self.mind.E[self.pool.positions(v_ids)] if len(v_ids) else None,

@@ -33,9 +33,18 @@ class QueryContext:
 
 
 class QueryStrategy(ABC):
+    #: does ``query`` read ``ctx.proba``? (the caller computes the model's probabilities only then)
+    needs_proba: bool = False
+
     @abstractmethod
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         """Indices into ``ctx.positions`` of the ``n`` candidates to label next."""
+
+
+def margin(proba: np.ndarray) -> np.ndarray:
+    """p_(1) - p_(2), the gap between the two most probable classes per row (0: on the decision boundary)."""
+    top2 = np.sort(proba, axis=1)[:, -2:]
+    return top2[:, 1] - top2[:, 0]
 
 
 class RandomSampling(QueryStrategy):
@@ -46,6 +55,8 @@ class RandomSampling(QueryStrategy):
 
 
 class EntropySampling(QueryStrategy):
+    needs_proba = True
+
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         p = np.clip(ctx.proba, 1e-12, 1.0)
         score = -(p * np.log(p)).sum(axis=1)
@@ -53,9 +64,10 @@ class EntropySampling(QueryStrategy):
 
 
 class MarginSampling(QueryStrategy):
+    needs_proba = True
+
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
-        top2 = np.sort(ctx.proba, axis=1)[:, -2:]
-        return np.argsort(top2[:, 1] - top2[:, 0], kind="stable")[:n]
+        return np.argsort(margin(ctx.proba), kind="stable")[:n]
 
 
 def typicality(E: np.ndarray, k: int = 20, reference: int = 2000, rng: np.random.Generator | None = None
@@ -176,6 +188,10 @@ class ClusterMaxMin(QueryStrategy):
         self.method, self.n_clusters, self.max_clusters, self.seed = method, n_clusters, max_clusters, seed
         self.typicality, self.uncertainty = float(typicality), float(uncertainty)
 
+    @property
+    def needs_proba(self) -> bool:
+        return self.uncertainty > 0
+
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         seed = int(ctx.rng.integers(2**31))
         if ctx.embed is not None:
@@ -192,8 +208,7 @@ class ClusterMaxMin(QueryStrategy):
         ctx.info.update(n_clusters=int(k), n_per_cluster=n_c.tolist())
         u = None
         if self.uncertainty > 0 and ctx.proba is not None and ctx.proba.shape[1] > 1:
-            top2 = np.sort(ctx.proba, axis=1)[:, -2:]
-            u = np.clip(1.0 - (top2[:, 1] - top2[:, 0]), 1e-6, 1.0) ** self.uncertainty
+            u = np.clip(1.0 - margin(ctx.proba), 1e-6, 1.0) ** self.uncertainty
         picks: list[int] = []
         for c in range(k):
             if n_c[c]:
