@@ -102,7 +102,7 @@ class QueryConfig(_Strict):
                               "random')")
     uncertainty: float = Field(0.0, ge=0, description="maxmin: weigh it also by (1 - the model's top-2 margin)"
                                "^gamma, far *and* uncertain items first; 0 (default) = distance and typicality "
-                               "only (gamma = 1 needed 0.31x random's labels on CIFAR-2 but fell 3.8 points "
+                               "only (gamma = 1 needed 0.34x random's labels on CIFAR-2 but fell 3.8 points "
                                "behind random on LabelMe: README)")
     refresh_every: int = Field(1, ge=1, description="re-embed the pool in the model's feature space every r iterations")
     chunk_size: int = Field(65536, ge=1)
