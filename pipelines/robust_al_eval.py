@@ -23,7 +23,8 @@ Methods (``--methods``):
                     what routing buys under an attack
   proposed-pure-maxmin  'proposed' with the paper's pure farthest-first max-min (query.typicality = 0,
                     query.uncertainty = 0)
-  proposed-margin   'proposed' with the margin-uncertainty weight (query.uncertainty = 1)
+  proposed-nomargin  'proposed' without the margin-uncertainty weight (query.uncertainty = 0)
+  proposed-model-vote  'proposed' with F_{i-1}'s prediction voting on labels (aggregation.model_as_worker)
 """
 from __future__ import annotations
 

@@ -100,10 +100,10 @@ class QueryConfig(_Strict):
                               "(typicality within the cluster)^beta; 0 = the paper's pure max-min (behind "
                               "random by up to 15 points at small budgets: README, 'A query never worse than "
                               "random')")
-    uncertainty: float = Field(0.0, ge=0, description="maxmin: weigh it also by (1 - the model's top-2 margin)"
-                               "^gamma, far *and* uncertain items first; 0 (default) = distance and typicality "
-                               "only (gamma = 1 needed 0.34x random's labels on CIFAR-2 but fell 3.8 points "
-                               "behind random on LabelMe: README)")
+    uncertainty: float = Field(1.0, ge=0, description="maxmin: weigh it also by (1 - the model's top-2 margin)"
+                               "^gamma, far *and* uncertain items first (default 1: 0.34x random's labels on "
+                               "CIFAR-2 transfer features, ahead of random at every budget on LabelMe; 0 = "
+                               "distance and typicality only: README)")
     refresh_every: int = Field(1, ge=1, description="re-embed the pool in the model's feature space every r iterations")
     chunk_size: int = Field(65536, ge=1)
 
@@ -164,7 +164,9 @@ class ModelConfig(_Strict):
 
 class AggregationConfig(_Strict):
     method: Literal["ds", "mv"] = "ds"
-    model_as_worker: bool = Field(True, description="enter F_{i-1}'s prediction at query time as one more worker")
+    model_as_worker: bool = Field(False, description="enter F_{i-1}'s prediction at query time as one more worker "
+                                  "(off by default: with one label per item the model outvoted the humans on the "
+                                  "hard queried items, LabelMe -3.6 points behind random at 150 labels: README)")
     untrusted_weight: float = Field(0.0, ge=0, le=1, description="weight of labels by labelers under trust.threshold")
 
 

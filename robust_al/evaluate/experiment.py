@@ -24,7 +24,8 @@ METHODS = {
     "coreset": ["query.strategy=coreset"],
     "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
     "proposed-pure-maxmin": ["query.typicality=0", "query.uncertainty=0"],  # the paper's farthest-first
-    "proposed-margin": ["query.uncertainty=1"],  # distance x typicality x margin uncertainty (gamma = 1)
+    "proposed-nomargin": ["query.uncertainty=0"],  # distance x typicality, no margin weight (gamma = 0)
+    "proposed-model-vote": ["aggregation.model_as_worker=true"],  # F_{i-1} votes on labels as one more worker
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
