@@ -158,3 +158,15 @@ def test_typicality_is_inverse_mean_knn_distance_and_samples_large_sets():
     big = np.random.default_rng(1).normal(size=(3000, 4)).astype(np.float32)
     a, b = typicality(big, reference=500, rng=np.random.default_rng(0)), typicality(big)
     assert np.corrcoef(a, b)[0, 1] > 0.9
+
+
+def test_typicality_of_a_row_outside_the_reference_sample_counts_its_nearest_neighbour():
+    from robust_al.query.strategies import typicality
+
+    E = np.random.default_rng(2).normal(size=(60, 3)).astype(np.float32)
+    t = typicality(E, k=4, reference=20, rng=np.random.default_rng(5))
+    ref = np.sort(np.random.default_rng(5).choice(60, 20, replace=False))
+    for i in range(60):
+        d = np.sort(np.linalg.norm(E[ref] - E[i], axis=1))
+        expected = d[1:5] if i in ref else d[:4]  # itself excluded, never a real neighbour
+        assert t[i] == pytest.approx(1 / expected.mean(), rel=1e-4)

@@ -83,13 +83,17 @@ def typicality(E: np.ndarray, k: int = 20, reference: int = 2000, rng: np.random
                                                                                                replace=False))
     R = E[ref]
     k = min(k, len(ref) - 1)
+    in_ref = np.zeros(n, dtype=bool)
+    in_ref[ref] = True
     ee, rr = np.einsum("ij,ij->i", E, E), np.einsum("ij,ij->i", R, R)
     out = np.empty(n)
     for s in range(0, n, 4096):
         d = np.sqrt(np.maximum(ee[s:s + 4096, None] + rr[None, :] - 2.0 * E[s:s + 4096] @ R.T, 0.0))
-        # k + 1 smallest: a row that is in the reference sample finds itself at distance 0
-        near = np.partition(d, k, axis=1)[:, :k + 1]
-        out[s:s + 4096] = 1.0 / (np.sort(near, axis=1)[:, 1:].mean(axis=1) + 1e-12)
+        # k + 1 smallest: a row in the reference sample finds itself at distance 0 and skips it; a row outside
+        # it keeps its k nearest
+        near = np.sort(np.partition(d, k, axis=1)[:, :k + 1], axis=1)
+        own = in_ref[s:s + 4096, None]
+        out[s:s + 4096] = 1.0 / (np.where(own, near[:, 1:], near[:, :-1]).mean(axis=1) + 1e-12)
     return out
 
 
