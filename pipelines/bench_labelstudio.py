@@ -44,7 +44,6 @@ def timed(fn, *a, **kw):
 def campaign_latency(srv, run_dir: Path) -> list[float]:
     """A small campaign against the server with 5 simulated users (one malicious); for each batch, seconds
     from the last annotation Label Studio recorded to the trust update the campaign stored."""
-    import sqlite3
 
     from robust_al.annotators.simulated import BenignAnnotator, MaliciousAnnotator, truth_map
     from robust_al.campaign import Campaign
@@ -68,14 +67,12 @@ def campaign_latency(srv, run_dir: Path) -> list[float]:
     camp.run(progress=False)
     users.stop()
     camp.crowd.close()
-    db = sqlite3.connect(run_dir / "campaign.sqlite")
-    out = []
-    for (it,) in db.execute("SELECT DISTINCT iteration FROM annotations WHERE purpose = 'query'").fetchall():
-        last = max(parse_time(u).timestamp() for (u,) in db.execute(
-            "SELECT updated_at FROM annotations WHERE iteration = ? AND purpose = 'query'", (it,)))
-        (upd,) = db.execute("SELECT MIN(created_at) FROM trust_events WHERE iteration = ?", (it,)).fetchone()
-        if upd is not None:
-            out.append(upd - last)
+    # per iteration: from its last answer's update in Label Studio to the loop's first trust event
+    answered = camp.store.answer_update_times("query")
+    stamps = answered["updated_at"].map(lambda u: parse_time(u).timestamp())
+    last = stamps.groupby(answered["iteration"]).max()
+    first_update = camp.store.trust_events().groupby("iteration")["created_at"].min()
+    out = [float(first_update[it] - t) for it, t in last.items() if it in first_update.index]
     shutil.rmtree(run_dir, ignore_errors=True)
     return out
 

@@ -472,8 +472,7 @@ class Campaign:
             self.net.load_state_dict(self.store.iteration_state(last_refresh - 1)[2])
         E = self.learner.embed(self.pool.X)
         self.net.load_state_dict(current)
-        by_iter = self.store.db.execute(
-            "SELECT item_id, iteration FROM items WHERE status=? ORDER BY seq", (LABELED,)).fetchall()
+        by_iter = self.store.status_history(LABELED)
         before = [i for i, it in by_iter if it < last_refresh]
         self.mind = MinDistance(E, self.cfg.query.chunk_size)
         self.mind.reset(E, E[self.pool.positions(before)] if before else np.zeros((0, E.shape[1]), np.float32))

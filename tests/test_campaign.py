@@ -42,8 +42,7 @@ def test_holdout_items_never_reach_any_annotator(tmp_path, tiny):
     camp = Campaign.create(tiny(**{"holdout.refresh_every": 1, "stop.budget": 240}), tmp_path / "run", echo=None)
     camp.run(progress=False)
     store = RunStore(tmp_path / "run")
-    held = store.db.execute("SELECT DISTINCT item_id FROM items WHERE status IN ('holdout', 'retired')").fetchall()
-    held = {i for (i,) in held}
+    held = store.items_with_status(["holdout", "retired"])
     assert len(held) >= 3 * 60  # S was drawn anew at least three times
     assert held.isdisjoint(set(store.annotations()["task"]))
 

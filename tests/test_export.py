@@ -31,7 +31,7 @@ def run(tmp_path_factory):
     camp = Campaign.create(load_config(data=tiny_config(**{"annotators.k": 1, "stop.budget": 150})), run_dir,
                            echo=None)
     camp.run(progress=False)
-    camp.store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")  # so that a copied run directory is complete
+    camp.store.checkpoint()  # so that a copied run directory is complete
     return camp
 
 

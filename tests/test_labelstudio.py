@@ -347,8 +347,8 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
         tasks = client.export(proj, export_type="JSON", all_tasks=True)
         held = {i for i, s in store.statuses().items() if s in ("holdout", "retired")}
         assert held.isdisjoint({t["data"]["item_id"] for t in tasks})  # no holdout item in any task
-    stored = set(store.db.execute("SELECT external_id FROM annotations WHERE external_id IS NOT NULL").fetchall())
-    assert {f"{p}:{a}" for p, a in in_ls} <= {e for (e,) in stored}
+    stored = set(store.annotations()["external_id"].dropna())
+    assert {f"{p}:{a}" for p, a in in_ls} <= stored
     assert len(ann) == len(set(zip(ann["task"], ann["worker"])))
     # a webhook delivered twice stores nothing twice
     proj = client.get_project(int(next(iter(store.get_meta("ls_projects").values()))))

@@ -47,9 +47,7 @@ def test_injected_poisons_are_caught_by_the_secured_check(tmp_path, tiny):
     assert caught and all(m["quarantined_secured_acc"] > m["rejected_secured_acc"] for m in caught)
     # within the batch that failed the check: most of its poisons are caught, and the catch is mostly poison
     it = caught[0]["iteration"]
-    batch = set(c.store.db.execute("SELECT item_id FROM items WHERE iteration=? AND status='labeled'",
-                                   (it,)).fetchall())
-    batch = {i for (i,) in batch}
+    batch = c.store.items_with_status(["labeled"], iteration=it)
     in_batch = batch & poisons
     recall = len(quarantined & in_batch) / len(in_batch)
     precision = len(quarantined & poisons) / len(quarantined)

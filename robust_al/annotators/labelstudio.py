@@ -102,9 +102,7 @@ class LabelStudioCrowd:
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
     def workers(self) -> list[str]:
-        rows = self.store.db.execute("SELECT DISTINCT worker FROM annotations WHERE worker LIKE ?",
-                                     (f"{LS_PREFIX}%",)).fetchall()
-        return sorted(w for (w,) in rows)
+        return self.store.workers(LS_PREFIX)
 
     def eligible_workers(self, allowed: Callable[[str], bool]) -> list[str]:
         ws = [w for w in self.workers if allowed(w)]
@@ -415,10 +413,7 @@ class LabelStudioCrowd:
         ``maximum_annotations``, whoever gave them, so that - not the usable count - says the task is done)."""
         out: dict[int, list[Answer]] = {i: [] for i in tasks}
         held: dict[int, int] = {i: 0 for i in tasks}
-        rows = self.store.db.execute(
-            "SELECT item_id, worker, label, cancelled FROM annotations WHERE external_id LIKE ? ORDER BY id",
-            (f"{proj.id}:%",)).fetchall()
-        for item, worker, label, cancelled in rows:
+        for item, worker, label, cancelled in self.store.external_answers(f"{proj.id}:"):
             if int(item) not in out:
                 continue
             held[int(item)] += 1

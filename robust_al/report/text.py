@@ -56,7 +56,7 @@ def status_text(run_dir: Path) -> str:
         lines.append(f"{m['iteration']:>4} {m['labels_used']:>6} {m['labeled_items']:>5} {m['secured_acc']:>6.3f} "
                      f"{m['test_acc']:>6.3f} {'-' if pert is None else f'{pert:.3f}':>8}  {m.get('secured_check')}")
     last = rows[-1] if rows else {}
-    done = store.db.execute("SELECT MAX(iteration) FROM annotations").fetchone()[0]
+    done = store.last_annotated_iteration()
     if last.get("stop"):
         lines.append(f"finished: {last['stop']}")
     elif done is not None and (not rows or done > rows[-1]["iteration"]):

@@ -163,6 +163,10 @@ class RunStore:
     def close(self) -> None:
         self.db.close()
 
+    def checkpoint(self) -> None:
+        """Fold the write-ahead log into the database file, so that a copy of the file alone is complete."""
+        self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
     @contextmanager
     def transaction(self):
         """One SQLite transaction: every statement inside is durable together or not at all.
@@ -390,6 +394,20 @@ class RunStore:
         rows = self.db.execute("SELECT item_id, status FROM items ORDER BY seq").fetchall()
         return {int(i): s for i, s in rows}
 
+    def status_history(self, status: str) -> list[tuple[int, int]]:
+        """(item_id, iteration) of every event that gave an item ``status``, in the order they were stored."""
+        rows = self.db.execute("SELECT item_id, iteration FROM items WHERE status=? ORDER BY seq", (status,))
+        return [(int(i), int(it)) for i, it in rows.fetchall()]
+
+    def items_with_status(self, statuses: Iterable[str], iteration: int | None = None) -> set[int]:
+        """Items that ever had one of ``statuses`` (at ``iteration``, when given)."""
+        statuses = list(statuses)
+        sql = f"SELECT DISTINCT item_id FROM items WHERE status IN ({','.join('?' * len(statuses))})"
+        args: list = statuses
+        if iteration is not None:
+            sql, args = sql + " AND iteration=?", [*statuses, int(iteration)]
+        return {int(i) for (i,) in self.db.execute(sql, args).fetchall()}
+
     def set_inferred(self, iteration: int, rows: Iterable[tuple[int, int | None, float | None, int, str]]) -> None:
         """The labels inferred at a completed iteration: (item_id, label, confidence, n_answers, status) rows."""
         with self.transaction():
@@ -485,6 +503,29 @@ class RunStore:
         self.db.execute(
             "INSERT OR REPLACE INTO iterations VALUES (?, ?, ?, ?, ?)",
             (int(iteration), json.dumps(metrics), json.dumps(state), buf.getvalue(), time.time()))
+
+    def last_annotated_iteration(self) -> int | None:
+        """The latest iteration any answer was stored for (completed or not)."""
+        row = self.db.execute("SELECT MAX(iteration) FROM annotations").fetchone()
+        return None if row[0] is None else int(row[0])
+
+    def workers(self, prefix: str = "") -> list[str]:
+        """Every labeler who gave an answer, optionally only those whose id starts with ``prefix``."""
+        rows = self.db.execute("SELECT DISTINCT worker FROM annotations WHERE substr(worker, 1, ?) = ?",
+                               (len(prefix), prefix)).fetchall()
+        return sorted(w for (w,) in rows)
+
+    def external_answers(self, prefix: str) -> list[tuple[int, str, int | None, bool]]:
+        """(item_id, worker, label, cancelled) of the answers whose external id starts with ``prefix``, in the
+        order they were first stored."""
+        rows = self.db.execute("SELECT item_id, worker, label, cancelled FROM annotations "
+                               "WHERE substr(external_id, 1, ?) = ? ORDER BY id", (len(prefix), prefix)).fetchall()
+        return [(int(i), w, None if lab is None else int(lab), bool(c)) for i, w, lab, c in rows]
+
+    def answer_update_times(self, purpose: str = "query") -> pd.DataFrame:
+        """iteration, updated_at (the external tool's timestamp, as stored) of the ``purpose`` answers."""
+        return pd.read_sql_query("SELECT iteration, updated_at FROM annotations WHERE purpose=?", self.db,
+                                 params=(purpose,))
 
     def last_iteration(self) -> int | None:
         row = self.db.execute("SELECT MAX(iteration) FROM iterations").fetchone()
