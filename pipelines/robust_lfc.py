@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from robust_al.crowd.learners import LEARNERS, make_learner
+from robust_al.crowd.names import LEARNER_NAMES
 from robust_al.data.loaders import (
     TEST_ID_OFFSET,
     default_datasets_dir,
@@ -48,8 +49,7 @@ from robust_al.evaluate.robustness import (
     true_confusions,
 )
 
-ALL_LEARNERS = ["mv", "ds", "crowdlayer-mw", "crowdlayer-vw", "crowdlayer-vwb", "aggnet", "alfc", "malc",
-                "alfc-clpm", "malc-clpm"]
+ALL_LEARNERS = list(LEARNER_NAMES)
 ADVERSARIAL = {"alfc", "malc", "alfc-clpm", "malc-clpm"}
 DISPLAY = {"mv": "MV", "ds": "DS", "crowdlayer-mw": "CL (MW)", "crowdlayer-vw": "CL (VW)",
            "crowdlayer-vwb": "CL (VW-B)", "aggnet": "AggNet", "alfc": "A-LFC", "malc": "MALC",

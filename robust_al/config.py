@@ -155,10 +155,10 @@ class ModelConfig(_Strict):
     @field_validator("learner")
     @classmethod
     def _known_learner(cls, v: str) -> str:
-        from robust_al.crowd.learners import LEARNERS
+        from robust_al.crowd.names import LEARNER_NAMES  # not the learners themselves: no torch to validate
 
-        if v != "two-stage" and v not in LEARNERS:
-            raise ValueError(f"expected 'two-stage' or one of {sorted(LEARNERS)}")
+        if v != "two-stage" and v not in LEARNER_NAMES:
+            raise ValueError(f"expected 'two-stage' or one of {sorted(LEARNER_NAMES)}")
         return v
 
 

@@ -68,3 +68,16 @@ def test_missing_labelstudio_extra_is_a_one_line_hint(tmp_path, monkeypatch, cap
     err = capsys.readouterr().err.strip()
     assert err == 'error: Label Studio support needs the labelstudio extra: pip install "robust-al[labelstudio]"'
     assert not (tmp_path / "run" / "campaign.sqlite").exists()
+
+
+def test_loading_and_validating_a_config_imports_no_torch():
+    code = ("import sys; from robust_al.config import load_config; "
+            "load_config(data={'model': {'learner': 'malc'}}); "
+            "assert 'torch' not in sys.modules, sorted(m for m in sys.modules if 'torch' in m)[:5]")
+    subprocess.run([sys.executable, "-c", code], check=True)
+    try:
+        load_config(data={"model": {"learner": "nonsense"}})
+    except ConfigError as e:
+        assert "malc" in str(e)
+    else:
+        raise AssertionError("an unknown learner was accepted")

@@ -5,6 +5,7 @@ import numpy as np
 
 from robust_al.crowd.base import CrowdLearner
 from robust_al.crowd.crowd_layer import CrowdLayer
+from robust_al.crowd.names import LEARNER_NAMES
 from robust_al.crowd.neural_em import ALFC, MALC, AggNet
 from robust_al.crowd.two_stage import TwoStage
 
@@ -20,6 +21,7 @@ LEARNERS = {
     "alfc-clpm": lambda C, shape, **kw: ALFC(C, shape, reweight="cl-pm", **kw),
     "malc-clpm": lambda C, shape, **kw: MALC(C, shape, reweight="cl-pm", **kw),
 }
+assert tuple(LEARNERS) == LEARNER_NAMES, "robust_al.crowd.names lists the learners the config accepts"
 
 
 def make_learner(name: str, n_classes: int, input_shape, **kw) -> CrowdLearner:
