@@ -11,7 +11,6 @@ Target: ours below crowd-kit DS at every size. Each time is the best of ``--repe
 from __future__ import annotations
 
 import argparse
-import time
 import warnings
 
 import numpy as np
@@ -20,6 +19,7 @@ from crowdkit.aggregation import DawidSkene
 
 from robust_al.crowd.aggregate import TrustWeightedDS
 from robust_al.data.loaders import default_datasets_dir
+from robust_al.evaluate.bench import best_time
 
 
 def synthetic(n_labels: int, k: int = 5, C: int = 4, seed: int = 0) -> pd.DataFrame:
@@ -39,21 +39,12 @@ def synthetic(n_labels: int, k: int = 5, C: int = 4, seed: int = 0) -> pd.DataFr
                          "label": label.astype(int)})
 
 
-def best_of(fn, repeat: int) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
-
-
 def compare(name: str, df: pd.DataFrame, repeat: int) -> None:
     C = int(df["label"].max()) + 1
-    ours = best_of(lambda: TrustWeightedDS(C, "ds").fit(df), repeat)
+    ours = best_time(lambda: TrustWeightedDS(C, "ds").fit(df), repeat)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = best_of(lambda: DawidSkene(n_iter=100).fit(df), repeat)
+        ref = best_time(lambda: DawidSkene(n_iter=100).fit(df), repeat)
     print(f"{name:>28}: {len(df):>9,} labels  TrustWeightedDS(ds) {ours:8.3f} s  crowd-kit DS {ref:8.3f} s  "
           f"ratio {ours / ref:5.2f}", flush=True)
 

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
+from robust_al.evaluate.bench import best_time
 from robust_al.report.text import trust_text
 from robust_al.store import RunStore
 
@@ -38,15 +39,6 @@ def fill(store: RunStore, n: int, n_items: int, group: int, rng: np.random.Gener
         store.add_annotations([(int(i), f"w{int(w)}", int(lab)) for i, w, lab in zip(items, workers, labels)],
                               int(lo // 10_000), "query")
     return time.perf_counter() - t
-
-
-def timed(fn, repeat: int = 3) -> float:
-    best = float("inf")
-    for _ in range(repeat):
-        t = time.perf_counter()
-        fn()
-        best = min(best, time.perf_counter() - t)
-    return best
 
 
 def main() -> None:
@@ -74,9 +66,9 @@ def main() -> None:
             figures.setdefault("write_seconds", 0.0)
             figures["write_seconds"] += secs
             written = size
-            scaling[size] = {"annotations_100_ids_s": timed(lambda: store.annotations(probe)),
-                             "labels_before_s": timed(lambda: store.labels_before(size // 10_000)),
-                             "stored_labels_100_s": timed(lambda: store.stored_labels(probe))}
+            scaling[size] = {"annotations_100_ids_s": best_time(lambda: store.annotations(probe)),
+                             "labels_before_s": best_time(lambda: store.labels_before(size // 10_000)),
+                             "stored_labels_100_s": best_time(lambda: store.stored_labels(probe))}
             print(f"{size:>9,} answers: annotations(100 ids) {scaling[size]['annotations_100_ids_s'] * 1e3:.1f} ms, "
                   f"stored_labels(100) {scaling[size]['stored_labels_100_s'] * 1e3:.1f} ms, "
                   f"labels_before {scaling[size]['labels_before_s'] * 1e3:.1f} ms", flush=True)
@@ -85,9 +77,9 @@ def main() -> None:
         for w in range(args.workers):  # one trust event per labeler and ten iterations
             for it in range(10):
                 store.add_trust_event(it, f"w{w}", 0.0, 0.9, "agreement")
-        figures["annotations_all_s"] = timed(lambda: store.annotations(), repeat=1)
-        figures["trust_s"] = timed(lambda: trust_text(Path(tmp) / "run"), repeat=1)
-        figures["resume_reads_s"] = timed(lambda: (store.drop_incomplete(), store.statuses(),
+        figures["annotations_all_s"] = best_time(lambda: store.annotations(), repeat=1)
+        figures["trust_s"] = best_time(lambda: trust_text(Path(tmp) / "run"), repeat=1)
+        figures["resume_reads_s"] = best_time(lambda: (store.drop_incomplete(), store.statuses(),
                                                   store.labels_before(10), store.trust_events()), repeat=1)
         figures["scaling"] = scaling
         store.close()

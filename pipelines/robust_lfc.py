@@ -38,6 +38,7 @@ from robust_al.data.loaders import (
     load_labelme,
 )
 from robust_al.data.pool import Dataset, Pool
+from robust_al.evaluate.bench import apply_profile
 from robust_al.evaluate.robustness import (
     ALL_ATTACKS,
     ATTACKS,
@@ -285,11 +286,8 @@ def main(argv: list[str] | None = None) -> None:
                          "(explicit --seeds/--eps/--epochs win)")
     ap.add_argument("--out", type=Path)
     args = ap.parse_args(argv)
-    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.quick:
-        for k, v in QUICK.items():
-            if f"--{k}" not in given:
-                setattr(args, k, v)
+        apply_profile(args, QUICK, argv)
     if args.table_eps is None:
         args.table_eps = max(args.eps)
     elif not any(math.isclose(args.table_eps, e) for e in args.eps):

@@ -34,7 +34,6 @@ import argparse  # noqa: E402
 import functools  # noqa: E402
 import importlib.util  # noqa: E402
 import json  # noqa: E402
-import sys  # noqa: E402
 import time  # noqa: E402
 from concurrent.futures import ProcessPoolExecutor, as_completed  # noqa: E402
 from pathlib import Path  # noqa: E402
@@ -43,6 +42,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from robust_al.data.crowds import CROWDS, load_crowd  # noqa: E402
+from robust_al.evaluate.bench import apply_profile  # noqa: E402
 from robust_al.evaluate.trust import (  # noqa: E402
     ADVERSARY_KINDS,
     BASELINES,
@@ -189,11 +189,8 @@ def main(argv: list[str] | None = None) -> None:
                     help="run nothing: write summary.md, the figure and the checks of results.csv files from "
                          "earlier runs (e.g. a grid split over machines) into --out; the other options describe them")
     args = ap.parse_args(argv)
-    given = {a.split("=")[0] for a in (argv if argv is not None else sys.argv[1:]) if a.startswith("--")}
     if args.quick:
-        for k, v in QUICK.items():
-            if f"--{k}" not in given:
-                setattr(args, k, v)
+        apply_profile(args, QUICK, argv)
     if any(not 0 <= r < 1 for r in args.rates):
         ap.error(f"--rates must lie in [0, 1), got {args.rates}")
     if any(m in ROBUST_AL for m in args.methods) and importlib.util.find_spec("robust_al.trust.assess") is None:

@@ -181,3 +181,13 @@ def test_the_paired_table_counts_never_and_tests_by_seed():
     ncells = [c.strip() for c in never.split("|")[1:-1]]
     assert ncells[2] == "41 / 40" and ncells[4] == "0 / 0 / 8" and float(ncells[5]) > 0.5
     assert "never reached counts as 41 labels" in text
+
+
+def test_a_profile_fills_in_options_the_command_line_did_not_give():
+    import argparse
+
+    from robust_al.evaluate.bench import apply_profile
+
+    args = argparse.Namespace(seeds=[0, 1, 2], eps=[0.1], epochs=50)
+    apply_profile(args, {"seeds": [0], "eps": [0.03], "epochs": 2}, ["--quick", "--eps=0.2", "--epochs", "7"])
+    assert (args.seeds, args.eps, args.epochs) == ([0], [0.1], 50)  # --eps and --epochs were given: kept
