@@ -270,6 +270,9 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--batch-size", type=int, default=64)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--hidden", type=int, nargs="+", default=[128])
+    ap.add_argument("--no-standardize", action="store_true",
+                    help="no input standardization inside the networks: an eps then means the same along every "
+                         "feature (with it, eps/std_j along feature j; see robust_al.crowd.network.Standardize)")
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--train-eps", type=float, default=None,
                     help="training eps of the adversarial learners (default: the table's eps, the attack scale "
@@ -313,7 +316,7 @@ def main(argv: list[str] | None = None) -> None:
             "n_annotations": len(ann), "n_train_with_truth": len(truth)}
     cw_params = dict(CW_PARAMS, binary_search_steps=args.cw_binary_steps, max_iter=args.cw_max_iter)
     common = {"epochs": args.epochs, "batch_size": args.batch_size, "lr": args.lr, "hidden": tuple(args.hidden),
-              "dropout": args.dropout, "device": args.device}
+              "dropout": args.dropout, "device": args.device, "standardize": not args.no_standardize}
     config = {"args": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
               "seeds": args.seeds, "dataset": info, "learner_kwargs": dict(common),
               "adversarial_kwargs": {"eps": args.train_eps, "pgd_steps": args.pgd_steps}, "cw_params": cw_params,

@@ -134,6 +134,8 @@ class ModelConfig(_Strict):
     warm_start: bool = True
     learner: str = Field("two-stage", description="'two-stage' (trust-weighted DS, then the network) or a crowd "
                          "learner: mv, ds, crowdlayer-mw/-vw/-vwb, aggnet, alfc, malc, alfc-clpm, malc-clpm")
+    standardize: bool = Field(True, description="standardize inputs with the pool's mean/std inside the network "
+                              "(an eps on [0,1] inputs is then eps/std_j along feature j); false = identity")
     learner_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {eps: 0.03, alpha: 0.5}")
     trust_prior: float = Field(0.0, ge=0, description="labels' worth of the trust-seeded confusion prior")
     targets: Literal["hard", "soft"] = Field(

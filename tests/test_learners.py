@@ -115,3 +115,28 @@ def test_renaming_workers_changes_nothing(perm, name):
     np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-5)
     for w, new in mapping.items():
         np.testing.assert_allclose(a.confusion_of(w), b.confusion_of(new), atol=1e-5)
+
+
+@pytest.mark.parametrize("name", ["malc", "ds"])
+def test_standardization_can_be_switched_off_so_eps_means_the_same_on_every_feature(crowd, name):
+    X, y, ann, _ = crowd
+    X = X * np.linspace(0.1, 1.0, D, dtype=np.float32)  # features with different spreads
+    on = make_learner(name, C, (D,), epochs=2, seed=0).fit(X, ann, np.arange(len(X)))
+    off = make_learner(name, C, (D,), epochs=2, seed=0, standardize=False).fit(X, ann, np.arange(len(X)))
+    x = torch.as_tensor(X[:5])
+    torch.testing.assert_close(off.model.standardize(x), x)  # the identity: eps acts on the raw inputs
+    scale = 1 / on.model.standardize.std.cpu().numpy()
+    assert scale.max() / scale.min() > 3  # with it, the same eps is several times larger on the narrow features
+
+
+def test_a_campaign_config_switches_standardization_off_for_both_training_stacks(crowd):
+    from robust_al.config import load_config
+    from robust_al.crowd.learners import campaign_learner
+
+    X = crowd[0] * 0.2
+    for learner in ("two-stage", "alfc"):
+        cfg = load_config(data={"model": {"learner": learner, "standardize": False}})
+        net = campaign_learner(cfg, (D,), C, X).trainer
+        np.testing.assert_array_equal(net.model.standardize.std.cpu().numpy(), 1.0)
+        cfg = load_config(data={"model": {"learner": learner}})
+        assert not np.allclose(campaign_learner(cfg, (D,), C, X).trainer.model.standardize.std.cpu().numpy(), 1.0)

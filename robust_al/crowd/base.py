@@ -107,8 +107,9 @@ class CrowdLearner:
     def __init__(self, n_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (128,),
                  dropout: float = 0.5, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3,
                  device: str = "auto", seed: int = 0, warm_start: bool = False, prior_strength: float = 0.0,
-                 min_steps: int = 0):
+                 min_steps: int = 0, standardize: bool = True):
         self.n_classes, self.input_shape = n_classes, tuple(input_shape)
+        self.standardize = standardize
         self.hidden, self.dropout = tuple(hidden), dropout
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
         self.device = pick_device(device)
@@ -122,11 +123,13 @@ class CrowdLearner:
         return max(self.epochs, -(-self.min_steps // per_epoch))
 
     def init_model(self, X: np.ndarray) -> torch.nn.Module:
-        """A fresh network whose input standardization uses the statistics of ``X`` (no labels involved)."""
+        """A fresh network whose input standardization uses the statistics of ``X`` (no labels involved;
+        the identity with ``standardize=False``)."""
         torch.manual_seed(self.seed)
         self.model = build_network(self.input_shape, self.n_classes, "auto", self.hidden,
                                    self.dropout).to(self.device)
-        self.model.standardize.fit(X)
+        if self.standardize:
+            self.model.standardize.fit(X)
         return self.model
 
     def state_dict(self) -> dict:

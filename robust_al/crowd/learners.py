@@ -47,7 +47,8 @@ def campaign_learner(cfg, input_shape, n_classes: int, X: np.ndarray | None = No
         return CrowdClassifier(net, aggregator, m.targets)
     net = make_learner(m.learner, n_classes, input_shape, hidden=m.hidden, dropout=m.dropout, epochs=m.epochs,
                        batch_size=m.batch_size, lr=m.lr, device=m.device, seed=cfg.seed, warm_start=True,
-                       prior_strength=m.trust_prior, min_steps=m.min_steps, **m.learner_options)
+                       prior_strength=m.trust_prior, min_steps=m.min_steps, standardize=m.standardize,
+                       **m.learner_options)
     # init_model needs inputs for its statistics; placeholders do when loaded weights overwrite them
     net.init_model(X if X is not None else np.zeros((2, *input_shape), np.float32))
     return CampaignLearner(net, aggregator)

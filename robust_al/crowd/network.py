@@ -22,7 +22,14 @@ def pick_device(device: str = "auto") -> torch.device:
 
 class Standardize(nn.Module):
     """x -> (x - mean) / std with statistics of the unlabeled pool, inside the network so that inputs (and
-    attack budgets) stay in the [0, 1] space while the layers see standardized features."""
+    attack budgets) stay in the [0, 1] space while the layers see standardized features.
+
+    What it does to an attack budget: an L-inf ball of radius eps around x in input space is, in the space the
+    layers see, a box with half-width eps / std_j along feature j. Features with a small spread across the pool
+    are therefore attacked relatively harder than features with a large one (the std floor, 0.1 x the mean std,
+    bounds that to 10x the average). Learners built with ``standardize=False`` (``model.standardize: false``,
+    ``robust_lfc.py --no-standardize``) leave the identity here, so eps means the same to every feature and to
+    every learner, at the cost of slower training on badly scaled inputs."""
 
     def __init__(self, shape: Sequence[int]):
         super().__init__()
@@ -179,8 +186,9 @@ class NetworkTrainer:
     def __init__(self, input_shape: Sequence[int], n_classes: int, network: str = "auto",
                  hidden: Sequence[int] = (128,), dropout: float = 0.2, epochs: int = 30, batch_size: int = 64,
                  lr: float = 1e-3, weight_decay: float = 0.0, device: str = "auto", seed: int = 0,
-                 min_steps: int = 0, backbone: Mapping | None = None):
+                 min_steps: int = 0, backbone: Mapping | None = None, standardize: bool = True):
         self.input_shape, self.n_classes = tuple(input_shape), n_classes
+        self.standardize = standardize
         self.min_steps = min_steps
         self.progress = False  # a tqdm bar over epochs (the campaign turns it on for interactive runs)
         self.network, self.hidden, self.dropout = network, tuple(hidden), dropout
@@ -196,7 +204,8 @@ class NetworkTrainer:
     def from_config(cls, input_shape: Sequence[int], n_classes: int, m, seed: int) -> "NetworkTrainer":
         """The network and training settings of a ``model:`` config section (``robust_al.config.ModelConfig``)."""
         return cls(input_shape, n_classes, m.network, m.hidden, m.dropout, m.epochs, m.batch_size, m.lr,
-                   m.weight_decay, m.device, seed=seed, min_steps=m.min_steps, backbone=m.backbone)
+                   m.weight_decay, m.device, seed=seed, min_steps=m.min_steps, backbone=m.backbone,
+                   standardize=m.standardize)
 
     @property
     def _pretrained(self) -> bool:
@@ -204,8 +213,8 @@ class NetworkTrainer:
 
     def set_input_statistics(self, X: np.ndarray) -> None:
         """Standardize inputs with the mean/std of ``X`` (the whole unlabeled pool: no labels involved); a
-        pretrained trunk keeps the statistics it was trained with."""
-        if not self._pretrained:
+        pretrained trunk keeps the statistics it was trained with, and ``standardize=False`` keeps the identity."""
+        if self.standardize and not self._pretrained:
             self.model.standardize.fit(X)
 
     def state_dict(self) -> dict:
