@@ -402,6 +402,8 @@ class RunStore:
     def items_with_status(self, statuses: Iterable[str], iteration: int | None = None) -> set[int]:
         """Items that ever had one of ``statuses`` (at ``iteration``, when given)."""
         statuses = list(statuses)
+        if not statuses:
+            return set()
         sql = f"SELECT DISTINCT item_id FROM items WHERE status IN ({','.join('?' * len(statuses))})"
         args: list = statuses
         if iteration is not None:
