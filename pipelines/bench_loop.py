@@ -67,7 +67,7 @@ def bench_campaign(n: int, iterations: int, seed: int) -> list[dict]:
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         camp = Campaign.create(cfg, Path(tmp) / "run", dataset=ds, echo=None)
-        camp._load_state()
+        camp.load_state()
         for it in range(iterations):
             m = camp.iterate(it).metrics
             rows.append({"pool": n, "iteration": it, "labeled": m["labeled_items"], **m["timings"],

@@ -15,7 +15,9 @@ import json
 import shutil
 from pathlib import Path
 
-from robust_al.data.pretrain import CIFAR2, pretrain_cifar, source_classes
+import pandas as pd
+
+from robust_al.data.pretrain import CIFAR2, pretrain_cifar, source_classes, source_ids
 
 
 def main() -> None:
@@ -42,7 +44,9 @@ def main() -> None:
     print(f"source classes {meta['classes']}: {meta['n_train_images']} images, {meta['epochs']} epochs; "
           f"source test accuracy {meta['source_test_accuracy']:.4f} on {meta['n_test_images']} images; "
           f"pretraining took {meta['seconds']:.0f} s on {meta['device']}")
-    print(f"weights: {out} (cached as {path})")
+    ids = out.parent / (out.name + ".train_ids.csv")  # data.options.exclude of a CIFAR-10 campaign
+    pd.DataFrame({"index": source_ids(meta["classes"], args.n_train or None, args.seed)}).to_csv(ids, index=False)
+    print(f"weights: {out} (cached as {path}); its {meta['n_train_images']} source images: {ids}")
 
 
 if __name__ == "__main__":

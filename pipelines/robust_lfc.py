@@ -14,6 +14,7 @@ acc_vs_eps_<attack>.png and confusions_<learner>.png (6 busiest workers, first s
     python pipelines/robust_lfc.py --dataset labelme --quick
     python pipelines/robust_lfc.py --dataset labelme --seeds 0 1 2 3 4 --epochs 200
     python pipelines/robust_lfc.py --dataset sentiment --seeds 0 1 2 3 4
+    python pipelines/robust_lfc.py --dataset config --config configs/cifar10n.yaml --set data.options.n_train=5000
     python pipelines/robust_lfc.py --dataset generic --features X.npy --annotations ann.csv --truth y.csv
 """
 from __future__ import annotations
@@ -104,6 +105,14 @@ def load(args) -> Dataset:
         return load_labelme(args.data_root)
     if args.dataset == "sentiment":
         return load_sentiment(args.data_root, dims=args.sentiment_dims)
+    if args.dataset == "config":  # a campaign config's data section, with its recorded crowd
+        from robust_al.config import load_config
+        from robust_al.data.loaders import load_dataset
+
+        if not args.config:
+            sys.exit("--dataset config needs --config CONFIG.yaml (its data section is loaded)")
+        cfg = load_config(args.config, args.set)
+        return load_dataset(cfg.data.name, **cfg.data.options)
     if not (args.features and args.annotations):
         sys.exit("--dataset generic needs --features and --annotations (and --truth for the confusion errors)")
     return load_generic_crowd(args.features, args.annotations, truth=args.truth, test_features=args.test_features,
@@ -250,7 +259,10 @@ def _versions() -> dict:
 # ------------------------------------------------------------------------------------------------------------
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0], allow_abbrev=False)
-    ap.add_argument("--dataset", choices=["labelme", "sentiment", "generic"], required=True)
+    ap.add_argument("--dataset", choices=["labelme", "sentiment", "generic", "config"], required=True)
+    ap.add_argument("--config", help="config: a campaign config whose data section is loaded, with its recorded "
+                    "crowd (e.g. configs/cifar10n.yaml: CIFAR-10N in the transferred feature space)")
+    ap.add_argument("--set", action="append", default=[], help="config: overrides, e.g. data.options.n_train=5000")
     ap.add_argument("--data-root", type=Path, help="dataset folder (default: under default_datasets_dir())")
     ap.add_argument("--features", help="generic: features .npy/.csv")
     ap.add_argument("--annotations", help="generic: long CSV item,worker,label")
@@ -299,7 +311,8 @@ def main(argv: list[str] | None = None) -> None:
     if args.train_eps is None:  # train against the attack scale the user evaluates
         args.train_eps = args.table_eps
     print(f"tables at eps = {args.table_eps}; adversarial learners trained at eps = {args.train_eps}", flush=True)
-    args.out = args.out or Path("results/robust_lfc") / (args.dataset + ("-quick" if args.quick else ""))
+    name = Path(args.config).stem if args.dataset == "config" and args.config else args.dataset
+    args.out = args.out or Path("results/robust_lfc") / (name + ("-quick" if args.quick else ""))
     args.out.mkdir(parents=True, exist_ok=True)
     torch.set_num_threads(args.threads)
     t0 = time.time()

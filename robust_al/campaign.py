@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import defaultdict
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,7 +29,8 @@ from robust_al.annotators.labelstudio import EXISTING
 from robust_al.annotators.factory import build_annotators
 from robust_al.augment import Augmenter
 from robust_al.config import CampaignConfig, ConfigError, load_config
-from robust_al.crowd import MODEL_WORKER, NetworkTrainer, TrustWeightedDS
+from robust_al.crowd import NetworkTrainer, TrustWeightedDS, confidence_band, model_worker
+from robust_al.crowd.aggregate import CONFIDENCE_BANDS
 from robust_al.crowd.classifier import CampaignLearner
 from robust_al.crowd.learners import campaign_learner
 from robust_al.data.holdout import draw_holdout
@@ -187,7 +189,7 @@ class Campaign:
         return cls(load_config(data=raw), run_dir, **kw)
 
     # -- state ----------------------------------------------------------------------------------------------
-    def _load_state(self) -> int:
+    def load_state(self) -> int:
         """Drop derived rows of an unfinished iteration, restore the last completed one; next iteration."""
         start = self.store.drop_incomplete()
         self.ledger = TrustLedger.configured(self.crowd.workers, self.store, self.cfg.trust, self.cfg.annotators.k,
@@ -229,7 +231,7 @@ class Campaign:
     def _rng(self, *keys) -> np.random.Generator:
         return item_rng(self.seed, *keys)
 
-    def _seed_globals(self, *keys) -> None:
+    def seed_globals(self, *keys) -> None:
         """ART draws random starts (PGD, BIM) from numpy's and torch's global generators: seed them from the
         campaign seed so that a run does not depend on what its process did before (measured: the same
         campaign gave different learning curves in a fresh process and in a reused worker)."""
@@ -266,7 +268,7 @@ class Campaign:
         p = self.cfg.poison
         if not p.enabled or iteration != p.at_iteration or self.store.get_meta("poison") is not None:
             return
-        self._seed_globals("poison", iteration)
+        self.seed_globals("poison", iteration)
         T = self.dataset.test
         ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
         order = ok[self._rng("poison", "targets").permutation(len(ok))][:p.max_targets]
@@ -325,8 +327,7 @@ class Campaign:
             return post2, acc2
         self._set_status(suspects, LABELED, iteration)  # no better without them: not the cause
         self.net.load_state_dict(state1)
-        post = self.learner.aggregate(self._annotations(), self._label_weight, self._model_counts())
-        return post, acc_s
+        return self.inferred_labels(), acc_s
 
     def _candidates(self) -> np.ndarray:
         cand = self.pool.ids[~self.taken]
@@ -356,7 +357,8 @@ class Campaign:
         """Items of k labels the budget still buys: for the query batch of ``iteration`` when given, else after
         everything stored."""
         spent = self.labels_used() if iteration is None else self._spent_before(iteration, "query")
-        return max(0, min(n_items, (self.cfg.stop.budget - spent) // self.cfg.annotators.k))
+        per_item = self.cfg.annotators.k + self.cfg.annotators.overlap  # the overlap's labels, on average
+        return max(0, min(n_items, int((self.cfg.stop.budget - spent) / per_item)))
 
     def _annotations(self, with_model: bool | None = None) -> pd.DataFrame:
         """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
@@ -366,8 +368,9 @@ class Campaign:
         if self.cfg.aggregation.model_as_worker if with_model is None else with_model:
             pred = self.store.predictions()
             pred = pred[pred["item_id"].isin(labeled)]
+            band = confidence_band(pred["score"].to_numpy(), self.pool.n_classes)
             ann = pd.concat([ann, pd.DataFrame({"task": pred["item_id"],
-                                                "worker": [f"{MODEL_WORKER}{i}" for i in pred["iteration"]],
+                                                "worker": [model_worker(i, b) for i, b in zip(pred["iteration"], band)],
                                                 "label": pred["label"]})], ignore_index=True)
         return ann
 
@@ -379,21 +382,32 @@ class Campaign:
         if self.cfg.aggregation.model_as_worker or not self.cfg.trust.model_evidence:
             return self.learner.aggregator.leave_one_out()
         witness = TrustWeightedDS(self.pool.n_classes, self.cfg.aggregation.method)
-        witness.fit(self._annotations(with_model=True), self._label_weight, self._model_counts())
+        witness.fit(self._annotations(with_model=True), self._label_weight, self.model_counts())
         return witness.leave_one_out()
 
     def _label_weight(self, worker: str) -> float:
         """Labels of labelers routed out by trust are down-weighted (``aggregation.untrusted_weight``)."""
         return 1.0 if self.ledger.trusted(worker) else self.cfg.aggregation.untrusted_weight
 
-    def _model_counts(self) -> dict[str, np.ndarray]:
-        """Each F_{i-1}'s confusion counts on S, measured when it made its predictions."""
-        return {f"{MODEL_WORKER}{i}": c for i, c in self.store.model_confusions().items()}
+    def model_counts(self) -> dict[str, np.ndarray]:
+        """Each F_{i-1}'s confusion counts on S per confidence band, measured when it made its predictions (a
+        store from before the bands holds one C x C table: it stands for every band)."""
+        out = {}
+        for i, c in self.store.model_confusions().items():
+            bands = c if c.ndim == 3 else np.repeat(c[None], len(CONFIDENCE_BANDS) + 1, axis=0)
+            out.update({model_worker(i, b): counts for b, counts in enumerate(bands)})
+        return out
+
+    def inferred_labels(self, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Posteriors (task x class) of the labeled items from their visible annotations, routed-out labelers
+        down-weighted (``aggregation``)."""
+        ann = self._annotations() if annotations is None else annotations
+        return self.learner.aggregate(ann, self._label_weight, self.model_counts())
 
     def _fit(self, iteration: int, attempt: int, prev_state: dict | None) -> pd.DataFrame:
         """Infer labels and train F_i on the labeled items and every stored augmentation of them."""
         ann = self._annotations()
-        post = self.learner.aggregate(ann, self._label_weight, self._model_counts())
+        post = self.inferred_labels(ann)
         if self.cfg.model.warm_start and prev_state is not None:
             self.net.load_state_dict(prev_state)
         else:
@@ -480,6 +494,26 @@ class Campaign:
             self.mind.add_positions(self.pool.positions([i for i, j in by_iter if j == it]))
         self._mind_iter = iteration - 1
 
+    def _overlap(self, iteration: int, answers: list[Answer]) -> list[Answer]:
+        """One more labeler on a share of the answered items (``annotators.overlap``), within the budget: the
+        answers that let agreement, not the model alone, speak about each labeler. The share goes to the items
+        of the labelers least known to be good first (highest 1 - the lower end of their accuracy interval; a
+        labeler not scored yet counts 1), so checks gather where they can still change a routing decision."""
+        share = self.cfg.annotators.overlap
+        if share <= 0 or not answers:
+            return []
+        asked: dict[int, set[str]] = defaultdict(set)
+        for a in answers:
+            asked[a.item_id].add(a.worker)
+        items = np.array(sorted(asked), dtype=np.int64)
+        need = np.array([max(1.0 - self.ledger.interval(w)[0] for w in asked[int(i)]) for i in items])
+        rng = self._rng("overlap", iteration)
+        n = int(np.floor(share * len(items) + rng.random()))  # share x batch on average
+        order = np.lexsort((rng.permutation(len(items)), -need))  # neediest first, ties at random
+        room = max(0, self.cfg.stop.budget - self._spent_before(iteration, "overlap"))
+        chosen = np.sort(items[order[:min(n, room)]])
+        return self._ask(chosen, iteration, "overlap", n_per_item=1, exclude=asked)
+
     def _reexamine(self, iteration: int, answered: np.ndarray, rejected_proba: np.ndarray, info: dict) -> None:
         """Secured-check failure (section III-B, Fig. 3): h independent labelers relabel the batch D' (by default
         only its suspicious items: ``trust.reexamine``)."""
@@ -487,7 +521,7 @@ class Campaign:
         h = independent_labelers(self.ledger.p1(self.crowd.eligible_workers(self.ledger.allowed)), cfg.p_h)
         batch = answered
         ann = self.store.annotations(batch)
-        ann = ann[ann["purpose"] == "query"]
+        ann = ann[ann["purpose"].isin(["query", "overlap"])]
         original = {int(i): dict(zip(g["worker"], g["label"])) for i, g in ann.groupby("task")}
         # suspicious: a label F_{i-1} disagreed with out of sample. trust.reexamine = 'suspicious' relabels only
         # those (the others stand); 'all' relabels the batch, suspicious items first, as far as the budget
@@ -564,7 +598,7 @@ class Campaign:
             return np.zeros(0)
         new_items = new_items[np.isin(new_items, post.index.to_numpy())]
         X = self.pool.X[self.pool.positions(new_items)]
-        self._seed_globals("augment", iteration)
+        self.seed_globals("augment", iteration)
         labels = post.loc[new_items].to_numpy().argmax(axis=1)
         norms = []
         for aug in self.augmenter.adversarial(new_items, X, labels):
@@ -616,6 +650,7 @@ class Campaign:
 
         with self._stage("annotate"):
             answers = self._ask(batch, iteration, "query")
+            answers += self._overlap(iteration, answers)
             answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
             self._set_status(answered, LABELED, iteration)
             if self.mind is not None:
@@ -651,6 +686,7 @@ class Campaign:
             metrics["stop"] = stop = self._stop_reason(iteration, metrics, vuln)
         metrics["timings"] = {k: round(v, 4) for k, v in self.timings.items()}
         metrics["seconds"] = time.perf_counter() - t0
+        metrics["peak_rss_mib"] = peak_rss_mib()
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
         self._store_inferred(iteration, post)
         kill_point("before-checkpoint", iteration)
@@ -690,8 +726,10 @@ class Campaign:
             self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
         if self.cfg.aggregation.model_as_worker or self.cfg.trust.model_evidence:
             S = self.pool.subset(self.ids_with(HOLDOUT))
-            counts = np.zeros((self.pool.n_classes, self.pool.n_classes))
-            np.add.at(counts, (S.y, self.learner.predict(S.X)), 1.0)
+            p_s = self.learner.predict_proba(S.X)
+            C = self.pool.n_classes
+            counts = np.zeros((len(CONFIDENCE_BANDS) + 1, C, C))
+            np.add.at(counts, (confidence_band(p_s.max(axis=1), C), S.y, p_s.argmax(axis=1)), 1.0)
             self.store.set_model_confusion(iteration, counts)
 
     def _metrics(self, answered: np.ndarray, post: pd.DataFrame, acc_s: float, vuln: np.ndarray,
@@ -759,7 +797,7 @@ class Campaign:
                 self.echo(f"pulled {n} answers given while the campaign was stopped")
         # an attached project's labels: stored before the trust ledger is built, never asked about again
         existing = self.crowd.adopt_existing() if hasattr(self.crowd, "adopt_existing") else []
-        start = self._load_state()
+        start = self.load_state()
         if existing:
             had = [i for i in existing if i not in self.status]
             self._set_status(had, LABELED, start)
@@ -793,9 +831,23 @@ class Campaign:
         return result
 
 
+VOLATILE_METRICS = frozenset({"timings", "seconds", "peak_rss_mib"})  # differ between identical runs
+
+
+def peak_rss_mib() -> float:
+    """The process's peak resident memory so far, MiB (Linux reports KiB, macOS bytes)."""
+    import resource
+    import sys
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
+
+
 def stage_key(purpose: str) -> tuple[int, str]:
-    """Order of the asking stages within an iteration: the query, the re-examination, the audits by name."""
-    return (0, "") if purpose == "query" else (1, "") if purpose == "reexam" else (2, purpose)
+    """Order of the asking stages within an iteration: the query, its overlap, the re-examination, the audits by
+    name."""
+    return ((0, "") if purpose == "query" else (0, "overlap") if purpose == "overlap"
+            else (1, "") if purpose == "reexam" else (2, purpose))
 
 
 def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list) -> None:

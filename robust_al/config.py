@@ -75,6 +75,9 @@ class AnnotatorsConfig(_Strict):
     kind: Literal["simulated", "replay", "labelstudio"] = "simulated"
     labelstudio: Optional[LabelStudioConfig] = None
     k: int = Field(1, ge=1, description="labelers asked per query")
+    overlap: float = Field(0.0, ge=0, le=1, description="share of each query batch that one more labeler answers "
+                           "(beyond k), so that labelers' answers meet: with k = 1 on uncertain queries nothing "
+                           "else tells a colluding bloc from honest labelers (README, Q2)")
     labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
     inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
     inject_items: Union[int, Literal["median", "all"]] = Field(
@@ -138,10 +141,12 @@ class ModelConfig(_Strict):
                               "(an eps on [0,1] inputs is then eps/std_j along feature j); false = identity")
     learner_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {eps: 0.03, alpha: 0.5}")
     trust_prior: float = Field(0.0, ge=0, description="labels' worth of the trust-seeded confusion prior")
-    targets: Literal["hard", "soft"] = Field(
+    targets: Literal["hard", "soft", "weighted"] = Field(
         "hard", description="two-stage: train on the inferred labels (hard) or on the DS posteriors (soft). With "
         "one label per item DS cannot learn a labeler's confusion, its posteriors are its prior (~0.69) and "
-        "training on them cost 2-4 points: CIFAR-2, 100 items, 0.845 soft vs 0.882 hard")
+        "training on them cost 2-4 points: CIFAR-2, 100 items, 0.845 soft vs 0.882 hard; weighted: the inferred "
+        "labels, each weighted by its posterior's margin over chance, so labels only a near-chance labeler vouches "
+        "for count little (needs overlap to tell labelers apart)")
 
     @model_validator(mode="after")
     def _backbone(self) -> "ModelConfig":

@@ -192,3 +192,35 @@ def test_a_campaign_does_not_depend_on_the_process_random_state(tmp_path, tiny):
         curves.append([(m["labels_used"], m["test_acc"], m["mean_min_perturbation"])
                        for m in RunStore(tmp_path / f"run{k}").metrics()])
     assert curves[0] == curves[1]
+
+
+def test_overlap_puts_a_second_distinct_labeler_on_a_share_of_each_batch_within_the_budget(tmp_path, tiny):
+    cfg = tiny(**{"annotators.k": 1, "annotators.overlap": 0.4, "stop.budget": 150, "stop.max_iterations": 4})
+    Campaign.create(cfg, tmp_path / "run", echo=None).run(progress=False)
+    ann = RunStore(tmp_path / "run").annotations()
+    assert len(ann) <= 150
+    query, extra = ann[ann["purpose"] == "query"], ann[ann["purpose"] == "overlap"]
+    assert query.groupby("task").size().max() == 1
+    assert 0.25 < len(extra) / len(query) < 0.55  # about the share asked for
+    assert set(extra["task"]) <= set(query["task"])  # only queried items, never a new one
+    first = query.set_index("task")["worker"]
+    assert (extra["worker"].to_numpy() != first.loc[extra["task"]].to_numpy()).all()  # a different labeler
+
+
+def test_the_model_testifies_per_confidence_band_with_its_accuracy_on_S_in_that_band(tmp_path, tiny):
+    """A model right on 90 % of S but at chance on the items it is unsure of must not be trusted on those."""
+    from robust_al.crowd import confidence_band, model_worker
+
+    camp = Campaign.create(tiny(**{"annotators.k": 1, "stop.max_iterations": 3}), tmp_path / "run", echo=None)
+    camp.run(progress=False)
+    counts = camp.model_counts()
+    pred = camp.store.predictions()
+    band = confidence_band(pred["score"].to_numpy(), camp.pool.n_classes)
+    workers = {model_worker(i, b) for i, b in zip(pred["iteration"], band)}
+    assert workers <= set(counts)  # every testimony has the confusion of its own band
+    stored = camp.store.model_confusions()
+    assert all(c.shape == (3, camp.pool.n_classes, camp.pool.n_classes) for c in stored.values())
+    held = len(camp.store.items_with_status(["holdout"]))
+    assert all(c.sum() == held for c in stored.values())  # every S item in exactly one band
+    assert list(confidence_band(np.array([0.1, 0.45, 0.5, 0.85]), 10)) == [0, 0, 1, 2]  # u < 0.4, < 0.8, above
+    assert list(confidence_band(np.array([0.5, 0.69, 0.71, 0.91]), 2)) == [0, 0, 1, 2]

@@ -101,6 +101,41 @@ def test_hard_targets_train_on_the_inferred_label_not_the_prior(conf_a, conf_b):
     np.testing.assert_allclose(models[0], models[1], atol=1e-6)
 
 
+@settings(max_examples=5, deadline=None)
+@given(st.floats(0.55, 0.99))
+def test_weighted_targets_equal_hard_ones_when_every_item_is_equally_sure(conf):
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(40, 5)).astype(np.float32)
+    label = (X[:, 0] > 0.5).astype(int)
+    ann = pd.DataFrame({"task": np.arange(40), "worker": "w", "label": label})
+    post = pd.DataFrame(np.where(np.eye(2)[label] == 1, conf, 1 - conf), columns=range(2))
+    out = {}
+    for targets in ("hard", "weighted"):
+        clf = CrowdClassifier(NetworkTrainer((5,), 2, epochs=3, min_steps=0, device="cpu"), TrustWeightedDS(2),
+                              targets)
+        clf.fit(X, np.arange(40), ann, posteriors=post, seed=1)
+        out[targets] = clf.predict_proba(X)
+    np.testing.assert_allclose(out["hard"], out["weighted"], atol=1e-5)
+
+
+def test_weighted_targets_let_labels_near_chance_count_for_little():
+    # half the items carry the true label, sure; the other half the wrong one, at a posterior barely over chance
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(200, 5)).astype(np.float32)
+    truth = (X[:, 0] > 0.5).astype(int)
+    shown = np.where(np.arange(200) % 2 == 0, truth, 1 - truth)
+    sure = np.where(np.arange(200) % 2 == 0, 0.95, 0.52)
+    post = pd.DataFrame(np.where(np.eye(2)[shown] == 1, sure[:, None], 1 - sure[:, None]), columns=range(2))
+    ann = pd.DataFrame({"task": np.arange(200), "worker": "w", "label": shown})
+    acc = {}
+    for targets in ("hard", "weighted"):
+        clf = CrowdClassifier(NetworkTrainer((5,), 2, epochs=40, device="cpu"), TrustWeightedDS(2), targets)
+        clf.trainer.set_input_statistics(X)
+        clf.fit(X, np.arange(200), ann, posteriors=post, seed=1)
+        acc[targets] = (clf.predict(X) == truth).mean()
+    assert acc["weighted"] > 0.9 > acc["hard"] + 0.2
+
+
 def test_classifier_learns_from_crowd_labels_on_cpu():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5)).astype(np.float32)

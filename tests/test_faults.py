@@ -2,7 +2,7 @@
 
 Every resumed run must equal the uninterrupted one: the same stored answers, labeled set, trust table,
 metrics and final weights (bit for bit). The points (``robust_al.faults.kill_point``) cover each step that
-writes: the stored batch, the k-th of n answers, training, between augmentation writes, mid trust update,
+writes: the stored batch, the k-th of n answers (query, and the overlap's in a run of its own), training, between augmentation writes, mid trust update,
 before and after the checkpoint, the re-examination, and the last, budget-limited iteration (killed after
 some and after all of its answers); plus a resume that is itself killed.
 """
@@ -19,6 +19,7 @@ import torch
 import yaml
 from conftest import tiny_config
 
+from robust_al.campaign import VOLATILE_METRICS
 from robust_al.store import RunStore
 
 # a liar on 90 % of its items and re-examination on any drop of S accuracy (so re-examinations happen), and
@@ -44,7 +45,7 @@ def snapshot(run_dir: Path) -> dict:
     store = RunStore(run_dir)
     ann = store.annotations()
     cols = ["task", "worker", "label", "iteration", "purpose"]
-    metrics = [{k: v for k, v in m.items() if k not in ("timings", "seconds")} for m in store.metrics()]
+    metrics = [{k: v for k, v in m.items() if k not in VOLATILE_METRICS} for m in store.metrics()]
     last = store.last_iteration()
     weights = store.iteration_state(last)[2]
     out = {"annotations": sorted(map(tuple, ann[cols].to_numpy().tolist())), "status": store.statuses(),
@@ -108,6 +109,18 @@ def test_kill_9_at_a_named_point_then_resume_is_identical(reference, tmp_path, i
     killed = _cli([str(cfg), "--run-dir", str(run_dir)], kill_at=point)
     assert killed.returncode == -signal.SIGKILL, f"{point} was never reached:\n{killed.stdout}{killed.stderr}"
     _resume_to_the_end(run_dir, want)
+
+
+def test_kill_9_among_the_overlap_answers_then_resume_is_identical(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "annotators": {**CONFIG["annotators"], "overlap": 0.3},
+                                   "stop": {**CONFIG["stop"], "max_iterations": 3}}))
+    assert _cli([str(cfg), "--run-dir", str(tmp_path / "whole")]).returncode == 0
+    want = snapshot(tmp_path / "whole")
+    assert any(p == "overlap" for _, _, _, _, p in want["annotations"])
+    killed = _cli([str(cfg), "--run-dir", str(tmp_path / "run")], kill_at="answer:overlap@2:2")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    _resume_to_the_end(tmp_path / "run", want)
 
 
 def _resume_to_the_end(run_dir: Path, want: dict) -> None:

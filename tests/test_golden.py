@@ -23,7 +23,6 @@ ROOT = Path(__file__).resolve().parents[1]
 RUNS = {"digits": ("configs/digits.yaml", []),
         # the replayed AMT crowd with its injected attacker, shortened
         "labelme": ("configs/labelme.yaml", ["stop.budget=300", "model.epochs=10"])}
-VOLATILE_METRICS = {"timings", "seconds"}  # wall-clock figures
 
 
 def _platform() -> dict:
@@ -40,6 +39,7 @@ def run_digest(run_dir: Path) -> dict[str, str]:
     """One hash per stored part of a finished run (floats compared by their exact repr)."""
     import numpy as np
 
+    from robust_al.campaign import VOLATILE_METRICS
     from robust_al.store import RunStore
 
     store = RunStore(run_dir, create=False)

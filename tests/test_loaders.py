@@ -331,3 +331,36 @@ def test_cifar2_recorded_crowd(cifar2):
     kept_acc = (rec["label"].to_numpy() == rec["task"].map(truth).to_numpy()).mean()
     raw_acc = (raw["label"] == raw["clean_label"]).mean()
     assert kept_acc > 0.8 and raw_acc > 0.8, (kept_acc, raw_acc)
+
+
+def test_an_id_list_to_exclude_is_read_strictly(tmp_path):
+    from robust_al.data.loaders import read_id_list
+
+    good = tmp_path / "ids.csv"
+    good.write_text("index\n3\n1\n")
+    assert list(read_id_list(good, "data.options.exclude")) == [3, 1]
+    for text, why in [("idx\n1\n", "integer 'index' column"), ("index\n1.5\n", "integer 'index' column"),
+                      ("index\n1\n1\n", "negative or repeated"), ("index\n-2\n", "negative or repeated")]:
+        bad = tmp_path / "bad.csv"
+        bad.write_text(text)
+        with pytest.raises(ValueError, match=why) as e:
+            read_id_list(bad, "data.options.exclude")
+        assert "data.options.exclude" in str(e.value) and "\n" not in str(e.value)
+    with pytest.raises(FileNotFoundError, match="data.options.exclude"):
+        read_id_list(tmp_path / "missing.csv", "data.options.exclude")
+
+
+def test_pretraining_images_can_be_left_out_of_a_cifar10_pool(tmp_path):
+    from robust_al.data.loaders import CIFAR10_CLASSES, cifar10_train_sample, class_remap
+
+    index = pd.DataFrame({"index": np.arange(40), "clean_label": np.arange(40) % 10,
+                          "path": [f"train/{CIFAR10_CLASSES[i % 10]}/{i}.jpg" for i in range(40)]})
+    csv = tmp_path / "index.csv"
+    index.to_csv(csv, index=False)
+    ids = tmp_path / "seen.csv"
+    pd.DataFrame({"index": [0, 1, 2, 13]}).to_csv(ids, index=False)
+    remap = class_remap(["airplane", "automobile", "bird", "cat"])
+    kept = cifar10_train_sample(csv, remap, None, np.random.default_rng(0), exclude=ids)
+    assert sorted(kept["index"]) == [3, 10, 11, 12, 20, 21, 22, 23, 30, 31, 32, 33]
+    sample = cifar10_train_sample(csv, remap, 8, np.random.default_rng(0), exclude=ids)
+    assert set(sample["index"]).isdisjoint({0, 1, 2, 13}) and len(sample) == 8

@@ -2,7 +2,7 @@
 
 Truth inference needs no torch; the networks are imported on first use, so label-only work
 (``robust-al aggregate``) does not pay torch's import time."""
-from robust_al.crowd.aggregate import MODEL_WORKER, TrustWeightedDS
+from robust_al.crowd.aggregate import MODEL_WORKER, TrustWeightedDS, confidence_band, model_worker
 
 _LAZY = {"CrowdClassifier": "robust_al.crowd.classifier", "NetworkTrainer": "robust_al.crowd.network",
          "build_network": "robust_al.crowd.network", "pick_device": "robust_al.crowd.network"}
@@ -16,4 +16,4 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'robust_al.crowd' has no attribute {name!r}")
 
 
-__all__ = ["MODEL_WORKER", "TrustWeightedDS", "CrowdClassifier", "NetworkTrainer", "build_network", "pick_device"]
+__all__ = ["MODEL_WORKER", "TrustWeightedDS", "confidence_band", "model_worker", "CrowdClassifier", "NetworkTrainer", "build_network", "pick_device"]

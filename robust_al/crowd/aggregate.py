@@ -8,6 +8,23 @@ import pandas as pd
 from scipy import sparse
 
 MODEL_WORKER = "__model__"  # the model's out-of-sample prediction, entered as one more (fallible) worker
+# The model testifies as one worker per confidence band, each with the confusion it has on S in that band: its
+# accuracy on the uncertain items a margin-weighted query picks is far below its accuracy on S as a whole.
+# With one S-wide confusion, CIFAR-2 under a 3-of-11 colluding bloc (k = 1, 30 reps) left honest labelers at
+# trust 0.44-0.73 (the model was "right" where it guessed) and the bloc above the lowest honest one in 29/30 runs.
+CONFIDENCE_BANDS = (0.4, 0.8)  # band edges on u = (p_max - 1/C) / (1 - 1/C): guessing, unsure, sure
+
+
+def confidence_band(confidence: np.ndarray | float, n_classes: int) -> np.ndarray:
+    """Band (0 .. len(CONFIDENCE_BANDS)) of a model's top-class probability, relative to chance."""
+    c = 1.0 / max(n_classes, 2)
+    u = (np.asarray(confidence, dtype=float) - c) / (1.0 - c)
+    return np.searchsorted(np.asarray(CONFIDENCE_BANDS), u, side="right")
+
+
+def model_worker(iteration: int, band: int) -> str:
+    """Worker id of F_{iteration-1}'s testimony on items where its confidence fell in ``band``."""
+    return f"{MODEL_WORKER}{int(iteration)}@{int(band)}"
 
 
 class TrustWeightedDS:

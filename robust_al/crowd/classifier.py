@@ -15,7 +15,10 @@ from robust_al.crowd.network import NetworkTrainer
 
 class CrowdClassifier:
     """Two-stage learner: trust-weighted Dawid-Skene posteriors, then a network trained on the inferred labels
-    (``targets='hard'``) or on the posteriors themselves (``'soft'``).
+    (``targets='hard'``), on the posteriors themselves (``'soft'``), or on the inferred labels, each item
+    weighted by how far its posterior's top class stands above chance (``'weighted'``:
+    w_i = (max_y q_i(y) - 1/C) / (1 - 1/C), so a label only a labeler Dawid-Skene finds near chance vouches for
+    counts for little, while equally sure items keep equal weights, as with ``'hard'``).
 
     ``fit(X, item_ids, annotations)`` takes items row-aligned with ``item_ids`` and annotations in crowd-kit's
     long (task, worker, label) form; extra examples (adversarial / noisy copies of labeled items, no labeling
@@ -24,8 +27,8 @@ class CrowdClassifier:
     """
 
     def __init__(self, trainer: NetworkTrainer, aggregator: TrustWeightedDS, targets: str = "hard"):
-        if targets not in ("hard", "soft"):
-            raise ValueError(f"targets must be 'hard' or 'soft', got {targets!r}")
+        if targets not in ("hard", "soft", "weighted"):
+            raise ValueError(f"targets must be 'hard', 'soft' or 'weighted', got {targets!r}")
         self.trainer, self.aggregator, self.targets = trainer, aggregator, targets
 
     def aggregate(self, annotations: pd.DataFrame,
@@ -48,9 +51,13 @@ class CrowdClassifier:
             ok = np.isin(extra_items, post.index.to_numpy())
             X_all = np.concatenate([X_all, extra_X[ok]])
             T_all = np.concatenate([T_all, post.loc[extra_items[ok]].to_numpy(dtype=np.float32)])
-        if self.targets == "hard":  # the inferred label, not the posterior (see ModelConfig.targets)
+        weights = None
+        if self.targets == "weighted":
+            C = T_all.shape[1]
+            weights = np.clip((T_all.max(axis=1) - 1.0 / C) / (1.0 - 1.0 / C), 1e-3, 1.0)
+        if self.targets != "soft":  # the inferred label, not the posterior (see ModelConfig.targets)
             T_all = np.eye(T_all.shape[1], dtype=np.float32)[T_all.argmax(axis=1)]
-        self.loss_history_ = self.trainer.fit(X_all, T_all, seed=seed)
+        self.loss_history_ = self.trainer.fit(X_all, T_all, weights=weights, seed=seed)
         return self
 
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

@@ -578,6 +578,45 @@ def read_cifar10n_labels(long_csv: Path) -> pd.DataFrame:
     return labels
 
 
+def read_id_list(path: str | Path, key: str) -> np.ndarray:
+    """The integer ``index`` column of CSV ``path`` (named ``key`` in errors): distinct, non-negative ids."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{key}: {path} not found (expected a CSV with an 'index' column of training indices)")
+    ids = pd.read_csv(path)
+    if "index" not in ids.columns or not pd.api.types.is_integer_dtype(ids["index"]):
+        raise ValueError(f"{key}: {path} needs an integer 'index' column, found columns {list(ids.columns)}")
+    if (ids["index"] < 0).any() or ids["index"].duplicated().any():
+        raise ValueError(f"{key}: {path}: 'index' holds negative or repeated ids")
+    return ids["index"].to_numpy(dtype=np.int64)
+
+
+def cifar10_train_sample(index_csv: Path, remap: np.ndarray, n_train: int | None, rng: np.random.Generator,
+                         exclude: str | Path | None = None) -> pd.DataFrame:
+    """Rows (index, clean_label, path) of the CIFAR-10 training images of the kept classes (``remap`` >= 0),
+    minus ``exclude``'s ids, sorted by index; a stratified sample of ``n_train`` of them when given."""
+    index = pd.read_csv(index_csv)
+    missing = {"index", "clean_label", "path"} - set(index.columns)
+    if missing:
+        raise ValueError(f"{index_csv}: lacks columns {sorted(missing)}; expected index,clean_label,path")
+    index = index[remap[index["clean_label"].to_numpy()] >= 0].sort_values("index").reset_index(drop=True)
+    if exclude is not None:
+        index = index[~index["index"].isin(read_id_list(exclude, "data.options.exclude"))].reset_index(drop=True)
+    if n_train is not None:
+        if n_train > len(index):
+            raise ValueError(f"n_train={n_train} but only {len(index)} training images of the chosen classes")
+        index = index.iloc[_stratified_choice(index["clean_label"].to_numpy(), n_train, rng)].reset_index(drop=True)
+    return index
+
+
+def class_remap(classes: Sequence[str]) -> np.ndarray:
+    """CIFAR-10 class code -> position in ``classes`` (-1: not kept)."""
+    remap = np.full(len(CIFAR10_CLASSES), -1, dtype=np.int64)
+    for new, name in enumerate(classes):
+        remap[CIFAR10_CLASSES.index(name)] = new
+    return remap
+
+
 def load_cifar10n(
     root: str | Path | None = None,
     classes: Sequence[str] | None = None,
@@ -585,6 +624,7 @@ def load_cifar10n(
     n_test: int | None = None,
     seed: int = 0,
     backbone: Mapping[str, Any] | None = None,
+    exclude: str | Path | None = None,
 ) -> Dataset:
     """CIFAR-10 JPEG images with the CIFAR-10N human labels (Wei et al. 2022; CC BY-NC 4.0).
 
@@ -606,6 +646,9 @@ def load_cifar10n(
     ``backbone`` ({arch, weights[, layer, batch_size, normalize]}, see :mod:`robust_al.data.backbone`): ``X``
     is the frozen network's features of the images instead of the pixels, computed once here, so that a
     campaign trains only its head on them (e.g. the CIFAR-8 pretraining of :mod:`robust_al.data.pretrain`).
+    ``exclude``: a CSV whose ``index`` column lists CIFAR-10 training indices to leave out of the pool before
+    sampling, e.g. the images that backbone was pretrained on with their clean labels
+    (``pipelines/pretrain_backbone.py`` writes them next to the weights, ``<weights>.train_ids.csv``).
     """
     base = Path(root) if root is not None else default_datasets_dir()
     archive = _require(base / "cifar10_images" / "CIFAR-10-images_jpg.tar.gz", "the CIFAR-10 JPEG archive")
@@ -624,21 +667,11 @@ def load_cifar10n(
     if unknown or len(set(classes)) != len(classes):
         raise ValueError(f"classes {classes} must be distinct names among {CIFAR10_CLASSES}")
     k = len(classes)
-    remap = np.full(len(CIFAR10_CLASSES), -1, dtype=np.int64)
-    for new, name in enumerate(classes):
-        remap[CIFAR10_CLASSES.index(name)] = new
+    remap = class_remap(classes)
 
     # ---- train index and sample
-    index = pd.read_csv(index_csv)
-    missing = {"index", "clean_label", "path"} - set(index.columns)
-    if missing:
-        raise ValueError(f"{index_csv}: lacks columns {sorted(missing)}; expected index,clean_label,path")
-    index = index[remap[index["clean_label"].to_numpy()] >= 0].sort_values("index").reset_index(drop=True)
     rng = np.random.default_rng(seed)
-    if n_train is not None:
-        if n_train > len(index):
-            raise ValueError(f"n_train={n_train} but only {len(index)} training images of classes {classes}")
-        index = index.iloc[_stratified_choice(index["clean_label"].to_numpy(), n_train, rng)].reset_index(drop=True)
+    index = cifar10_train_sample(index_csv, remap, n_train, rng, exclude)
     train_pos = {_member_key(p): i for i, p in enumerate(index["path"])}
 
     # ---- one streaming pass over the archive

@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from robust_al.crowd.network import IMAGENET_MEAN, IMAGENET_STD, pick_device
-from robust_al.data.loaders import CIFAR10_CLASSES, default_datasets_dir, load_cifar10n
+from robust_al.data.loaders import (CIFAR10_CLASSES, cifar10_train_sample, class_remap, default_datasets_dir,
+                                    load_cifar10n)
 
 CIFAR2 = ("airplane", "frog")
 
@@ -37,6 +38,16 @@ CIFAR2 = ("airplane", "frog")
 def source_classes(target: Sequence[str] = CIFAR2) -> list[str]:
     """The CIFAR-10 classes not in ``target``."""
     return [c for c in CIFAR10_CLASSES if c not in set(target)]
+
+
+def source_ids(classes: Sequence[str] | None = None, n_train: int | None = 16000, seed: int = 0,
+               root: str | Path | None = None) -> np.ndarray:
+    """CIFAR-10 training indices of the images :func:`pretrain_cifar` trains on (the same sample), so that a
+    campaign on CIFAR-10 can leave them out of its pool (``data.options.exclude``)."""
+    base = Path(root) if root is not None else default_datasets_dir()
+    remap = class_remap(list(classes) if classes is not None else source_classes())
+    index_csv = base / "cifar10_images" / "train_index_pytorch_order.csv"
+    return cifar10_train_sample(index_csv, remap, n_train, np.random.default_rng(seed))["index"].to_numpy()
 
 
 def _key(spec: dict, root: Path) -> str:

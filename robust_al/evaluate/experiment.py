@@ -26,6 +26,8 @@ METHODS = {
     "proposed-pure-maxmin": ["query.typicality=0", "query.uncertainty=0"],  # the paper's farthest-first
     "proposed-nomargin": ["query.uncertainty=0"],  # distance x typicality, no margin weight (gamma = 0)
     "proposed-model-vote": ["aggregation.model_as_worker=true"],  # F_{i-1} votes on labels as one more worker
+    # a second labeler on a fifth of each batch, neediest labelers first, and labels weighted by how sure they are
+    "proposed-overlap": ["annotators.overlap=0.2", "model.targets=weighted"],
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
@@ -135,7 +137,9 @@ def one_run(job: dict) -> dict:
               "final_acc": curve[-1][1] if curve else None, "trust": trust,
               "kinds": {w: worker_kind(w) for w in trust},
               "re_examinations": sum(m.get("secured_check") == "re-examined" for m in metrics),
-              "seconds": sum(m["seconds"] for m in metrics)}
+              "seconds": sum(m["seconds"] for m in metrics),
+              "seconds_per_iteration": [round(m["seconds"], 2) for m in metrics],
+              "peak_rss_mib": max((m.get("peak_rss_mib", 0.0) for m in metrics), default=0.0)}
     last = metrics[-1] if metrics else {}
     if "poison_success" in last:
         from robust_al.evaluate.poisoning import detection_report

@@ -80,8 +80,8 @@ def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, 
     from robust_al.campaign import DISCARDED, HOLDOUT, LABELED, QUARANTINED
 
     c = campaign
-    c._load_state()
-    c._seed_globals("detection")  # activation clustering's k-means and the refits draw from the global generators
+    c.load_state()
+    c.seed_globals("detection")  # activation clustering's k-means and the refits draw from the global generators
     injected = c.injected_ids()
     status = c.status
     entered = np.array([i for i in injected if status.get(int(i)) in (LABELED, QUARANTINED, DISCARDED)], np.int64)
@@ -89,7 +89,7 @@ def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, 
     report = {"secured check": precision_recall(caught, entered)}
 
     labeled = c.ids_with(LABELED)
-    post = c.learner.aggregate(c._annotations(), c._label_weight, c._model_counts())
+    post = c.inferred_labels()
     labeled = labeled[np.isin(labeled, post.index.to_numpy())]
     X = c.pool.X[c.pool.positions(labeled)]
     y = post.loc[labeled].to_numpy().argmax(1)

@@ -376,7 +376,8 @@ class RunStore:
         return pd.read_sql_query("SELECT * FROM predictions ORDER BY item_id", self.db)
 
     def set_model_confusion(self, iteration: int, counts: np.ndarray) -> None:
-        """Counts (true x predicted) of the model that made iteration ``iteration``'s predictions, on S."""
+        """Counts (true x predicted) of the model that made iteration ``iteration``'s predictions, on S: one
+        C x C table, or one per confidence band (bands x C x C; ``robust_al.crowd.aggregate.confidence_band``)."""
         self.db.execute("INSERT OR REPLACE INTO model_confusions VALUES (?, ?)",
                         (int(iteration), json.dumps(np.asarray(counts).tolist())))
 
