@@ -1,0 +1,129 @@
+"""From answers to a model: the annotations visible at this stage, the model's testimony per confidence band,
+trust-weighted inference, training F_i on the labeled items and their augmentations, and the adversarial
+examples of the new items (their vulnerability)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+
+from robust_al.campaign.items import HOLDOUT, LABELED
+from robust_al.crowd import TrustWeightedDS, confidence_band, model_worker
+from robust_al.crowd.aggregate import CONFIDENCE_BANDS
+from robust_al.crowd.classifier import CampaignLearner
+from robust_al.faults import kill_point
+
+
+class LabelsMixin:
+    """Label inference, trust evidence, training and augmentation for a :class:`~robust_al.campaign.Campaign`."""
+
+    def seed_globals(self, *keys) -> None:
+        """ART draws random starts (PGD, BIM) from numpy's and torch's global generators: seed them from the
+        campaign seed so that a run does not depend on what its process did before (measured: the same
+        campaign gave different learning curves in a fresh process and in a reused worker)."""
+        s = int(self._rng("globals", *keys).integers(2**31))
+        np.random.seed(s)
+        torch.manual_seed(s)
+
+    def _train_seed(self, iteration: int, attempt: int = 0) -> int:
+        return int(self._rng("train", iteration, attempt).integers(2**31))
+
+    def _annotations(self, with_model: bool | None = None) -> pd.DataFrame:
+        """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
+        (``with_model``, default ``aggregation.model_as_worker``)."""
+        labeled = self.ids_with(LABELED)
+        ann = self._visible(self.store.annotations(labeled))[["task", "worker", "label"]]
+        if self.cfg.aggregation.model_as_worker if with_model is None else with_model:
+            pred = self.store.predictions()
+            pred = pred[pred["item_id"].isin(labeled)]
+            band = confidence_band(pred["score"].to_numpy(), self.pool.n_classes)
+            ann = pd.concat([ann, pd.DataFrame({"task": pred["item_id"],
+                                                "worker": [model_worker(i, b) for i, b in zip(pred["iteration"], band)],
+                                                "label": pred["label"]})], ignore_index=True)
+        return ann
+
+    def _trust_evidence(self) -> pd.DataFrame:
+        """Each label against the other evidence on its item (leave-one-out posteriors). When the model does not
+        vote on labels (``aggregation.model_as_worker`` off) it still testifies here (``trust.model_evidence``):
+        with one label per item it is the only other evidence, and a labeler who always turns one class into
+        another disagrees with it on that class."""
+        if self.cfg.aggregation.model_as_worker or not self.cfg.trust.model_evidence:
+            return self.learner.aggregator.leave_one_out()
+        witness = TrustWeightedDS(self.pool.n_classes, self.cfg.aggregation.method)
+        witness.fit(self._annotations(with_model=True), self._label_weight, self.model_counts())
+        return witness.leave_one_out()
+
+    def _label_weight(self, worker: str) -> float:
+        """Labels of labelers routed out by trust are down-weighted (``aggregation.untrusted_weight``)."""
+        return 1.0 if self.ledger.trusted(worker) else self.cfg.aggregation.untrusted_weight
+
+    def model_counts(self) -> dict[str, np.ndarray]:
+        """Each F_{i-1}'s confusion counts on S per confidence band, measured when it made its predictions (a
+        store from before the bands holds one C x C table: it stands for every band)."""
+        out = {}
+        for i, c in self.store.model_confusions().items():
+            bands = c if c.ndim == 3 else np.repeat(c[None], len(CONFIDENCE_BANDS) + 1, axis=0)
+            out.update({model_worker(i, b): counts for b, counts in enumerate(bands)})
+        return out
+
+    def inferred_labels(self, annotations: pd.DataFrame | None = None) -> pd.DataFrame:
+        """Posteriors (task x class) of the labeled items from their visible annotations, routed-out labelers
+        down-weighted (``aggregation``)."""
+        ann = self._annotations() if annotations is None else annotations
+        return self.learner.aggregate(ann, self._label_weight, self.model_counts())
+
+    def _fit(self, iteration: int, attempt: int, prev_state: dict | None) -> pd.DataFrame:
+        """Infer labels and train F_i on the labeled items and every stored augmentation of them."""
+        ann = self._annotations()
+        post = self.inferred_labels(ann)
+        if self.cfg.model.warm_start and prev_state is not None:
+            self.net.load_state_dict(prev_state)
+        else:
+            self.net.load_state_dict(self.initial_state)
+        labeled = self.ids_with(LABELED)
+        if isinstance(self.learner, CampaignLearner):  # crowd learners make their own adversarial examples
+            aug_ids, aug_X = np.zeros(0, np.int64), np.zeros((0, *self.pool.input_shape), np.float32)
+        else:
+            aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
+        keep = np.isin(aug_ids, labeled)
+        kill_point("training", iteration)
+        self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, ann, self.ledger,
+                         extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,
+                         seed=self._train_seed(iteration, attempt))
+        return post
+
+    def _record_predictions(self, iteration: int, batch: np.ndarray) -> None:
+        """F_{i-1}'s out-of-sample opinion on the queried items, kept as evidence (and as pre-annotations)."""
+        proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
+        for item, p in zip(batch, proba):
+            self.store.set_prediction(int(item), iteration, int(p.argmax()), float(p.max()))
+        if self.cfg.aggregation.model_as_worker or self.cfg.trust.model_evidence:
+            S = self.pool.subset(self.ids_with(HOLDOUT))
+            p_s = self.learner.predict_proba(S.X)
+            C = self.pool.n_classes
+            counts = np.zeros((len(CONFIDENCE_BANDS) + 1, C, C))
+            np.add.at(counts, (confidence_band(p_s.max(axis=1), C), S.y, p_s.argmax(axis=1)), 1.0)
+            self.store.set_model_confusion(iteration, counts)
+
+    def _test_accuracy(self) -> float:
+        T = self.dataset.test
+        known = T.y >= 0
+        return float((self.learner.predict(T.X[known]) == T.y[known]).mean()) if known.any() else float("nan")
+
+    def _augment(self, iteration: int, new_items: np.ndarray, post: pd.DataFrame) -> np.ndarray:
+        """Adversarial examples (and noisy copies) of the newly labeled items on the accepted model F_i."""
+        if self.augmenter is None or len(new_items) == 0:
+            return np.zeros(0)
+        new_items = new_items[np.isin(new_items, post.index.to_numpy())]
+        X = self.pool.X[self.pool.positions(new_items)]
+        self.seed_globals("augment", iteration)
+        labels = post.loc[new_items].to_numpy().argmax(axis=1)
+        norms = []
+        for aug in self.augmenter.adversarial(new_items, X, labels):
+            self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
+            kill_point("augmentation-written", iteration)
+            norms.append(aug.norms)
+        for aug in self.augmenter.noise(new_items, X, self._rng("noise", iteration)):
+            self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
+        # an item's vulnerability: its smallest perturbation over the attacks
+        return np.min(np.stack(norms), axis=0) if norms else np.zeros(0)

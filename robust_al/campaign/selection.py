@@ -1,0 +1,124 @@
+"""Which items are asked about, and whom: the random first batch, the configured strategy's query in
+F_{i-1}'s feature space (with min distances to the labeled set kept incrementally), and the overlap share a
+second labeler answers."""
+from __future__ import annotations
+
+import logging
+from collections import defaultdict
+
+import numpy as np
+
+from robust_al.annotators.base import Answer, item_rng
+from robust_al.campaign.items import HOLDOUT, LABELED
+from robust_al.faults import kill_point
+from robust_al.query import MinDistance, QueryContext
+
+log = logging.getLogger("robust_al.campaign")
+
+
+class SelectionMixin:
+    """Query selection and asking for a :class:`~robust_al.campaign.Campaign`."""
+
+    def _rng(self, *keys) -> np.random.Generator:
+        return item_rng(self.seed, *keys)
+
+    def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
+        self._now = (iteration, purpose)
+        return self.crowd.ask(item_ids, iteration, purpose, self.ledger.allowed, **kw)
+
+    def _choose_batch(self, iteration: int, info: dict) -> np.ndarray:
+        """This iteration's query batch: m random items before there is a model, then the strategy's picks;
+        a resumed iteration keeps the batch it stored (people were asked about those)."""
+        if iteration == 0:  # m items at random before there is any model
+            cand = self._candidates()
+            n = self._affordable(min(self.cfg.query.initial, len(cand)), iteration)
+            batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
+        else:
+            batch = self._query(iteration, self._affordable(self.cfg.query.batch, iteration), info)
+        stored = self.store.batch(iteration, "query")
+        if stored is not None and not np.array_equal(stored, batch):  # people were asked about these
+            log.warning("iteration %d: the resumed query differs from the stored batch; using the stored one",
+                        iteration)
+            batch = stored
+        self.store.set_batch(iteration, "query", batch)
+        kill_point("batch-stored", iteration)
+        if iteration > 0:
+            self._record_predictions(iteration, batch)
+        return batch
+
+    def _label(self, iteration: int, batch: np.ndarray) -> np.ndarray:
+        """Ask the crowd about the batch (and the overlap share); the answered items become labeled."""
+        answers = self._ask(batch, iteration, "query")
+        answers += self._overlap(iteration, answers)
+        answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
+        self._set_status(answered, LABELED, iteration)
+        if self.mind is not None:
+            self.mind.add_positions(self.pool.positions(answered))
+            self._mind_iter = iteration
+        return answered
+
+    def _query(self, iteration: int, n: int, info: dict) -> np.ndarray:
+        """Choose up to n unlabeled items with the configured strategy, in F_{i-1}'s feature space."""
+        cand = self._candidates()
+        if len(cand) == 0 or n == 0:
+            return np.zeros(0, dtype=np.int64)
+        with self._stage("embed"):
+            self._refresh_distances(iteration)
+        pos = self.pool.positions(cand)
+        S = self.pool.subset(self.ids_with(HOLDOUT))
+        prev_aug = self.prev_state.get("vulnerability", {})
+        v_ids = np.array([int(k) for k in prev_aug], dtype=np.int64)
+        v_norm = np.array(list(prev_aug.values()), dtype=float)
+        ctx = QueryContext(
+            positions=pos, embed=None, rng=self._rng("query", iteration),
+            proba=self.learner.predict_proba(self.pool.X[pos]) if self.strategy.needs_proba else None,
+            mind=self.mind, secured_embed=self.learner.embed(S.X),
+            secured_correct=self.learner.predict(S.X) == S.y,
+            vuln_embed=self.mind.E[self.pool.positions(v_ids)] if len(v_ids) else None,
+            vuln_norm=v_norm if len(v_ids) else None, info=info)
+        picked = cand[self.strategy.query(ctx, n)]
+        return picked
+
+    def _refresh_distances(self, iteration: int) -> None:
+        """Keep min distances to the labeled set; re-embed every ``query.refresh_every`` iterations.
+
+        Between refreshes only the items labeled since are folded in, so the cost per iteration does not
+        grow with the labeled set. A resumed run replays the same resets and additions.
+        """
+        r = self.cfg.query.refresh_every
+        last_refresh = 1 + ((iteration - 1) // r) * r
+        if self.mind is not None and self._mind_iter == iteration - 1 and iteration != last_refresh:
+            return  # up to date: additions were folded in at the end of the previous iteration
+        # rebuild: embed with F_{last_refresh-1}, reset with what was labeled before, replay additions since
+        current = self.net.state_dict()
+        if last_refresh != iteration:
+            self.net.load_state_dict(self.store.iteration_state(last_refresh - 1)[2])
+        E = self.learner.embed(self.pool.X)
+        self.net.load_state_dict(current)
+        by_iter = self.store.status_history(LABELED)
+        before = [i for i, it in by_iter if it < last_refresh]
+        self.mind = MinDistance(E, self.cfg.query.chunk_size)
+        self.mind.reset(E, E[self.pool.positions(before)] if before else np.zeros((0, E.shape[1]), np.float32))
+        for it in range(last_refresh, iteration):
+            self.mind.add_positions(self.pool.positions([i for i, j in by_iter if j == it]))
+        self._mind_iter = iteration - 1
+
+    def _overlap(self, iteration: int, answers: list[Answer]) -> list[Answer]:
+        """One more labeler on a share of the answered items (``annotators.overlap``), within the budget: the
+        answers that let agreement, not the model alone, speak about each labeler. The share goes to the items
+        of the labelers least known to be good first (highest 1 - the lower end of their accuracy interval; a
+        labeler not scored yet counts 1), so checks gather where they can still change a routing decision."""
+        share = self.cfg.annotators.overlap
+        if share <= 0 or not answers:
+            return []
+        asked: dict[int, set[str]] = defaultdict(set)
+        for a in answers:
+            asked[a.item_id].add(a.worker)
+        items = np.array(sorted(asked), dtype=np.int64)
+        need = np.array([max(1.0 - self.ledger.interval(w)[0] for w in asked[int(i)]) for i in items])
+        rng = self._rng("overlap", iteration)
+        n = int(np.floor(share * len(items) + rng.random()))  # share x batch on average
+        order = np.lexsort((rng.permutation(len(items)), -need))  # neediest first, ties at random
+        room = max(0, self.cfg.stop.budget - self._spent_before(iteration, "overlap"))
+        chosen = np.sort(items[order[:min(n, room)]])
+        return self._ask(chosen, iteration, "overlap", n_per_item=1, exclude=asked)
