@@ -96,3 +96,29 @@ def test_crowd_refuses_holdout_items(tmp_path):
     with pytest.raises(HoldoutLeak):
         crowd.ask([4, 5], 0, "query", lambda w: True)
     assert RunStore(tmp_path).annotations().empty
+
+
+from template_crowd import CrowdContract  # noqa: E402
+
+
+class TestSimulatedCrowd(CrowdContract):
+    def make_crowd(self, tmp_path, k):
+        workers = [BenignAnnotator(f"b{i}", TRUTH, C, pr=0.1) for i in range(5)]
+        return Crowd(workers, RunStore(tmp_path / "run"), seed=0, k=k), list(ITEMS[:10])
+
+
+class TestReplayedCrowd(CrowdContract):
+    def make_crowd(self, tmp_path, k):
+        items = list(range(10))
+        recorded = pd.DataFrame([(i, f"r{w}", (i + w) % C) for i in items for w in range(4)],
+                                columns=["task", "worker", "label"])
+        return Crowd(replayed_crowd(recorded), RunStore(tmp_path / "run"), seed=0, k=k), items
+
+
+def test_the_label_studio_crowd_offers_every_call_of_the_protocol():
+    # its behaviour under the contract needs a server and people: tests/test_labelstudio.py runs a campaign there
+    from robust_al.annotators.labelstudio import LabelStudioCrowd
+
+    for name in ("ask", "eligible_workers", "answerable", "sync", "adopt_existing", "finish"):
+        assert callable(getattr(LabelStudioCrowd, name)), name
+    assert isinstance(LabelStudioCrowd.workers, property)

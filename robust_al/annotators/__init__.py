@@ -1,10 +1,10 @@
 """Annotators: simulated crowds, replayed real crowds, behind one interface."""
 from robust_al.annotators.base import Annotator, Answer
-from robust_al.annotators.crowd import Crowd, HoldoutLeak
+from robust_al.annotators.crowd import Crowd, CrowdProtocol, HoldoutLeak
 from robust_al.annotators.replay import ReplayedAnnotator, replayed_crowd
 from robust_al.annotators.simulated import (BenignAnnotator, ColludingAnnotator, MaliciousAnnotator,
                                             SimulatedAnnotator, SpammerAnnotator, truth_map)
 
-__all__ = ["Annotator", "Answer", "Crowd", "HoldoutLeak", "ReplayedAnnotator", "replayed_crowd",
+__all__ = ["Annotator", "Answer", "Crowd", "CrowdProtocol", "HoldoutLeak", "ReplayedAnnotator", "replayed_crowd",
            "BenignAnnotator", "ColludingAnnotator", "MaliciousAnnotator", "SimulatedAnnotator",
            "SpammerAnnotator", "truth_map"]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 
@@ -13,6 +13,38 @@ from robust_al.store import RunStore
 
 class HoldoutLeak(RuntimeError):
     """Raised when a secured-holdout item is about to be sent to an annotator."""
+
+
+@runtime_checkable
+class CrowdProtocol(Protocol):
+    """What the campaign asks of a crowd; :class:`Crowd` (simulated, replayed) and
+    :class:`~robust_al.annotators.labelstudio.LabelStudioCrowd` (people in a browser) both implement it.
+
+    ``forbidden`` holds the secured-holdout items: asking about one raises :class:`HoldoutLeak`. ``ask`` returns
+    the usable answers (at most ``n_per_item``, default k, distinct ``allowed`` labelers per item, none in
+    ``exclude[item]``), each stored before it is returned, and never asks the same labeler about an item twice.
+    ``sync`` pulls answers given while no campaign ran, ``adopt_existing`` stores labels a pool came with,
+    ``finish`` stores answers still on their way at the end.
+    """
+
+    forbidden: set[int]
+    k: int
+
+    @property
+    def workers(self) -> list[str]: ...
+
+    def eligible_workers(self, allowed: Callable[[str], bool]) -> list[str]: ...
+
+    def answerable(self, item_ids: np.ndarray, allowed: Callable[[str], bool]) -> np.ndarray: ...
+
+    def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, allowed: Callable[[str], bool],
+            n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]: ...
+
+    def sync(self) -> int: ...
+
+    def adopt_existing(self) -> list[int]: ...
+
+    def finish(self) -> None: ...
 
 
 class Crowd:
@@ -109,3 +141,13 @@ class Crowd:
             n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
         return self.collect(self.assign(item_ids, iteration, purpose, allowed, n_per_item, exclude),
                             iteration, purpose)
+
+    # a simulated or replayed crowd answers at once: nothing arrives while no campaign runs, nothing is late
+    def sync(self) -> int:
+        return 0
+
+    def adopt_existing(self) -> list[int]:
+        return []
+
+    def finish(self) -> None:
+        return None

@@ -134,12 +134,12 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
     def _run(self, progress: bool) -> IterationResult | None:
         from tqdm import tqdm
 
-        if hasattr(self.crowd, "sync") and self.store.get_meta("ls_projects"):
+        if self.store.get_meta("ls_projects"):
             n = self.crowd.sync()  # answers given while the campaign was not running
             if n:
                 self.echo(f"pulled {n} answers given while the campaign was stopped")
         # an attached project's labels: stored before the trust ledger is built, never asked about again
-        existing = self.crowd.adopt_existing() if hasattr(self.crowd, "adopt_existing") else []
+        existing = self.crowd.adopt_existing()
         start = self.load_state()
         if existing:
             had = [i for i in existing if i not in self.status]
@@ -167,8 +167,7 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
                     break
         finally:
             bar.close()
-            if hasattr(self.crowd, "finish"):  # a live crowd: pull late answers, stop its webhook listener
-                self.crowd.finish()
+            self.crowd.finish()  # a live crowd: pull late answers, stop its webhook listener
         if result is not None:
             self.echo(f"stopped: {result.stop}")
         return result
