@@ -68,6 +68,14 @@ def _lines(path: Path) -> list[str]:
     return text[:-1] if text and text[-1] == "" else text
 
 
+def unit_scale(X: np.ndarray, Xt: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Min-max scale every feature to [0, 1] with the train statistics (test clipped): the attacks and their
+    eps live in [0, 1]."""
+    lo, span = X.min(0), X.max(0) - X.min(0)
+    span = np.where(span > 0, span, 1.0)
+    return (X - lo) / span, np.clip((Xt - lo) / span, 0, 1)
+
+
 def load_sentiment(root: Path | None = None, dims: int = 300, seed: int = 0) -> Dataset:
     """Sentiment polarity (Rodrigues et al. 2013): 4999 train sentences with 27,746 AMT labels from 203 workers,
     3999 test sentences. Features: TF-IDF (uni+bigrams, min_df 2, sublinear tf) + truncated SVD to ``dims``, both
@@ -87,9 +95,7 @@ def load_sentiment(root: Path | None = None, dims: int = 300, seed: int = 0) -> 
     svd = TruncatedSVD(n_components=dims, random_state=seed)
     Z = svd.fit_transform(vec.fit_transform(tr_text))
     Zt = svd.transform(vec.transform(te_text))
-    lo, span = Z.min(0), Z.max(0) - Z.min(0)
-    span = np.where(span > 0, span, 1.0)
-    X, Xt = (Z - lo) / span, np.clip((Zt - lo) / span, 0, 1)
+    X, Xt = unit_scale(Z, Zt)
     rows, cols = np.nonzero(answers != -1)
     recorded = pd.DataFrame({"task": rows.astype(np.int64), "worker": [f"amt{j}" for j in cols],
                              "label": answers[rows, cols]})
@@ -112,7 +118,13 @@ def load(args) -> Dataset:
         if not args.config:
             sys.exit("--dataset config needs --config CONFIG.yaml (its data section is loaded)")
         cfg = load_config(args.config, args.set)
-        return load_dataset(cfg.data.name, **cfg.data.options)
+        ds = load_dataset(cfg.data.name, **cfg.data.options)
+        if ds.train.X.min() < 0 or ds.train.X.max() > 1:  # e.g. a frozen trunk's features
+            X, Xt = unit_scale(ds.train.X, ds.test.X)
+            print(f"{ds.name}: features in [{ds.train.X.min():.3g}, {ds.train.X.max():.3g}] min-max scaled to "
+                  f"[0, 1] with the train statistics (mean feature std now {X.std(0).mean():.3f})", flush=True)
+            ds.train.X, ds.test.X = X.astype(np.float32), Xt.astype(np.float32)
+        return ds
     if not (args.features and args.annotations):
         sys.exit("--dataset generic needs --features and --annotations (and --truth for the confusion errors)")
     return load_generic_crowd(args.features, args.annotations, truth=args.truth, test_features=args.test_features,
