@@ -193,7 +193,7 @@ def test_labeler_sees_the_image_and_radio_choices(server, labeler, browser, tmp_
     proj, tasks = put(crowd, store, items)
     with LabelStudioClient.for_server(server) as c:
         assert c.http.get("/api/predictions/", params={"task": tasks[15]}).json() == []  # no guess imported
-        data = c._get(f"/api/tasks/{tasks[15]}/")["data"]
+        data = c.get(f"/api/tasks/{tasks[15]}/")["data"]
     assert data["key"] == pool.keys[15] and data["item_id"] == 15
     assert data["image"].startswith("data:image/" if media == "data-url" else "/data/local-files/?d=")
 

@@ -273,11 +273,11 @@ def test_restart_keeps_annotations(ls, annotators):
         task_ids = c.import_tasks(p, [{"item_id": 900 + i} for i in range(3)])
         for k, (_, token) in enumerate(annotators):
             annotate(c.url, token, task_ids[k], CLASSES[k])
-        before = {pr["id"]: c.export_annotations(pr["id"]) for pr in c._get("/api/projects/")["results"]}
+        before = {pr["id"]: c.export_annotations(pr["id"]) for pr in c.get("/api/projects/")["results"]}
     ls.restart()
     assert ls.running and ls.startup_seconds < 60
     with LabelStudioClient.for_server(ls) as c:
-        after = {pr["id"]: c.export_annotations(pr["id"]) for pr in c._get("/api/projects/")["results"]}
+        after = {pr["id"]: c.export_annotations(pr["id"]) for pr in c.get("/api/projects/")["results"]}
         assert after == before and len(after[p.id]) == 3
         # annotators' tokens still work after the restart
         uid, token = annotators[0]

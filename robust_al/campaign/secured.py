@@ -33,17 +33,12 @@ class SecuredMixin:
         return float(correct.mean()), correct
 
     def _significant_drop(self, before: np.ndarray, after: np.ndarray, info: dict) -> bool:
-        """Is F_i worse than F_{i-1} on S beyond chance? One-sided exact McNemar test on the items the two
-        models disagree about (b = lost, c = gained; under 'no change' b ~ Binomial(b + c, 1/2)). With a
+        """Is F_i worse than F_{i-1} on S beyond chance (``trust.significance``; null: any drop counts)? With a
         small S a drop of epsilon is often noise, and each false alarm costs h relabels of the batch."""
         alpha = self.cfg.trust.significance
         if alpha is None or before is None or len(before) != len(after):
             return True
-        from scipy.stats import binomtest
-
-        b, c = int(np.sum(before & ~after)), int(np.sum(~before & after))
-        p = binomtest(b, b + c, 0.5, alternative="greater").pvalue if b + c else 1.0
-        info["secured_drop_p"] = float(p)
+        info["secured_drop_p"] = p = drop_p_value(before, after)
         return p < alpha
 
     def _secured_check(self, iteration: int, answered: np.ndarray, prev_state: dict | None,
@@ -170,3 +165,13 @@ class SecuredMixin:
         self._set_status(suspects, LABELED, iteration)  # no better without them: not the cause
         self.net.load_state_dict(state1)
         return self.inferred_labels(), acc_s
+
+
+def drop_p_value(before: np.ndarray, after: np.ndarray) -> float:
+    """One-sided exact McNemar test that the model scoring ``after`` (right/wrong per S item) is worse than the
+    one scoring ``before``: of the b + c items the two disagree about, b were lost and c gained, and under 'no
+    change' b ~ Binomial(b + c, 1/2)."""
+    from scipy.stats import binomtest
+
+    b, c = int(np.sum(before & ~after)), int(np.sum(~before & after))
+    return float(binomtest(b, b + c, 0.5, alternative="greater").pvalue) if b + c else 1.0

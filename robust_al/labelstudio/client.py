@@ -254,7 +254,8 @@ class LabelStudioClient:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def _get(self, path: str, **params) -> Any:
+    def get(self, path: str, **params) -> Any:
+        """The JSON of a GET on the server's API (``path`` from its root, e.g. ``/api/projects/``)."""
         r = self.http.get(path, params=params)
         r.raise_for_status()
         return r.json()
@@ -353,7 +354,7 @@ class LabelStudioClient:
 
     def predictions(self, task_id: int) -> list[dict]:
         """The predictions of one task (``id``, ``model_version``, ``score``, ``result``)."""
-        return self._get("/api/predictions/", task=int(task_id))
+        return self.get("/api/predictions/", task=int(task_id))
 
     def delete_prediction(self, prediction_id: int) -> None:
         r = self.http.delete(f"/api/predictions/{int(prediction_id)}/")
@@ -363,7 +364,7 @@ class LabelStudioClient:
     def views(self, project: Project | int) -> list[dict]:
         """The project's Data Manager views (the tabs every member sees)."""
         pid = project.id if isinstance(project, Project) else int(project)
-        return self._get("/api/dm/views/", project=pid)
+        return self.get("/api/dm/views/", project=pid)
 
     def create_view(self, project: Project | int, title: str, filters: dict | None = None,
                     ordering: Sequence[str] = ()) -> int:
@@ -378,7 +379,7 @@ class LabelStudioClient:
 
     def local_storages(self, project: Project | int) -> list[dict]:
         pid = project.id if isinstance(project, Project) else int(project)
-        return self._get("/api/storages/localfiles", project=pid)
+        return self.get("/api/storages/localfiles", project=pid)
 
     def create_local_storage(self, project: Project | int, path: str, title: str = "robust-al media") -> int:
         """A local-files import storage for ``path`` (never synced: it only grants ``/data/local-files/``
@@ -496,7 +497,7 @@ class LabelStudioClient:
 
     def task_annotations(self, task_id: int, project: Project) -> list[LSAnnotation]:
         """Annotations of one task (``GET /api/tasks/{id}/annotations/``)."""
-        task = self._get(f"/api/tasks/{int(task_id)}/")
+        task = self.get(f"/api/tasks/{int(task_id)}/")
         return [annotation_from_payload(a, task, project) for a in task.get("annotations", [])]
 
     # -- people and webhooks --------------------------------------------------------------------------------
@@ -506,7 +507,7 @@ class LabelStudioClient:
                  "first_name": u.first_name, "last_name": u.last_name} for u in self.sdk.users.list()]
 
     def whoami(self) -> dict:
-        return self._get("/api/current-user/whoami")
+        return self.get("/api/current-user/whoami")
 
     def create_webhook(self, project: Project | int | None, url: str,
                        actions: Sequence[str] = ANNOTATION_ACTIONS, headers: dict | None = None) -> int:
