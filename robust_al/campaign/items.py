@@ -40,7 +40,8 @@ class ItemsMixin:
         stage: :meth:`_spent_before`)."""
         return self.store.count_annotations(exclude_purpose=EXISTING)
 
-    def _candidates(self) -> np.ndarray:
+    def candidates(self) -> np.ndarray:
+        """Pool items with no status yet that some labeler allowed now can be asked about."""
         cand = self.pool.ids[~self.taken]
         return cand[self.crowd.answerable(cand, self.ledger.allowed)]
 
@@ -64,7 +65,7 @@ class ItemsMixin:
             ann["purpose"].map(stage_key) > stage_key(purpose)))
         return ann[~later | (ann["purpose"] == EXISTING)]
 
-    def _affordable(self, n_items: int, iteration: int | None = None) -> int:
+    def affordable(self, n_items: int, iteration: int | None = None) -> int:
         """Items of k labels the budget still buys: for the query batch of ``iteration`` when given, else after
         everything stored."""
         spent = self.labels_used() if iteration is None else self._spent_before(iteration, "query")

@@ -9,7 +9,7 @@ import torch
 
 from robust_al.campaign.items import HOLDOUT, LABELED
 from robust_al.crowd import TrustWeightedDS, confidence_band, model_worker
-from robust_al.crowd.aggregate import CONFIDENCE_BANDS
+from robust_al.crowd.aggregate import N_CONFIDENCE_BANDS
 from robust_al.crowd.classifier import CampaignLearner
 from robust_al.faults import kill_point
 
@@ -62,7 +62,7 @@ class LabelsMixin:
         store from before the bands holds one C x C table: it stands for every band)."""
         out = {}
         for i, c in self.store.model_confusions().items():
-            bands = c if c.ndim == 3 else np.repeat(c[None], len(CONFIDENCE_BANDS) + 1, axis=0)
+            bands = c if c.ndim == 3 else np.repeat(c[None], N_CONFIDENCE_BANDS, axis=0)
             out.update({model_worker(i, b): counts for b, counts in enumerate(bands)})
         return out
 
@@ -101,7 +101,7 @@ class LabelsMixin:
             S = self.pool.subset(self.ids_with(HOLDOUT))
             p_s = self.learner.predict_proba(S.X)
             C = self.pool.n_classes
-            counts = np.zeros((len(CONFIDENCE_BANDS) + 1, C, C))
+            counts = np.zeros((N_CONFIDENCE_BANDS, C, C))
             np.add.at(counts, (confidence_band(p_s.max(axis=1), C), S.y, p_s.argmax(axis=1)), 1.0)
             self.store.set_model_confusion(iteration, counts)
 

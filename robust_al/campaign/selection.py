@@ -30,11 +30,11 @@ class SelectionMixin:
         """This iteration's query batch: m random items before there is a model, then the strategy's picks;
         a resumed iteration keeps the batch it stored (people were asked about those)."""
         if iteration == 0:  # m items at random before there is any model
-            cand = self._candidates()
-            n = self._affordable(min(self.cfg.query.initial, len(cand)), iteration)
+            cand = self.candidates()
+            n = self.affordable(min(self.cfg.query.initial, len(cand)), iteration)
             batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
         else:
-            batch = self._query(iteration, self._affordable(self.cfg.query.batch, iteration), info)
+            batch = self._query(iteration, self.affordable(self.cfg.query.batch, iteration), info)
         stored = self.store.batch(iteration, "query")
         if stored is not None and not np.array_equal(stored, batch):  # people were asked about these
             log.warning("iteration %d: the resumed query differs from the stored batch; using the stored one",
@@ -59,7 +59,7 @@ class SelectionMixin:
 
     def _query(self, iteration: int, n: int, info: dict) -> np.ndarray:
         """Choose up to n unlabeled items with the configured strategy, in F_{i-1}'s feature space."""
-        cand = self._candidates()
+        cand = self.candidates()
         if len(cand) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
         with self._stage("embed"):

@@ -37,7 +37,7 @@ class Robust(StoppingCriterion):
 
 class BudgetSpent(StoppingCriterion):
     def reason(self, campaign, iteration, metrics, vuln):
-        if campaign._affordable(1) == 0:
+        if campaign.affordable(1) == 0:
             return f"label budget spent ({metrics['labels_used']} of {campaign.cfg.stop.budget})"
         return None
 
@@ -52,7 +52,7 @@ class MaxIterations(StoppingCriterion):
 
 class PoolExhausted(StoppingCriterion):
     def reason(self, campaign, iteration, metrics, vuln):
-        if len(campaign._candidates()) == 0:
+        if len(campaign.candidates()) == 0:
             return "no unlabeled item left that an eligible labeler can answer"
         return None
 

@@ -10,9 +10,11 @@ from scipy import sparse
 MODEL_WORKER = "__model__"  # the model's out-of-sample prediction, entered as one more (fallible) worker
 # The model testifies as one worker per confidence band, each with the confusion it has on S in that band: its
 # accuracy on the uncertain items a margin-weighted query picks is far below its accuracy on S as a whole.
-# With one S-wide confusion, CIFAR-2 under a 3-of-11 colluding bloc (k = 1, 30 reps) left honest labelers at
-# trust 0.44-0.73 (the model was "right" where it guessed) and the bloc above the lowest honest one in 29/30 runs.
+# With one S-wide confusion, CIFAR-2 under a 3-of-11 colluding bloc (k = 1, 30 reps) left the lowest honest
+# labeler at trust 0.44 on average, below the bloc's 0.54 (the model was "right" where it guessed), and the bloc
+# above the lowest honest one in 29/30 runs.
 CONFIDENCE_BANDS = (0.4, 0.8)  # band edges on u = (p_max - 1/C) / (1 - 1/C): guessing, unsure, sure
+N_CONFIDENCE_BANDS = len(CONFIDENCE_BANDS) + 1
 
 
 def confidence_band(confidence: np.ndarray | float, n_classes: int) -> np.ndarray:

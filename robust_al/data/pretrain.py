@@ -46,12 +46,16 @@ def source_ids(classes: Sequence[str] | None = None, n_train: int | None = 16000
     campaign on CIFAR-10 can leave them out of its pool (``data.options.exclude``)."""
     base = Path(root) if root is not None else default_datasets_dir()
     remap = class_remap(list(classes) if classes is not None else source_classes())
-    index_csv = base / "cifar10_images" / "train_index_pytorch_order.csv"
-    return cifar10_train_sample(index_csv, remap, n_train, np.random.default_rng(seed))["index"].to_numpy()
+    return cifar10_train_sample(_index_csv(base), remap, n_train, np.random.default_rng(seed))["index"].to_numpy()
+
+
+def _index_csv(root: Path) -> Path:
+    """The CIFAR-10 training index (index, clean_label, path) under the datasets folder ``root``."""
+    return root / "cifar10_images" / "train_index_pytorch_order.csv"
 
 
 def _key(spec: dict, root: Path) -> str:
-    index = root / "cifar10_images" / "train_index_pytorch_order.csv"
+    index = _index_csv(root)
     h = hashlib.sha256(json.dumps(spec, sort_keys=True).encode())
     h.update(hashlib.sha256(index.read_bytes()).digest() if index.is_file() else b"")
     return h.hexdigest()[:16]
