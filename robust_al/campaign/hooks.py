@@ -7,6 +7,7 @@ import numpy as np
 from robust_al.annotators.factory import build_annotators
 from robust_al.campaign.items import DISCARDED, LABELED, QUARANTINED
 from robust_al.crowd import NetworkTrainer
+from robust_al.reproducible import seeded
 
 
 class PoisonHook:
@@ -19,12 +20,16 @@ class PoisonHook:
     def _inject_poisons(self, iteration: int) -> None:
         """Q3: craft feature-collision poisons against the current model F_{i-1} and put them into the
         unlabeled pool, labeled honestly (as their base class) by whoever is asked. Done once per campaign."""
-        from robust_al.augment.poison import craft_verified
-
         p = self.cfg.poison
         if not p.enabled or iteration != p.at_iteration or self.store.get_meta("poison") is not None:
             return
-        self.seed_globals("poison", iteration)
+        with seeded(self.global_seed("poison", iteration)):
+            self._craft_poisons(iteration)
+
+    def _craft_poisons(self, iteration: int) -> None:
+        from robust_al.augment.poison import craft_verified
+
+        p = self.cfg.poison
         T = self.dataset.test
         ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
         order = ok[self._rng("poison", "targets").permutation(len(ok))][:p.max_targets]

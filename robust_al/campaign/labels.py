@@ -5,25 +5,24 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import torch
 
 from robust_al.campaign.items import HOLDOUT, LABELED
 from robust_al.crowd import TrustWeightedDS, confidence_band, model_worker
 from robust_al.crowd.aggregate import N_CONFIDENCE_BANDS
 from robust_al.crowd.classifier import CampaignLearner
 from robust_al.faults import kill_point
+from robust_al.reproducible import seeded
 
 
 class LabelsMixin:
     """Label inference, trust evidence, training and augmentation for a :class:`~robust_al.campaign.Campaign`."""
 
-    def seed_globals(self, *keys) -> None:
-        """ART draws random starts (PGD, BIM) from numpy's and torch's global generators: seed them from the
-        campaign seed so that a run does not depend on what its process did before (measured: the same
-        campaign gave different learning curves in a fresh process and in a reused worker)."""
-        s = int(self._rng("globals", *keys).integers(2**31))
-        np.random.seed(s)
-        torch.manual_seed(s)
+    def global_seed(self, *keys) -> int:
+        """The seed of numpy's and torch's global generators for one stage (``with seeded(...)``): ART draws
+        random starts (PGD, BIM) from them, so they are seeded from the campaign seed so that a run does not
+        depend on what its process did before (measured: the same campaign gave different learning curves in a
+        fresh process and in a reused worker)."""
+        return int(self._rng("globals", *keys).integers(2**31))
 
     def _train_seed(self, iteration: int, attempt: int = 0) -> int:
         return int(self._rng("train", iteration, attempt).integers(2**31))
@@ -116,13 +115,13 @@ class LabelsMixin:
             return np.zeros(0)
         new_items = new_items[np.isin(new_items, post.index.to_numpy())]
         X = self.pool.X[self.pool.positions(new_items)]
-        self.seed_globals("augment", iteration)
         labels = post.loc[new_items].to_numpy().argmax(axis=1)
         norms = []
-        for aug in self.augmenter.adversarial(new_items, X, labels):
-            self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
-            kill_point("augmentation-written", iteration)
-            norms.append(aug.norms)
+        with seeded(self.global_seed("augment", iteration)):
+            for aug in self.augmenter.adversarial(new_items, X, labels):
+                self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
+                kill_point("augmentation-written", iteration)
+                norms.append(aug.norms)
         for aug in self.augmenter.noise(new_items, X, self._rng("noise", iteration)):
             self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
         # an item's vulnerability: its smallest perturbation over the attacks

@@ -18,6 +18,7 @@ from robust_al.campaign.secured import SecuredMixin
 from robust_al.campaign.selection import SelectionMixin
 from robust_al.campaign.stopping import stop_reason
 from robust_al.faults import kill_point
+from robust_al.reproducible import cpu_threads
 from robust_al.trust import TrustLedger
 
 VOLATILE_METRICS = frozenset({"timings", "seconds", "peak_rss_mib"})  # differ between identical runs
@@ -127,7 +128,8 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
             self.augmenter.progress = progress
         self.lock.acquire()  # before anything is read for resuming or written: one process per run
         try:
-            return self._run(progress)
+            with cpu_threads(self.cfg.model.cpu_threads):  # bit-reproducible (see robust_al.reproducible)
+                return self._run(progress)
         finally:
             self.lock.release()
 

@@ -15,6 +15,7 @@ import torch
 from torch import nn
 
 from robust_al.crowd.network import FrozenFeatureNet, penultimate
+from robust_al.reproducible import seeded
 
 
 def _penultimate_classifier(model: nn.Module, input_shape, n_classes: int, lr: float = 1e-3):
@@ -73,15 +74,19 @@ def precision_recall(flagged: np.ndarray, poisons: np.ndarray) -> dict:
 
 def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, dict]:
     """Precision/recall of each detector on a finished (resumed, not run) campaign with injected poisons."""
+    campaign.load_state()
+    # activation clustering's k-means and the refits draw from the global generators
+    with seeded(campaign.global_seed("detection")):
+        return _detect(campaign, expected_poison_share)
+
+
+def _detect(c, expected_poison_share: float) -> dict[str, dict]:
     import copy
 
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
     from robust_al.campaign import DISCARDED, HOLDOUT, LABELED, QUARANTINED
 
-    c = campaign
-    c.load_state()
-    c.seed_globals("detection")  # activation clustering's k-means and the refits draw from the global generators
     injected = c.injected_ids()
     status = c.status
     entered = np.array([i for i in injected if status.get(int(i)) in (LABELED, QUARANTINED, DISCARDED)], np.int64)

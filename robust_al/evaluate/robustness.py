@@ -24,7 +24,6 @@ Every attack runs under a fixed seed (numpy and torch global generators are seed
 """
 from __future__ import annotations
 
-import contextlib
 import math
 import time
 import warnings
@@ -35,6 +34,8 @@ import numpy as np
 import pandas as pd
 import torch
 from torch import nn
+
+from robust_al.reproducible import seeded
 
 ATTACKS = ("fgsm", "pgd", "cw", "mim")
 ALL_ATTACKS = ATTACKS + ("cw-margin",)
@@ -95,19 +96,6 @@ def _check(X: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     if X.size and (X.min() < 0 or X.max() > 1):
         raise ValueError(f"inputs must lie in [0, 1], got [{X.min():.3g}, {X.max():.3g}]")
     return X, y
-
-
-@contextlib.contextmanager
-def _seeded(seed: int) -> Iterator[None]:
-    """Seed numpy's and torch's global generators (ART draws its random starts from them); restore after."""
-    np_state, torch_state = np.random.get_state(), torch.random.get_rng_state()
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    try:
-        yield
-    finally:
-        np.random.set_state(np_state)
-        torch.random.set_rng_state(torch_state)
 
 
 def art_classifier(model: nn.Module, input_shape: Sequence[int], n_classes: int):
@@ -187,7 +175,7 @@ def _craft_grid(obj: Any, X: np.ndarray, y: np.ndarray, attack: str, eps_grid: S
     try:
         raw = None
         if attack == "cw" and (unbounded_cw or any(e > 0 for e in eps_grid)):
-            with _seeded(seed), warnings.catch_warnings():
+            with seeded(seed), warnings.catch_warnings():
                 warnings.simplefilter("ignore")
                 raw = _cw_l2(clf, X, y, cw_params, batch_size)
         for eps in eps_grid:
@@ -199,11 +187,11 @@ def _craft_grid(obj: Any, X: np.ndarray, y: np.ndarray, attack: str, eps_grid: S
             elif attack == "cw":
                 yield attack, eps, project_linf(raw, X, eps)
             elif attack == "cw-margin":
-                with _seeded(seed):
+                with seeded(seed):
                     x_adv = _cw_margin(model, X, y, eps, batch_size, seed)
                 yield attack, eps, x_adv
             else:
-                with _seeded(seed), warnings.catch_warnings():
+                with seeded(seed), warnings.catch_warnings():
                     warnings.simplefilter("ignore")
                     x_adv = _art_attack(clf, attack, eps, batch_size).generate(X, y=y).astype(np.float32)
                 yield attack, eps, x_adv
