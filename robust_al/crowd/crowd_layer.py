@@ -5,6 +5,7 @@ import torch
 from torch import nn
 
 from robust_al.crowd.base import CrowdData, CrowdLearner
+from robust_al.crowd.network import train_minibatches
 
 
 class _Layer(nn.Module):
@@ -47,22 +48,18 @@ class CrowdLayer(CrowdLearner):
         C = self.n_classes
         self.layer_ = _Layer(len(data.worker_ids), C, self.kind).to(self.device)
         opt = torch.optim.Adam(list(self.model.parameters()) + list(self.layer_.parameters()), lr=self.lr)
-        self.loss_history_ = []
-        for _ in range(self._n_epochs(data.n_items)):
-            total = 0.0
-            self.model.train()
-            for b in self._batches(data.n_items):
-                sigma = torch.softmax(self.model(data.X[b]), dim=1)
-                w, y = data.pad_workers[b], data.pad_labels[b]
-                logits = self.layer_(sigma, w)
-                mask = (w >= 0).float()
-                ce = nn.functional.cross_entropy(logits.reshape(-1, C), y.reshape(-1), reduction="none")
-                loss = (ce * mask.reshape(-1)).sum() / mask.sum()
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-            self.loss_history_.append(total / data.n_items)
+
+        def loss(b, _epoch):
+            sigma = torch.softmax(self.model(data.X[b]), dim=1)
+            w, y = data.pad_workers[b], data.pad_labels[b]
+            logits = self.layer_(sigma, w)
+            mask = (w >= 0).float()
+            ce = nn.functional.cross_entropy(logits.reshape(-1, C), y.reshape(-1), reduction="none")
+            return (ce * mask.reshape(-1)).sum() / mask.sum()
+
+        self.model.train()
+        self.loss_history_ = train_minibatches(opt, self._n_epochs(data.n_items),
+                                               lambda: self._batches(data.n_items), loss)
         self.model.eval()
         with torch.no_grad():
             eye = torch.eye(C, device=self.device)

@@ -1,7 +1,7 @@
 """The classifier networks and their training loop (PyTorch; CUDA when present, else CPU)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -176,6 +176,34 @@ def penultimate(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.n
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
+def train_minibatches(opt: torch.optim.Optimizer, n_epochs: int, batches: Callable[[], Iterable[torch.Tensor]],
+                      loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
+                      after_step: Callable[[torch.Tensor, int], None] | None = None,
+                      after_epoch: Callable[[int, float], None] | None = None,
+                      progress: bool = False, desc: str = "train") -> list[float]:
+    """The one minibatch loop of every learner: per epoch, for each index batch ``b`` of ``batches()``, a
+    gradient step on ``loss_fn(b, epoch)`` (which sets the network's mode), then ``after_step(b, epoch)``
+    (e.g. an E-step); ``after_epoch(epoch, mean_loss)`` at each epoch's end. Returns the mean loss per epoch."""
+    from tqdm import tqdm
+
+    history = []
+    for epoch in tqdm(range(n_epochs), desc=desc, leave=False, disable=not progress):
+        total, seen = 0.0, 0
+        for b in batches():
+            loss = loss_fn(b, epoch)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(b)
+            seen += len(b)
+            if after_step is not None:
+                after_step(b, epoch)
+        history.append(total / max(seen, 1))
+        if after_epoch is not None:
+            after_epoch(epoch, history[-1])
+    return history
+
+
 class NetworkTrainer:
     """Trains a network on soft targets with per-example weights; predicts, embeds.
 
@@ -258,26 +286,21 @@ class NetworkTrainer:
         W_t = torch.as_tensor(w, device=self.device)
         gen = torch.Generator(device="cpu").manual_seed(seed)
         opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr, weight_decay=self.weight_decay)
-        history = []
         self.model.train()
         torch.manual_seed(seed)  # dropout masks
         n_epochs = self.epochs if epochs is None else epochs
         per_epoch = max(1, -(-len(X_t) // self.batch_size))
         n_epochs = max(n_epochs, -(-self.min_steps // per_epoch)) if len(X_t) else 0
-        from tqdm import tqdm
 
-        for _ in tqdm(range(n_epochs), desc="train", leave=False, disable=not self.progress):
+        def batches():
             perm = torch.randperm(len(X_t), generator=gen).to(self.device)
-            total = 0.0
-            for s in range(0, len(perm), self.batch_size):
-                b = perm[s:s + self.batch_size]
-                logp = torch.log_softmax(trained(X_t[b]), dim=1)
-                loss = -(W_t[b] * (T_t[b] * logp).sum(1)).sum() / W_t[b].sum().clamp_min(1e-8)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-            history.append(total / max(len(perm), 1))
+            return (perm[s:s + self.batch_size] for s in range(0, len(perm), self.batch_size))
+
+        def loss(b, _epoch):
+            logp = torch.log_softmax(trained(X_t[b]), dim=1)
+            return -(W_t[b] * (T_t[b] * logp).sum(1)).sum() / W_t[b].sum().clamp_min(1e-8)
+
+        history = train_minibatches(opt, n_epochs, batches, loss, progress=self.progress)
         self.model.eval()
         return history
 

@@ -11,6 +11,7 @@ import torch
 
 from robust_al.crowd.base import (CrowdData, CrowdLearner, confusions_from_posteriors, crowd_likelihood,
                                   majority_posteriors, soft_cross_entropy)
+from robust_al.crowd.network import train_minibatches
 from robust_al.crowd.pgd import pgd
 
 
@@ -89,32 +90,28 @@ class NeuralEM(CrowdLearner):
         C = self.n_classes
         self._pgd_gen = torch.Generator(device="cpu").manual_seed(self.seed + 1)
         rho = majority_posteriors(data, C)
-        pi = confusions_from_posteriors(data, rho, C, prior=self._prior)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        self.loss_history_ = []
-        from tqdm import tqdm
+        adv: dict[str, torch.Tensor | None] = {}  # this batch's adversarial examples, for the E-step
 
-        for epoch in tqdm(range(self._n_epochs(data.n_items)), desc=type(self).__name__, leave=False, disable=not self.progress):
-            total = 0.0
-            for b in self._batches(data.n_items):
-                xb, rho_b = data.X[b], rho[b]
-                x_adv = self._attack(xb, rho_b) if self.adversarial else None
-                self.model.train()
-                loss = self._loss(xb, x_adv, rho_b, epoch)
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-                with torch.no_grad():
-                    pi = confusions_from_posteriors(data, rho, C, prior=self._prior)  # eq. 6
-                    self.model.eval()
-                    prior = self.alpha * torch.softmax(self.model(xb), 1)
-                    if x_adv is not None:
-                        prior = prior + (1 - self.alpha) * torch.softmax(self.model(x_adv), 1)
-                    log_post = crowd_likelihood(data, pi, b) + torch.log(prior.clamp_min(1e-12))  # eq. 7
-                    rho[b] = torch.softmax(log_post, dim=1)
-            self.loss_history_.append(total / data.n_items)
-            self._end_epoch(data)
+        def loss(b, epoch):
+            xb, rho_b = data.X[b], rho[b]
+            adv["x"] = self._attack(xb, rho_b) if self.adversarial else None
+            self.model.train()
+            return self._loss(xb, adv["x"], rho_b, epoch)
+
+        @torch.no_grad()
+        def e_step(b, _epoch):
+            pi = confusions_from_posteriors(data, rho, C, prior=self._prior)  # eq. 6
+            self.model.eval()
+            prior = self.alpha * torch.softmax(self.model(data.X[b]), 1)
+            if adv["x"] is not None:
+                prior = prior + (1 - self.alpha) * torch.softmax(self.model(adv["x"]), 1)
+            log_post = crowd_likelihood(data, pi, b) + torch.log(prior.clamp_min(1e-12))  # eq. 7
+            rho[b] = torch.softmax(log_post, dim=1)
+
+        self.loss_history_ = train_minibatches(opt, self._n_epochs(data.n_items), lambda: self._batches(data.n_items),
+                                               loss, e_step, lambda _e, _loss: self._end_epoch(data), self.progress,
+                                               type(self).__name__)
         self.posteriors_ = rho.cpu().numpy()
         self.confusion_matrices_ = confusions_from_posteriors(data, rho, C, prior=self._prior).cpu().numpy()
 

@@ -8,6 +8,7 @@ import torch
 from crowdkit.aggregation import DawidSkene, MajorityVote
 
 from robust_al.crowd.base import CrowdData, CrowdLearner, confusions_from_posteriors
+from robust_al.crowd.network import train_minibatches
 
 
 class TwoStage(CrowdLearner):
@@ -31,16 +32,9 @@ class TwoStage(CrowdLearner):
         rho = torch.as_tensor(probas / probas.sum(1, keepdims=True), dtype=torch.float32, device=self.device)
         y = rho.argmax(1)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
-        self.loss_history_ = []
-        for _ in range(self._n_epochs(data.n_items)):
-            total = 0.0
-            self.model.train()
-            for b in self._batches(data.n_items):
-                loss = torch.nn.functional.cross_entropy(self.model(data.X[b]), y[b])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss.detach()) * len(b)
-            self.loss_history_.append(total / data.n_items)
+        self.model.train()
+        self.loss_history_ = train_minibatches(
+            opt, self._n_epochs(data.n_items), lambda: self._batches(data.n_items),
+            lambda b, _epoch: torch.nn.functional.cross_entropy(self.model(data.X[b]), y[b]))
         self.posteriors_ = rho.cpu().numpy()
         self.confusion_matrices_ = confusions_from_posteriors(data, rho, C, prior=self._prior).cpu().numpy()

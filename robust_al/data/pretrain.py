@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_al.crowd.network import IMAGENET_MEAN, IMAGENET_STD, pick_device
+from robust_al.crowd.network import IMAGENET_MEAN, IMAGENET_STD, pick_device, train_minibatches
 from robust_al.data.loaders import (CIFAR10_CLASSES, cifar10_train_sample, class_remap, default_datasets_dir,
                                     load_cifar10n)
 
@@ -120,22 +120,21 @@ def pretrain_cifar(classes: Sequence[str] | None = None, arch: str = "resnet18",
     gen = torch.Generator().manual_seed(seed)
     X_t, y_t = torch.as_tensor(X), torch.as_tensor(y)
     loss_fn = nn.CrossEntropyLoss()
-    for epoch in range(epochs):
-        model.train()
+
+    def batches():
         perm = torch.randperm(len(X_t), generator=gen)
-        total = 0.0
-        for s in range(0, len(perm), batch_size):
-            b = perm[s:s + batch_size]
-            xb = ((_augment(X_t[b], gen).to(device)) - mean) / std
-            loss = loss_fn(model(xb), y_t[b].to(device))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-            sched.step()
-            total += float(loss.detach()) * len(b)
+        return (perm[s:s + batch_size] for s in range(0, len(perm), batch_size))
+
+    def loss(b, _epoch):
+        xb = ((_augment(X_t[b], gen).to(device)) - mean) / std
+        return loss_fn(model(xb), y_t[b].to(device))
+
+    def report(epoch, mean_loss):
         if echo:
-            echo(f"pretrain epoch {epoch + 1}/{epochs}: loss {total / len(X_t):.3f} "
-                 f"({time.perf_counter() - t0:.0f} s)")
+            echo(f"pretrain epoch {epoch + 1}/{epochs}: loss {mean_loss:.3f} ({time.perf_counter() - t0:.0f} s)")
+
+    model.train()
+    train_minibatches(opt, epochs, batches, loss, lambda _b, _e: sched.step(), report)
     acc = _accuracy(model, ds.test.X, ds.test.y, device, mean, std)
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
