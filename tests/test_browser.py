@@ -178,7 +178,7 @@ def put(crowd, store, item_ids, with_guess: bool = True):
         for i in item_ids:
             store.set_prediction(int(i), 0, 1, 0.93)
     proj = crowd.project("query", crowd.k)
-    return proj, crowd._tasks(proj, [int(i) for i in item_ids], 0, "query")
+    return proj, crowd.tasks_for(proj, [int(i) for i in item_ids], 0, "query")
 
 
 @pytest.mark.parametrize("media", ["data-url", "local-files"])
@@ -219,7 +219,7 @@ def test_labeler_sees_the_image_and_radio_choices(server, labeler, browser, tmp_
         while not c.task_annotations(tasks[15], proj):
             assert time.time() < deadline, "the labeler's Submit did not create an annotation"
             time.sleep(0.5)
-    crowd._poll(proj, tasks, 0, "query")
+    crowd.poll_answers(proj, tasks, 0, "query")
     ann = store.annotations()
     assert list(zip(ann["task"], ann["worker"], ann["label"])) == [(15, f"ls{labeler[0]}", 1)]
 

@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import os
 import signal
-import sqlite3
 import subprocess
 import sys
 import time
@@ -16,7 +15,7 @@ import yaml
 
 from conftest import tiny_config
 from robust_al.campaign import Campaign
-from robust_al.store import RunStore
+from robust_al.store import RunStore, progress
 from robust_al.trust import TrustLedger
 
 
@@ -74,19 +73,11 @@ def test_kill_9_mid_iteration_then_resume_loses_nothing_and_asks_nothing_twice(t
     assert _run_cli([str(cfg_path), "--run-dir", str(whole)]).wait(timeout=600) == 0
 
     proc = _run_cli([str(cfg_path), "--run-dir", str(killed)])
-    db_path = killed / "campaign.sqlite"
     deadline = time.time() + 300
     while time.time() < deadline:  # wait until iteration 2 has stored answers but is not complete
-        if db_path.exists():
-            try:
-                db = sqlite3.connect(db_path, timeout=1)
-                asked = db.execute("SELECT COUNT(*) FROM annotations WHERE iteration = 2").fetchone()[0]
-                done = db.execute("SELECT COUNT(*) FROM iterations WHERE iteration >= 2").fetchone()[0]
-                db.close()
-                if asked and not done:
-                    break
-            except sqlite3.OperationalError:
-                pass
+        seen = progress(killed)
+        if seen["answers"].get(2) and 2 not in seen["completed"]:
+            break
         time.sleep(0.01)
     else:
         pytest.fail("the campaign never reached iteration 2")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import yaml
 
 from conftest import tiny_config
 from robust_al.campaign import Campaign
@@ -187,15 +188,17 @@ def test_report_writes_figures_and_the_trust_plot_draws_the_threshold(run, tmp_p
 
 
 def test_resumed_run_has_the_same_labels_table(run, tmp_path):
+    # killed after the last iteration stored its inferred labels but before it completed: those derived rows
+    # must be dropped and recomputed
     killed = tmp_path / "killed"
-    shutil.copytree(run.run_dir, killed)
     last = run.store.last_iteration()
-    with sqlite3.connect(killed / "campaign.sqlite") as db:
-        # as if killed after the last iteration stored its labels but before it completed: its derived rows
-        # (here with a stray one) must be dropped and recomputed
-        db.execute("DELETE FROM iterations WHERE iteration = ?", (last,))
-        db.execute("INSERT INTO inferred VALUES (?, 999999, 0, 1.0, 1, 'labeled')", (last,))
-    db.close()
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(run.cfg.model_dump(mode="json")))
+    r = subprocess.run([sys.executable, "-m", "robust_al.cli", "run", str(cfg), "--run-dir", str(killed),
+                        "--no-progress"], capture_output=True, text=True,
+                       env={**os.environ, "ROBUST_AL_KILL_AT": f"before-checkpoint@{last}"})
+    assert r.returncode == -9, r.stdout + r.stderr
+    assert len(RunStore(killed).inferred(last)) and RunStore(killed).last_iteration() == last - 1
     Campaign.resume(killed, echo=None).run(progress=False)
     resumed = RunStore(killed)
     for it in range(last + 1):

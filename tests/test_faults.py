@@ -20,7 +20,7 @@ import yaml
 from conftest import tiny_config
 
 from robust_al.campaign import VOLATILE_METRICS
-from robust_al.store import RunStore
+from robust_al.store import RunStore, progress
 
 # a liar on 90 % of its items and re-examination on any drop of S accuracy (so re-examinations happen), and
 # a budget that cuts the last iteration short
@@ -165,18 +165,6 @@ def test_a_second_resume_exits_at_once_naming_the_first(reference, tmp_path):
     assert _cli(["--resume", str(run_dir)]).returncode == 0
 
 
-def _completed(db: Path) -> bool:
-    import sqlite3
-
-    con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=30)
-    try:
-        return con.execute("SELECT COUNT(*) FROM iterations").fetchone()[0] > 0
-    except sqlite3.OperationalError:  # the schema is not written yet
-        return False
-    finally:
-        con.close()
-
-
 def test_sigterm_stops_between_writes_with_a_resume_hint(reference, tmp_path):
     cfg, want, _, _ = reference
     run_dir = tmp_path / "run"
@@ -184,10 +172,9 @@ def test_sigterm_stops_between_writes_with_a_resume_hint(reference, tmp_path):
                              "--no-progress"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     import time
 
-    db = run_dir / "campaign.sqlite"
     deadline = time.time() + 300
     while time.time() < deadline:  # until iteration 0 is complete; read-only, so the test writes nothing
-        if db.exists() and _completed(db):
+        if progress(run_dir)["completed"]:
             break
         time.sleep(0.2)
     proc.send_signal(signal.SIGTERM)

@@ -42,10 +42,10 @@ def test_an_import_whose_response_was_lost_is_adopted_not_repeated(ls, client, t
         return calls[-1]
 
     monkeypatch.setattr(crowd.client, "import_tasks", import_then_disconnect)
-    tasks = crowd._retry(lambda: crowd._tasks(proj, [10, 11, 12], 0, "query"), time.time() + 30)
+    tasks = crowd.retry_until(lambda: crowd.tasks_for(proj, [10, 11, 12], 0, "query"), time.time() + 30)
     assert len(calls) == 1 and tasks == dict(zip([10, 11, 12], calls[0]))
     # a later batch imports only what is new, and the project holds each item once
-    more = crowd._tasks(proj, [12, 13], 1, "query")
+    more = crowd.tasks_for(proj, [12, 13], 1, "query")
     assert len(calls) == 2 and more[12] == tasks[12]
     held = client.export(proj, export_type="JSON", all_tasks=True)
     assert sorted(t["data"]["item_id"] for t in held) == [10, 11, 12, 13]
@@ -105,7 +105,7 @@ def test_forged_webhooks_store_nothing(ls, client, annotators, tmp_path, caplog)
                    payload(tasks[30] + 100001, 99, uid)):  # a holdout item
         assert httpx.post(url, json=forged, headers=secret).status_code == 200
     with caplog.at_level("WARNING"):
-        crowd._drain_webhooks()
+        crowd.drain_webhooks()
     assert store.annotations().empty
     refused = [r.getMessage() for r in caplog.records if "refused" in r.getMessage()]
     assert sum("without the shared secret" in m for m in refused) == 2  # logged at the door

@@ -79,13 +79,13 @@ def test_a_resumed_poisoned_campaign_keeps_its_pool(tmp_path, tiny):
 def test_the_provenance_filter_removes_the_same_rows_as_arts():
     from art.defences.detector.poison import ProvenanceDefense
 
-    from robust_al.evaluate.poisoning import _provenance_defense
+    from robust_al.evaluate.poisoning import provenance_defense
 
     rng = np.random.default_rng(0)
     data = rng.normal(size=(60, 7)).astype(np.float32)
     labels = np.eye(2, dtype=np.float32)[rng.integers(2, size=60)]
     segment = data[rng.choice(60, size=15, replace=False)]
-    ours = _provenance_defense().filter_input(data, labels, segment)
+    ours = provenance_defense().filter_input(data, labels, segment)
     arts = ProvenanceDefense.filter_input(data, labels, segment)
     assert len(ours[0]) == 45
     for a, b in zip(ours, arts):

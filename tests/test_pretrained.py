@@ -55,12 +55,12 @@ def test_config_names_what_a_pretrained_network_needs(tmp_path):
 
 
 def test_pretraining_crops_and_flips_keep_the_pixels():
-    from robust_al.data.pretrain import _augment, source_classes
+    from robust_al.data.pretrain import crop_flip, source_classes
 
     assert source_classes() == ["automobile", "bird", "cat", "deer", "dog", "horse", "ship", "truck"]
     x = torch.rand(6, 3, 32, 32)
-    a = _augment(x, torch.Generator().manual_seed(0))
-    b = _augment(x, torch.Generator().manual_seed(0))
+    a = crop_flip(x, torch.Generator().manual_seed(0))
+    b = crop_flip(x, torch.Generator().manual_seed(0))
     assert a.shape == x.shape and torch.equal(a, b)
     # every output pixel is a pixel of the (reflect-padded) input image
     for i in range(6):

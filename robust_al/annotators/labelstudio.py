@@ -185,7 +185,7 @@ class LabelStudioCrowd:
             hooks[str(proj.id)] = {"id": wid, "url": self.listener.url}
             self.store.set_meta("ls_webhooks", hooks)
 
-    def _tasks(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
+    def tasks_for(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
         """item -> task in ``proj``; tasks are imported once (a resumed run finds them in the store). Each task
         shows the item (:func:`robust_al.labelstudio.media.task_fields`); the model's out-of-sample prediction
         becomes its pre-annotation only with ``show_predictions``. In an attached project the task already
@@ -349,7 +349,7 @@ class LabelStudioCrowd:
             new += status == "new"
         return new
 
-    def _drain_webhooks(self) -> None:
+    def drain_webhooks(self) -> None:
         """Store what the webhooks delivered, for every project of the run: an answer to an earlier batch (or
         to the other project, while this one waits) is kept under the iteration and purpose it was asked for."""
         from robust_al.labelstudio.client import annotation_from_payload
@@ -424,10 +424,10 @@ class LabelStudioCrowd:
             out[int(item)].append(Answer(int(item), worker, int(label)))
         return out, held
 
-    def _poll(self, proj, tasks: dict[int, int], iteration: int, purpose: str) -> None:
+    def poll_answers(self, proj, tasks: dict[int, int], iteration: int, purpose: str) -> None:
         self.ingest(proj.id, self.client.export_annotations(proj, task_ids=list(tasks.values())), iteration, purpose)
 
-    def _retry(self, fn, deadline: float):
+    def retry_until(self, fn, deadline: float):
         """Call ``fn`` until it gets through: a server restart must not cost the campaign its batch."""
         import httpx
 
@@ -452,15 +452,15 @@ class LabelStudioCrowd:
             return []
         n = self.k if n_per_item is None else n_per_item
         deadline = time.time() + self.wait_seconds
-        proj = self._retry(lambda: self.project("query" if purpose == "query" else "reexam", n), deadline)
-        tasks = self._retry(lambda: self._tasks(proj, item_ids, iteration, purpose), deadline)
+        proj = self.retry_until(lambda: self.project("query" if purpose == "query" else "reexam", n), deadline)
+        tasks = self.retry_until(lambda: self.tasks_for(proj, item_ids, iteration, purpose), deadline)
         exclude = exclude or {}
         last_poll = 0.0
         while True:
-            self._drain_webhooks()
+            self.drain_webhooks()
             if time.time() - last_poll >= self.poll_seconds:
                 try:
-                    self._poll(proj, tasks, iteration, purpose)
+                    self.poll_answers(proj, tasks, iteration, purpose)
                 except Exception as e:  # the server may be restarting: keep what we have, try again
                     log.warning("polling Label Studio failed (%s); retrying", e)
                 last_poll = time.time()
@@ -476,7 +476,7 @@ class LabelStudioCrowd:
             time.sleep(min(0.2, self.poll_seconds))
         if self.attached is not None and proj.id == self.attached.project.id:
             finished = [tasks[i] for i, h in held.items() if h >= n]
-            self._retry(lambda: self._unqueue(finished), deadline + 60)
+            self.retry_until(lambda: self._unqueue(finished), deadline + 60)
         self.asked += sum(len(a) for a in answers.values())
         self.store.close_batch(iteration, purpose)
         return [a for i in item_ids for a in answers[i][:n]]
@@ -504,7 +504,7 @@ class LabelStudioCrowd:
         import httpx
 
         try:
-            self._drain_webhooks()
+            self.drain_webhooks()
             if self.store.get_meta("ls_projects"):
                 n = self.sync()
                 if n:

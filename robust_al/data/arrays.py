@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from robust_al.data.loaders import TEST_ID_OFFSET, _minmax, _split
+from robust_al.data.loaders import TEST_ID_OFFSET, minmax_scale, split_train_test
 from robust_al.data.pool import UNKNOWN, Dataset, Pool
 
 Where = Callable[[int], str]
@@ -94,7 +94,7 @@ def split_positions(y: np.ndarray, test_size: float, seed: int) -> tuple[np.ndar
     n = len(y)
     if test_size == 0:
         return np.arange(n), np.zeros(0, dtype=np.int64)
-    return _split(n, test_size, seed, strata=y if (y != UNKNOWN).any() else None)
+    return split_train_test(n, test_size, seed, strata=y if (y != UNKNOWN).any() else None)
 
 
 def make_dataset(name: str, keys: np.ndarray, X: np.ndarray, y: np.ndarray, class_names: list[str],
@@ -102,7 +102,7 @@ def make_dataset(name: str, keys: np.ndarray, X: np.ndarray, y: np.ndarray, clas
                  media_root: Path | None = None) -> Dataset:
     """Train / test pools of items ``0..n-1`` (the order given); 2-D features min-max scaled with train stats."""
     ids = np.arange(len(X), dtype=np.int64)
-    Xtr, Xte = _minmax(X[tr], X[te]) if X.ndim == 2 else (X[tr], X[te])
+    Xtr, Xte = minmax_scale(X[tr], X[te]) if X.ndim == 2 else (X[tr], X[te])
     k = len(class_names)
 
     def pool(p: np.ndarray, Xp: np.ndarray) -> Pool:
@@ -166,7 +166,7 @@ def from_arrays(X: Any, y: Any = None, keys: Sequence[Any] | None = None,
         yt, _ = _labels(test[1], len(Xt), names, f"{name} test")
         if Xt.shape[1:] != X.shape[1:]:
             raise ValueError(f"{name}: test inputs have shape {Xt.shape[1:]}, training inputs {X.shape[1:]}")
-    Xtr, Xte = _minmax(X, Xt) if X.ndim == 2 else (X, Xt)
+    Xtr, Xte = minmax_scale(X, Xt) if X.ndim == 2 else (X, Xt)
     k = len(names)
     return Dataset(name=name, train=Pool(np.arange(len(X)), Xtr, y, k, list(names), keys=keys),
                    test=Pool(TEST_ID_OFFSET + np.arange(len(Xt)), Xte, yt, k, list(names)))

@@ -46,8 +46,8 @@ import pandas as pd
 from robust_al.data.loaders import (
     CIFAR10_CLASSES,
     LABELME_CLASSES,
-    _load_int_matrix,
-    _require,
+    load_int_matrix,
+    require_file,
     default_datasets_dir,
     read_answer_matrix,
     read_cifar10n_labels,
@@ -116,7 +116,7 @@ class Crowd:
 # --------------------------------------------------------------------------------------------------------------
 def _read_table(path: Path, sep: str, columns: Sequence[str], what: str) -> pd.DataFrame:
     """All cells as stripped strings; one-line errors for an unreadable file or missing columns."""
-    _require(path, what)
+    require_file(path, what)
     try:
         # tab-separated files are read verbatim (a quote is part of an id), CSV files with the usual quoting
         df = pd.read_csv(path, sep=sep, dtype=str, keep_default_na=False,
@@ -280,9 +280,9 @@ def load_labelme_crowd(root: str | Path | None = None) -> Crowd:
     folder = Path(root) if root is not None else default_datasets_dir() / "labelme"
     k = len(LABELME_CLASSES)
     apath, tpath = folder / "answers.txt", folder / "LabelMe_Z_train.txt"
-    _require(apath, "an integer matrix items x workers, -1 = no answer")
+    require_file(apath, "an integer matrix items x workers, -1 = no answer")
     answers = read_answer_matrix(apath, k)
-    truth = _load_int_matrix(tpath, "one train class id (0..7) per line")
+    truth = load_int_matrix(tpath, "one train class id (0..7) per line")
     return _from_matrix("labelme", answers, truth, LABELME_CLASSES, apath, tpath)
 
 
@@ -294,9 +294,9 @@ def load_sentiment_crowd(root: str | Path | None = None) -> Crowd:
     """
     folder = Path(root) if root is not None else default_datasets_dir() / "sentiment_polarity"
     apath, tpath = folder / "answers.txt", folder / "Sentiment_Z_train.txt"
-    _require(apath, "an integer matrix items x workers, -1 = no answer")
+    require_file(apath, "an integer matrix items x workers, -1 = no answer")
     answers = read_answer_matrix(apath, len(SENTIMENT_CLASSES))
-    truth = _load_int_matrix(tpath, "one class id (0/1) per line")
+    truth = load_int_matrix(tpath, "one class id (0/1) per line")
     return _from_matrix("sentiment", answers, truth, SENTIMENT_CLASSES, apath, tpath)
 
 
@@ -309,7 +309,7 @@ def load_cifar10n_crowd(root: str | Path | None = None) -> Crowd:
     rows).  Task code = CIFAR-10 training index (as in ``load_cifar10n``); worker code = sorted ``worker_id``.
     """
     folder = Path(root) if root is not None else default_datasets_dir() / "cifar10n"
-    path = _require(folder / "cifar10n_worker_labels_long.csv", "the CSV image_index,slot,worker_id,label,clean_label")
+    path = require_file(folder / "cifar10n_worker_labels_long.csv", "the CSV image_index,slot,worker_id,label,clean_label")
     df = read_cifar10n_labels(path)
     if "clean_label" not in df.columns:
         raise ValueError(f"{path}: lacks column clean_label (the truth)")

@@ -34,7 +34,7 @@ import numpy as np
 
 from robust_al.data.arrays import check_finite, encode_labels, make_dataset, sort_keys, split_positions
 from robust_al.data.backbone import Backbone, import_torchvision, load_backbone
-from robust_al.data.loaders import _minmax, _user_file
+from robust_al.data.loaders import minmax_scale, user_file
 from robust_al.data.pool import UNKNOWN, Dataset
 
 
@@ -169,7 +169,7 @@ def _prepare(root, image_size, backbone, class_names, trusted_labels, test_size,
     size = _check_size(image_size)
     keys, y, names = scan(root, class_names)
     if trusted_labels is not None:
-        y = read_trusted(_user_file(trusted_labels, "a CSV item,label of trusted labels"), keys, y, names)
+        y = read_trusted(user_file(trusted_labels, "a CSV item,label of trusted labels"), keys, y, names)
     net = load_backbone(backbone) if backbone is not None else None
     paths = [root / k for k in keys]
     X = featurize(paths, size, net)
@@ -194,7 +194,7 @@ def featurize_inputs(options: Mapping[str, Any], path: str | Path) -> tuple[np.n
     else:
         net = None
     if path.suffix.lower() == ".npy":
-        X = np.load(_user_file(path, "a .npy of inputs"), allow_pickle=False).astype(np.float32)
+        X = np.load(user_file(path, "a .npy of inputs"), allow_pickle=False).astype(np.float32)
         check_finite(X, str(path))
         keys = np.array([str(i) for i in range(len(X))], dtype=object)
     elif path.is_dir():
@@ -204,9 +204,9 @@ def featurize_inputs(options: Mapping[str, Any], path: str | Path) -> tuple[np.n
         keys = np.array([p.relative_to(path).as_posix() for p in files], dtype=object)
         X = featurize(files, size, net)
     else:
-        X = featurize([_user_file(path, "an image file, a folder of images or a .npy")], size, net)
+        X = featurize([user_file(path, "an image file, a folder of images or a .npy")], size, net)
         keys = np.array([path.name], dtype=object)
     expected = (3, size, size) if net is None else ref.shape[1:]
     if X.shape[1:] != tuple(expected):
         raise ValueError(f"{path}: inputs of shape {X.shape[1:]}, but the pool's are {tuple(expected)}")
-    return keys, (X if ref is None else _minmax(ref, X)[1])
+    return keys, (X if ref is None else minmax_scale(ref, X)[1])

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 
 from robust_al.data.arrays import check_finite
-from robust_al.data.loaders import _user_file, check_loader_options, load_dataset
+from robust_al.data.loaders import user_file, check_loader_options, load_dataset
 
 
 def load_inputs(data_name: str, options: dict[str, Any], path: str | Path) -> tuple[np.ndarray, np.ndarray]:
@@ -36,7 +36,7 @@ def load_inputs(data_name: str, options: dict[str, Any], path: str | Path) -> tu
     if path.suffix.lower() != ".npy":
         raise ValueError(f"{path}: new items for a {data_name!r} pool must be a .npy of inputs in the pool's "
                          "[0, 1] space")
-    X = np.load(_user_file(path, "a .npy of inputs"), allow_pickle=False).astype(np.float32)
+    X = np.load(user_file(path, "a .npy of inputs"), allow_pickle=False).astype(np.float32)
     check_finite(X, str(path))
     shape = load_dataset(data_name, **options).train.input_shape
     if X.shape[1:] != shape:

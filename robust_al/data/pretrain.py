@@ -61,7 +61,7 @@ def _key(spec: dict, root: Path) -> str:
     return h.hexdigest()[:16]
 
 
-def _augment(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
+def crop_flip(x: torch.Tensor, gen: torch.Generator) -> torch.Tensor:
     """Random 4-pixel-padded crops and horizontal flips, per image."""
     n, _, h, w = x.shape
     padded = nn.functional.pad(x, (4, 4, 4, 4), mode="reflect")
@@ -126,7 +126,7 @@ def pretrain_cifar(classes: Sequence[str] | None = None, arch: str = "resnet18",
         return (perm[s:s + batch_size] for s in range(0, len(perm), batch_size))
 
     def loss(b, _epoch):
-        xb = ((_augment(X_t[b], gen).to(device)) - mean) / std
+        xb = ((crop_flip(X_t[b], gen).to(device)) - mean) / std
         return loss_fn(model(xb), y_t[b].to(device))
 
     def report(epoch, mean_loss):

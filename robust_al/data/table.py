@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 
 from robust_al.data.arrays import Where, check_finite, encode_labels, make_dataset, sort_keys, split_positions
-from robust_al.data.loaders import _minmax, _user_file
+from robust_al.data.loaders import minmax_scale, user_file
 from robust_al.data.pool import Dataset
 from robust_al.data.text import text_features
 
@@ -47,7 +47,7 @@ def _numeric(col: pd.Series) -> pd.Series | None:
 def read_table(path: str | Path, as_text: Iterable[str | None] = ()) -> tuple[pd.DataFrame, Where]:
     """The table and a function naming row i's place in the file. CSV cells are numbers (floats) where a whole
     column is numeric, except in the ``as_text`` columns (ids like '007', labels), which stay as written."""
-    path = _user_file(path, f"a table ({', '.join(SUFFIXES)})")
+    path = user_file(path, f"a table ({', '.join(SUFFIXES)})")
     suffix = path.suffix.lower()
     if suffix in (".parquet", ".pq"):
         try:
@@ -161,7 +161,7 @@ def prepare(path, id_column="id", feature_columns=None, text_column=None, label_
     def featurize(f: pd.DataFrame, p: Path, w: Where) -> tuple[np.ndarray, np.ndarray]:
         k = _ids(f, id_column, p, w)
         sort_keys(k, str(p))
-        return k, _minmax(X[tr], raw(f, p, w))[1]
+        return k, minmax_scale(X[tr], raw(f, p, w))[1]
 
     return ds, featurize, columns
 
@@ -182,7 +182,7 @@ def featurize_inputs(options: Mapping[str, Any], path: str | Path) -> tuple[np.n
         return featurize(frame, path, where)
     if options.get("text_column") is not None:
         raise ValueError(f"{path}: a text pool takes a table of texts, not a .npy")
-    X = np.load(_user_file(path, "a .npy of feature rows"), allow_pickle=False)
+    X = np.load(user_file(path, "a .npy of feature rows"), allow_pickle=False)
     if X.ndim != 2 or X.shape[1] != len(columns):
         raise ValueError(f"{path}: expected an array (n, {len(columns)}) of the columns {columns}, got {X.shape}")
     frame = pd.DataFrame(X, columns=columns)

@@ -44,7 +44,7 @@ def _head_classifier(model: nn.Module, d: int, n_classes: int, lr: float = 1e-3)
                              device_type="gpu" if device.type == "cuda" else "cpu")
 
 
-def _provenance_defense():
+def provenance_defense():
     """ART's ProvenanceDefense with its ``filter_input`` done by row identity: ART tests every value of every
     row for membership in the segment (O(n x d x segment) per source, 28 s of a 71 s run on 1.5k CIFAR-2
     items); a row of float features is in the segment exactly when its bytes are."""
@@ -122,7 +122,7 @@ def _detect(c, expected_poison_share: float) -> dict[str, dict]:
     if isinstance(model, FrozenFeatureNet):
         x_train, x_val = penultimate(model, X), penultimate(model, S.X)  # = the frozen features
         pv_clf = _head_classifier(copy.deepcopy(model), x_train.shape[1], c.pool.n_classes)
-    pv = _provenance_defense()(pv_clf, x_train, Y, P, x_val=x_val, eps=0.2, perf_func=_accuracy,
+    pv = provenance_defense()(pv_clf, x_train, Y, P, x_val=x_val, eps=0.2, perf_func=_accuracy,
                                y_val=np.eye(c.pool.n_classes, dtype=np.float32)[S.y])
     # (perf_func: ART's "accuracy" string fails on one-hot labels + logits)
     try:

@@ -24,7 +24,6 @@ import secrets
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -34,6 +33,8 @@ import urllib.request
 import venv
 import weakref
 from pathlib import Path
+
+from robust_al.store.labelstudio import set_server_admin
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robust-al"
 DEFAULT_VENV = CACHE / "labelstudio-venv"
@@ -455,18 +456,8 @@ class LabelStudioServer:
                 shutil.copytree(src, dst, dirs_exist_ok=True)
             else:
                 shutil.copy2(src, dst)
-        db = sqlite3.connect(data_dir / DB_NAME)
-        try:
-            with db:
-                (uid,) = db.execute("SELECT id FROM htx_user WHERE email=?", (DEFAULT_USERNAME,)).fetchone()
-                db.execute("UPDATE htx_user SET email=?, username=?, password=? WHERE id=?",
-                           (username, username, django_password_hash(password), uid))
-                db.execute("DELETE FROM authtoken_token WHERE user_id=?", (uid,))
-                db.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (?, datetime('now'), ?)",
-                           (token, uid))
-                db.execute("UPDATE organization SET token=?", (secrets.token_hex(20),))
-        finally:
-            db.close()
+        set_server_admin(data_dir / DB_NAME, DEFAULT_USERNAME, username, django_password_hash(password), token,
+                         secrets.token_hex(20))
         # Django's SECRET_KEY (signs sessions and CSRF tokens): one per data directory, not per template
         env_file = data_dir / ".env"
         lines = [ln for ln in (env_file.read_text().splitlines() if env_file.exists() else [])

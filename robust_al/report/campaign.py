@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from robust_al.report.html import CSS, _esc, _figure, _fmt, _table
+from robust_al.report.html import CSS, esc, figure_html, format_value, table_html
 from robust_al.report.text import trust_table
 from robust_al.store import RunStore
 
@@ -38,7 +38,7 @@ def trust_history(store: RunStore, iterations: list[int], initial: float) -> pd.
 
 
 def accuracy_figure(metrics: list[dict]):
-    fig = _figure(6.4, 3.8)
+    fig = figure_html(6.4, 3.8)
     ax = fig.add_subplot()
     x = [m["labels_used"] for m in metrics]
     ax.plot(x, [m["secured_acc"] for m in metrics], marker="o", label="secured set S")
@@ -63,7 +63,7 @@ def labels_figure(store: RunStore, order: list[str], routed: set[str]):
     ann = store.annotations()
     purpose = ann["purpose"].str.split(":").str[0]  # audit:<worker> -> audit
     counts = pd.crosstab(ann["worker"], purpose).reindex(order[::-1]).fillna(0)
-    fig = _figure(6.4, max(2.5, 0.6 + 0.24 * len(order)))
+    fig = figure_html(6.4, max(2.5, 0.6 + 0.24 * len(order)))
     ax = fig.add_subplot()
     left = np.zeros(len(counts))
     colors = {"query": "tab:blue", "reexam": "tab:orange", "audit": "tab:purple"}
@@ -86,7 +86,7 @@ def trust_figure(history: pd.DataFrame, threshold: float, routing: bool):
     from matplotlib import colormaps
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(6.4, 3.8)
+    fig = figure_html(6.4, 3.8)
     ax = fig.add_subplot()
     final = history.iloc[-1].sort_values() if len(history) else pd.Series(dtype=float)
     named = list(final.index[:LEGEND_MAX])  # the least trusted: each its own colour and a legend entry
@@ -129,7 +129,7 @@ def checks_figure(metrics: list[dict]):
               "discarded": [m.get("discarded", 0) for m in metrics],
               "quarantined": [m.get("quarantined", 0) or 0 for m in metrics],
               "labelers flagged": [len(m.get("flagged") or []) for m in metrics]}
-    fig = _figure(6.4, 3.8)
+    fig = figure_html(6.4, 3.8)
     ax = fig.add_subplot()
     w = 0.8 / len(series)
     for k, (name, vals) in enumerate(series.items()):
@@ -150,7 +150,7 @@ def checks_figure(metrics: list[dict]):
 
 def classes_figure(labels: pd.DataFrame, class_names: list[str]):
     """Inferred labels per class, stacked by status (S's trusted labels apart)."""
-    fig = _figure(6.4, 3.8)
+    fig = figure_html(6.4, 3.8)
     ax = fig.add_subplot()
     x = np.arange(len(class_names))
     bottom = np.zeros(len(class_names))
@@ -215,30 +215,30 @@ def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None
                ["items discarded", int(counts.get("discarded", 0))],
                ["items quarantined", int(counts.get("quarantined", 0))],
                ["secured set S", f"{int(counts.get('holdout', 0))} items"],
-               ["accuracy on S", _fmt(last["secured_acc"])], ["test accuracy", _fmt(last["test_acc"])],
-               ["inferred-label accuracy", _fmt(last.get("label_acc"))],
+               ["accuracy on S", format_value(last["secured_acc"])], ["test accuracy", format_value(last["test_acc"])],
+               ["inferred-label accuracy", format_value(last.get("label_acc"))],
                ["labelers routed out", f"{len(routed)} of {len(workers)}"],
                ["stopped", last.get("stop") or "not finished"]]
     named = workers["name"].astype(bool).any()
-    wrows = [[r.worker] + ([r.name] if named else []) + [_fmt(r.trust), r.labels,
+    wrows = [[r.worker] + ([r.name] if named else []) + [format_value(r.trust), r.labels,
              "yes" if r.routed_out else "", r.flag_reasons or ""] for r in workers.itertuples()]
     whead = ["labeler"] + (["name"] if named else []) + ["trust", "labels", "routed out", "flags"]
-    irows = [[m["iteration"], m["labels_used"], _fmt(m["secured_acc"]), _fmt(m["test_acc"]),
-              _fmt(m.get("label_acc")), m.get("secured_check", "accepted"), m.get("stop") or ""] for m in metrics]
-    figs = "".join(f'<figure><img src="{n}" alt="{_esc(n)}"><figcaption>{_esc(c)}</figcaption></figure>'
+    irows = [[m["iteration"], m["labels_used"], format_value(m["secured_acc"]), format_value(m["test_acc"]),
+              format_value(m.get("label_acc")), m.get("secured_check", "accepted"), m.get("stop") or ""] for m in metrics]
+    figs = "".join(f'<figure><img src="{n}" alt="{esc(n)}"><figcaption>{esc(c)}</figcaption></figure>'
                    for n, _, c in figures)
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>robust-al campaign: {_esc(cfg.get('name'))}</title><style>{CSS}{EXTRA_CSS}</style>"
-            f"</head><body>\n<h1>Campaign {_esc(cfg.get('name'))}</h1>\n"
-            f'<p class="meta">run <code>{_esc(run_dir)}</code>; data {_esc(cfg.get("data", {}).get("name"))}, '
-            f"seed {_esc(cfg.get('seed'))}; generated {_esc(generated)}</p>\n"
-            + _table(["summary", "value"], summary) + f'\n<h2>Figures</h2><div class="grid">{figs}</div>\n'
-            f"<h2>Labelers</h2>" + _table(whead, wrows)
-            + "\n<h2>Iterations</h2>" + _table(["iteration", "labels used", "S acc", "test acc", "label acc",
+            f"<title>robust-al campaign: {esc(cfg.get('name'))}</title><style>{CSS}{EXTRA_CSS}</style>"
+            f"</head><body>\n<h1>Campaign {esc(cfg.get('name'))}</h1>\n"
+            f'<p class="meta">run <code>{esc(run_dir)}</code>; data {esc(cfg.get("data", {}).get("name"))}, '
+            f"seed {esc(cfg.get('seed'))}; generated {esc(generated)}</p>\n"
+            + table_html(["summary", "value"], summary) + f'\n<h2>Figures</h2><div class="grid">{figs}</div>\n'
+            f"<h2>Labelers</h2>" + table_html(whead, wrows)
+            + "\n<h2>Iterations</h2>" + table_html(["iteration", "labels used", "S acc", "test acc", "label acc",
                                                  "secured check", "stop"], irows)
-            + f'\n<h2>Next</h2><p class="note"><code>robust-al export {_esc(run_dir)}</code> writes the labels, '
-              f"annotations, labelers and model; <code>robust-al predict {_esc(run_dir)} INPUT</code> applies "
+            + f'\n<h2>Next</h2><p class="note"><code>robust-al export {esc(run_dir)}</code> writes the labels, '
+              f"annotations, labelers and model; <code>robust-al predict {esc(run_dir)} INPUT</code> applies "
               "the final model to new inputs.</p>\n</body></html>\n")
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")

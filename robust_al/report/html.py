@@ -158,13 +158,13 @@ def load_sections(results_dir: Path) -> list[Section]:
 
 # ---------------------------------------------------------------------------------------------- HTML bits
 
-def _esc(value: Any) -> str:
+def esc(value: Any) -> str:
     return html.escape(str(value))
 
 
 def _cell(text: str) -> str:
     """Escape a markdown cell, keeping **bold** and `code` (the pipeline marks best values that way)."""
-    out = _esc(text.strip())
+    out = esc(text.strip())
     out = re.sub(r"\*\*(.+?)\*\*", r"<strong>\1</strong>", out)
     return re.sub(r"`(.+?)`", r"<code>\1</code>", out)
 
@@ -213,12 +213,12 @@ def markdown_table_html(text: str) -> str:
     return "\n".join(out)
 
 
-def _table(header: list[str], rows: list[list[Any]]) -> str:
+def table_html(header: list[str], rows: list[list[Any]]) -> str:
     """An HTML table; numbers are right-aligned."""
     def td(v: Any) -> str:
-        return f'<td class="num">{_esc(v)}</td>' if isinstance(v, (int, float)) or _is_numeric(v) \
-            else f"<td>{_esc(v)}</td>"
-    return ("<table><tr>" + "".join(f"<th>{_esc(h)}</th>" for h in header) + "</tr>\n"
+        return f'<td class="num">{esc(v)}</td>' if isinstance(v, (int, float)) or _is_numeric(v) \
+            else f"<td>{esc(v)}</td>"
+    return ("<table><tr>" + "".join(f"<th>{esc(h)}</th>" for h in header) + "</tr>\n"
             + "\n".join("<tr>" + "".join(td(v) for v in row) + "</tr>" for row in rows) + "</table>")
 
 
@@ -226,7 +226,7 @@ def _is_numeric(v: Any) -> bool:
     return isinstance(v, str) and re.fullmatch(r"[-+]?[\d.]+%?", v) is not None
 
 
-def _fmt(x: float | None, digits: int = 3) -> str:
+def format_value(x: float | None, digits: int = 3) -> str:
     return "-" if x is None or (isinstance(x, float) and math.isnan(x)) else f"{x:.{digits}f}"
 
 
@@ -245,7 +245,7 @@ def _mean(values: list[float | None]) -> float | None:
 
 # ---------------------------------------------------------------------------------------------- figures
 
-def _figure(width: float, height: float):
+def figure_html(width: float, height: float):
     # a bare Figure on an Agg canvas: no pyplot, so no display is needed and nothing global is touched
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
@@ -290,7 +290,7 @@ def mean_curve(curves: list[list[tuple[float, float]]]) -> tuple[np.ndarray, np.
 
 def _plot_curves(sec: Section, colors: dict[str, Any], path: Path) -> list[str]:
     """Learning curves; returns notes on methods that could not be drawn."""
-    fig = _figure(7, 4.2)
+    fig = figure_html(7, 4.2)
     ax = fig.add_subplot()
     notes = []
     for m in sec.methods:
@@ -319,7 +319,7 @@ def _plot_budget(sec: Section, colors: dict[str, Any], path: Path) -> None:
     """Box plot of labels to target; runs that never reached it are counted in the tick label."""
     from matplotlib.ticker import MaxNLocator
 
-    fig = _figure(max(4.5, 1.3 * len(sec.methods) + 2), 4)
+    fig = figure_html(max(4.5, 1.3 * len(sec.methods) + 2), 4)
     ax = fig.add_subplot()
     ticks = []
     for i, m in enumerate(sec.methods, start=1):
@@ -352,7 +352,7 @@ def _plot_trust(sec: Section, path: Path) -> None:
     from matplotlib.ticker import MaxNLocator
 
     methods = [m for m in sec.methods if sec.runs_of(m) and sec.runs_of(m)[0].trust]
-    fig = _figure(min(5 * len(methods), 15), 3.8)
+    fig = figure_html(min(5 * len(methods), 15), 3.8)
     axes = fig.subplots(1, len(methods), sharey=True, squeeze=False)[0]
     for ax, m in zip(axes, methods):
         run = sec.runs_of(m)[0]
@@ -396,7 +396,7 @@ def _plot_detection(means: dict[str, dict[str, dict[str, float | None]]], method
                     colors: dict[str, Any], path: Path) -> None:
     """Grouped bars: one panel per score (precision, recall), a group per detector, a bar per method."""
     detectors = list(means)
-    fig = _figure(max(7, 2.2 * len(detectors) * 2), 3.8)
+    fig = figure_html(max(7, 2.2 * len(detectors) * 2), 3.8)
     axes = fig.subplots(1, 2, sharey=True)
     width = 0.8 / max(1, len(methods))
     for ax, score in zip(axes, ("precision", "recall")):
@@ -437,24 +437,24 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
     target = s.get("target")
     seeds = s.get("seeds")
     overrides = s.get("overrides") or []
-    h = [f'<h2 id="{slug}">{_esc(_title(sec))}</h2>',
-         f'<p class="meta">from <code>{_esc(sec.path)}</code><br>'
-         f"config <code>{_esc(s.get('config', 'unknown'))}</code>; overrides "
-         + (", ".join(f"<code>{_esc(o)}</code>" for o in overrides) if overrides else "none")
-         + f"; seeds {_esc(', '.join(map(str, seeds)) if seeds else 'unknown')}"
-         + f"; target accuracy {_esc(_fmt(target, 4))}; wall time {_esc(_duration(s.get('wall_seconds')))}</p>"]
+    h = [f'<h2 id="{slug}">{esc(_title(sec))}</h2>',
+         f'<p class="meta">from <code>{esc(sec.path)}</code><br>'
+         f"config <code>{esc(s.get('config', 'unknown'))}</code>; overrides "
+         + (", ".join(f"<code>{esc(o)}</code>" for o in overrides) if overrides else "none")
+         + f"; seeds {esc(', '.join(map(str, seeds)) if seeds else 'unknown')}"
+         + f"; target accuracy {esc(format_value(target, 4))}; wall time {esc(_duration(s.get('wall_seconds')))}</p>"]
     versions = s.get("versions") or {}
     if versions:
         h.append("<details open><summary>versions</summary>"
-                 + _table(["package", "version"], [[k, str(v)] for k, v in versions.items()]) + "</details>")
+                 + table_html(["package", "version"], [[k, str(v)] for k, v in versions.items()]) + "</details>")
 
     if s.get("table"):
         h.append("<h3>Results</h3>" + markdown_table_html(s["table"]))
     for name, text in (s.get("extra_tables") or {}).items():
-        h.append(f"<h3>{_esc(name)}</h3>" + markdown_table_html(str(text)))
+        h.append(f"<h3>{esc(name)}</h3>" + markdown_table_html(str(text)))
 
     if not sec.runs:
-        h.append(f'<p class="note">no run folders with a result.json next to {_esc(sec.path.name)}.</p>')
+        h.append(f'<p class="note">no run folders with a result.json next to {esc(sec.path.name)}.</p>')
         return "\n".join(h), slug
 
     # the runs found, so a missing or crashed repetition shows up here rather than only as a thinner band
@@ -463,19 +463,19 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
         runs = sec.runs_of(m)
         reached = [r.labels_to_target for r in runs if r.labels_to_target is not None]
         rows.append([m, len(runs), f"{len(reached)}/{len(runs)}", len(runs) - len(reached),
-                     _fmt(float(np.median(reached)), 0) if reached else "-",
-                     _fmt(_mean([r.final_acc for r in runs]))])
-    h.append("<h3>Runs</h3>" + _table(["method", "runs", "reached target", "never reached",
+                     format_value(float(np.median(reached)), 0) if reached else "-",
+                     format_value(_mean([r.final_acc for r in runs]))])
+    h.append("<h3>Runs</h3>" + table_html(["method", "runs", "reached target", "never reached",
                                        "median labels to target", "mean final accuracy"], rows))
 
     curves, budget, trust = f"{slug}-curves.png", f"{slug}-budget.png", f"{slug}-trust.png"
     notes = _plot_curves(sec, colors, out_dir / curves)
     h.append("<h3>Learning curves</h3>"
-             f'<img src="{curves}" alt="test accuracy vs labels used: {_esc(", ".join(sec.methods))}">'
+             f'<img src="{curves}" alt="test accuracy vs labels used: {esc(", ".join(sec.methods))}">'
              '<p class="note">line: mean over repetitions, each run linearly interpolated onto the label counts '
              "logged, only up to the largest label count every run of the method reached; band: min-max over "
              "repetitions; dashed: target accuracy."
-             + "".join(f"<br>{_esc(n)}" for n in notes) + "</p>")
+             + "".join(f"<br>{esc(n)}" for n in notes) + "</p>")
     _plot_budget(sec, colors, out_dir / budget)
     h.append("<h3>Labels to reach the target</h3>"
              f'<img src="{budget}" alt="labels to target per method">'
@@ -489,7 +489,7 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
                  f'<img src="{trust}" alt="trust per labeler vs iteration">'
                  '<p class="note">first repetition of each method; thin grey: benign labelers, thin blue: '
                  "replayed; thick red: adversaries (dashed: spammer, dotted: colluding).<br>adversarial labelers: "
-                 + (", ".join(f"<strong>{_esc(w)}</strong> ({_esc(k)})" for w, k in adversaries) or "none")
+                 + (", ".join(f"<strong>{esc(w)}</strong> ({esc(k)})" for w, k in adversaries) or "none")
                  + "</p>")
 
     means = _detection_means(sec)
@@ -497,10 +497,10 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
         det = f"{slug}-detection.png"
         det_methods = [m for m in sec.methods if any(m in v for v in means.values())]
         _plot_detection(means, det_methods, colors, out_dir / det)
-        rows = [[d, m, int(v["runs"] or 0), _fmt(v["precision"]), _fmt(v["recall"]), _fmt(v["flagged"], 1)]
+        rows = [[d, m, int(v["runs"] or 0), format_value(v["precision"]), format_value(v["recall"]), format_value(v["flagged"], 1)]
                 for d, per in means.items() for m, v in per.items()]
         h.append("<h3>Poison detection</h3>" + f'<img src="{det}" alt="detection precision and recall">'
-                 + _table(["detector", "method", "runs", "mean precision", "mean recall", "mean flagged"], rows))
+                 + table_html(["detector", "method", "runs", "mean precision", "mean recall", "mean flagged"], rows))
 
     poisoned = {m: [r for r in sec.runs_of(m) if r.poison] for m in sec.methods}
     if any(poisoned.values()):
@@ -510,8 +510,8 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
                 wins = sum(bool(r.poison.get("success")) for r in runs)
                 labeled = _mean([_number(r.poison.get("labeled"), r.path, "poison.labeled") for r in runs])
                 rows.append([m, len(runs), f"{wins}/{len(runs)}", f"{100 * wins / len(runs):.0f}%",
-                             _fmt(labeled, 1)])
-        h.append("<h3>Poisoning attack</h3>" + _table(
+                             format_value(labeled, 1)])
+        h.append("<h3>Poisoning attack</h3>" + table_html(
             ["method", "runs", "attack succeeded", "success rate", "mean poisons labeled"], rows))
     return "\n".join(h), slug
 
@@ -526,14 +526,14 @@ def write_report(results_dir: Path | str, out_dir: Path | str | None = None) -> 
     for i, sec in enumerate(sections, start=1):
         body, anchor = _section_html(sec, results_dir, out, i)
         bodies.append(body)
-        toc.append(f'<li><a href="#{anchor}">{_esc(_title(sec))}</a> '
-                   f'<span class="note">({len(sec.runs)} runs, {_esc(", ".join(sec.methods) or "no methods")})'
+        toc.append(f'<li><a href="#{anchor}">{esc(_title(sec))}</a> '
+                   f'<span class="note">({len(sec.runs)} runs, {esc(", ".join(sec.methods) or "no methods")})'
                    "</span></li>")
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")
     page = (f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
-            f"<title>robust-al report: {_esc(results_dir.name)}</title><style>{CSS}</style></head><body>\n"
+            f"<title>robust-al report: {esc(results_dir.name)}</title><style>{CSS}</style></head><body>\n"
             f"<h1>robust-al evaluation report</h1>\n"
-            f'<p class="meta">results <code>{_esc(results_dir)}</code>; generated {_esc(generated)}</p>\n'
+            f'<p class="meta">results <code>{esc(results_dir)}</code>; generated {esc(generated)}</p>\n'
             f"<h2>Sections</h2><ol>{''.join(toc)}</ol>\n" + "\n".join(bodies) + "\n</body></html>\n")
     index = out / "index.html"
     index.write_text(page, encoding="utf-8")

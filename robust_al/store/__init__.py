@@ -1,4 +1,4 @@
 """Persistence: every annotation, trust change, metric and checkpoint, written when it happens."""
-from robust_al.store.sqlite import RunStore, StoreError
+from robust_al.store.sqlite import RunStore, StoreError, progress
 
-__all__ = ["RunStore", "StoreError"]
+__all__ = ["RunStore", "StoreError", "progress"]

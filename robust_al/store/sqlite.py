@@ -18,6 +18,8 @@ from typing import Any, Iterable
 import numpy as np
 import pandas as pd
 
+from robust_al.store.labelstudio import LABEL_STUDIO_SCHEMA, LabelStudioTables
+
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS annotations (
@@ -47,11 +49,6 @@ CREATE INDEX IF NOT EXISTS ann_item ON annotations(item_id);
 CREATE INDEX IF NOT EXISTS ann_iter ON annotations(iteration, purpose);
 CREATE INDEX IF NOT EXISTS ann_worker_live ON annotations(worker) WHERE cancelled = 0;  -- labels per labeler from the index alone
 CREATE UNIQUE INDEX IF NOT EXISTS ann_external ON annotations(external_id) WHERE external_id IS NOT NULL;
-CREATE TABLE IF NOT EXISTS annotation_changes (
-    external_id TEXT NOT NULL, label INTEGER, cancelled INTEGER NOT NULL, updated_at TEXT, seen_at REAL NOT NULL);
-CREATE TABLE IF NOT EXISTS ls_tasks (
-    project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
-    purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
 CREATE TABLE IF NOT EXISTS label_counts (
     iteration INTEGER NOT NULL, purpose TEXT NOT NULL, n INTEGER NOT NULL, PRIMARY KEY (iteration, purpose));
@@ -121,7 +118,7 @@ def abandoned_start(db: Path) -> bool:
 
 
 
-class RunStore:
+class RunStore(LabelStudioTables):
     """One campaign's SQLite database, ``RUN_DIR/campaign.sqlite``.
 
     ``create=False`` (status, trust, export, resume) opens only an existing store and writes no schema into
@@ -146,7 +143,7 @@ class RunStore:
                                  f"reads up to {SCHEMA_VERSION}); upgrade robust-al to read it")
             self.db.execute("PRAGMA journal_mode=WAL")
             self.db.execute("PRAGMA synchronous=FULL")
-            self.db.executescript(SCHEMA)
+            self.db.executescript(SCHEMA + LABEL_STUDIO_SCHEMA)
             have = {r[1] for r in self.db.execute("PRAGMA table_info(trust_events)")}
             for col, kind in TRUST_EVENT_COLUMNS.items():  # schemas 4 and 5 (trust intervals, detector flags)
                 if col not in have:
@@ -220,61 +217,11 @@ class RunStore:
             (int(item_id), str(worker), int(label), int(iteration), purpose, time.time(), external_id),
         )
 
-    def upsert_external(self, external_id: str, item_id: int, worker: str, label: int | None, cancelled: bool,
-                        updated_at: str, iteration: int, purpose: str) -> str:
-        """Store an annotation that lives elsewhere (Label Studio) exactly once, keyed on its external id.
-
-        A redelivered event changes nothing; an edit updates the label (every version is kept in
-        ``annotation_changes``); a cancellation or deletion marks it cancelled, never deletes it. A second
-        answer by the same person on the same item (another project) is kept in ``annotation_changes`` only.
-        Returns 'new', 'updated', 'duplicate' or 'repeat'.
-        """
-        row = self.db.execute("SELECT label, cancelled, updated_at FROM annotations WHERE external_id=?",
-                              (external_id,)).fetchone()
-        lab = -1 if label is None else int(label)
-        with self.transaction():
-            if row is None:
-                try:
-                    self.db.execute(
-                        "INSERT INTO annotations (item_id, worker, label, iteration, purpose, created_at, external_id,"
-                        " cancelled, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (int(item_id), worker, lab, int(iteration), purpose, time.time(), external_id,
-                         int(bool(cancelled or label is None)), updated_at))
-                    status = "new"
-                except sqlite3.IntegrityError:
-                    status = "repeat"
-            elif (row[0], bool(row[1]), row[2]) == (lab, bool(cancelled or label is None), updated_at) or \
-                    (row[2] is not None and updated_at is not None and updated_at < row[2]):
-                return "duplicate"
-            else:
-                self.db.execute("UPDATE annotations SET label=?, cancelled=?, updated_at=? WHERE external_id=?",
-                                (lab, int(bool(cancelled or label is None)), updated_at, external_id))
-                status = "updated"
-            self.db.execute("INSERT INTO annotation_changes VALUES (?, ?, ?, ?, ?)",
-                            (external_id, lab, int(bool(cancelled or label is None)), updated_at, time.time()))
-        return status
-
     def count_annotations(self, exclude_purpose: str | None = None) -> int:
         """How many annotations are stored (cancelled ones included: they were asked for), optionally not
         counting those of one purpose (e.g. labels a Label Studio project held before the campaign)."""
         return int(self.db.execute("SELECT COALESCE(SUM(n), 0) FROM label_counts WHERE purpose IS NOT ?",
                                    (exclude_purpose,)).fetchone()[0])
-
-    def cancel_external(self, external_id: str) -> None:
-        """An annotation deleted at the source: keep it, marked cancelled."""
-        with self.transaction():
-            self.db.execute("UPDATE annotations SET cancelled=1 WHERE external_id=?", (external_id,))
-            self.db.execute("INSERT INTO annotation_changes VALUES (?, NULL, 1, NULL, ?)", (external_id, time.time()))
-
-    def set_ls_tasks(self, project: int, item_ids, task_ids, iteration: int, purpose: str) -> None:
-        with self.transaction():
-            self.db.executemany("INSERT OR IGNORE INTO ls_tasks VALUES (?, ?, ?, ?, ?)",
-                                [(int(project), int(i), int(t), int(iteration), purpose)
-                                 for i, t in zip(item_ids, task_ids)])
-
-    def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
-        q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
-        return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))
 
     def labels_before(self, iteration: int, exclude_purpose: str | None = None) -> int:
         """Labels bought in iterations before ``iteration`` (late answers to no batch, iteration -1, included),
@@ -518,13 +465,6 @@ class RunStore:
                                (len(prefix), prefix)).fetchall()
         return sorted(w for (w,) in rows)
 
-    def external_answers(self, prefix: str) -> list[tuple[int, str, int | None, bool]]:
-        """(item_id, worker, label, cancelled) of the answers whose external id starts with ``prefix``, in the
-        order they were first stored."""
-        rows = self.db.execute("SELECT item_id, worker, label, cancelled FROM annotations "
-                               "WHERE substr(external_id, 1, ?) = ? ORDER BY id", (len(prefix), prefix)).fetchall()
-        return [(int(i), w, None if lab is None else int(lab), bool(c)) for i, w, lab, c in rows]
-
     def answer_update_times(self, purpose: str = "query") -> pd.DataFrame:
         """iteration, updated_at (the external tool's timestamp, as stored) of the ``purpose`` answers."""
         return pd.read_sql_query("SELECT iteration, updated_at FROM annotations WHERE purpose=?", self.db,
@@ -557,3 +497,21 @@ class RunStore:
             for table in DERIVED:
                 self.db.execute(f"DELETE FROM {table} WHERE iteration > ?", (after,))
         return after + 1
+
+
+def progress(run_dir: str | Path) -> dict[str, Any]:
+    """How far a campaign another process may be running has come, read without writing anything: the
+    iterations completed and the answers stored per iteration (both empty before its schema exists)."""
+    path = Path(run_dir) / "campaign.sqlite"
+    if not path.is_file():
+        return {"completed": [], "answers": {}}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        done = [int(i) for (i,) in db.execute("SELECT iteration FROM iterations ORDER BY iteration")]
+        rows = db.execute("SELECT iteration, SUM(n) FROM label_counts GROUP BY iteration")
+        answers = {int(i): int(n) for i, n in rows}
+        return {"completed": done, "answers": answers}
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return {"completed": [], "answers": {}}
+    finally:
+        db.close()

@@ -1,0 +1,101 @@
+"""Label Studio's part of the run store, and of Label Studio's own database.
+
+The run store keeps, beside the campaign's tables, which Label Studio task holds which item (``ls_tasks``) and
+every version of an answer given in Label Studio (``annotation_changes``; the answers themselves are rows of
+``annotations`` with an ``external_id``). :func:`set_server_admin` writes the admin account of a Label Studio
+data directory made from the template (``robust_al.labelstudio.server``).
+"""
+from __future__ import annotations
+
+import sqlite3
+import time
+from pathlib import Path
+
+import pandas as pd
+
+LABEL_STUDIO_SCHEMA = """
+CREATE TABLE IF NOT EXISTS annotation_changes (
+    external_id TEXT NOT NULL, label INTEGER, cancelled INTEGER NOT NULL, updated_at TEXT, seen_at REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS ls_tasks (
+    project INTEGER NOT NULL, item_id INTEGER NOT NULL, task_id INTEGER NOT NULL, iteration INTEGER NOT NULL,
+    purpose TEXT NOT NULL, PRIMARY KEY (project, item_id));
+"""
+
+
+class LabelStudioTables:
+    """The Label Studio tables of a :class:`~robust_al.store.RunStore` (its ``db`` and ``transaction``)."""
+
+    def upsert_external(self, external_id: str, item_id: int, worker: str, label: int | None, cancelled: bool,
+                        updated_at: str, iteration: int, purpose: str) -> str:
+        """Store an annotation that lives elsewhere (Label Studio) exactly once, keyed on its external id.
+
+        A redelivered event changes nothing; an edit updates the label (every version is kept in
+        ``annotation_changes``); a cancellation or deletion marks it cancelled, never deletes it. A second
+        answer by the same person on the same item (another project) is kept in ``annotation_changes`` only.
+        Returns 'new', 'updated', 'duplicate' or 'repeat'.
+        """
+        row = self.db.execute("SELECT label, cancelled, updated_at FROM annotations WHERE external_id=?",
+                              (external_id,)).fetchone()
+        lab = -1 if label is None else int(label)
+        with self.transaction():
+            if row is None:
+                try:
+                    self.db.execute(
+                        "INSERT INTO annotations (item_id, worker, label, iteration, purpose, created_at, external_id,"
+                        " cancelled, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                        (int(item_id), worker, lab, int(iteration), purpose, time.time(), external_id,
+                         int(bool(cancelled or label is None)), updated_at))
+                    status = "new"
+                except sqlite3.IntegrityError:
+                    status = "repeat"
+            elif (row[0], bool(row[1]), row[2]) == (lab, bool(cancelled or label is None), updated_at) or \
+                    (row[2] is not None and updated_at is not None and updated_at < row[2]):
+                return "duplicate"
+            else:
+                self.db.execute("UPDATE annotations SET label=?, cancelled=?, updated_at=? WHERE external_id=?",
+                                (lab, int(bool(cancelled or label is None)), updated_at, external_id))
+                status = "updated"
+            self.db.execute("INSERT INTO annotation_changes VALUES (?, ?, ?, ?, ?)",
+                            (external_id, lab, int(bool(cancelled or label is None)), updated_at, time.time()))
+        return status
+
+    def cancel_external(self, external_id: str) -> None:
+        """An annotation deleted at the source: keep it, marked cancelled."""
+        with self.transaction():
+            self.db.execute("UPDATE annotations SET cancelled=1 WHERE external_id=?", (external_id,))
+            self.db.execute("INSERT INTO annotation_changes VALUES (?, NULL, 1, NULL, ?)", (external_id, time.time()))
+
+    def set_ls_tasks(self, project: int, item_ids, task_ids, iteration: int, purpose: str) -> None:
+        with self.transaction():
+            self.db.executemany("INSERT OR IGNORE INTO ls_tasks VALUES (?, ?, ?, ?, ?)",
+                                [(int(project), int(i), int(t), int(iteration), purpose)
+                                 for i, t in zip(item_ids, task_ids)])
+
+    def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
+        q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
+        return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))
+
+    def external_answers(self, prefix: str) -> list[tuple[int, str, int | None, bool]]:
+        """(item_id, worker, label, cancelled) of the answers whose external id starts with ``prefix``, in the
+        order they were first stored."""
+        rows = self.db.execute("SELECT item_id, worker, label, cancelled FROM annotations "
+                               "WHERE substr(external_id, 1, ?) = ? ORDER BY id", (len(prefix), prefix)).fetchall()
+        return [(int(i), w, None if lab is None else int(lab), bool(c)) for i, w, lab, c in rows]
+
+
+def set_server_admin(db_path: str | Path, template_user: str, username: str, password_hash: str, token: str,
+                     organization_token: str) -> None:
+    """Make the template's admin ``template_user`` into ``username`` with this password hash and API token, and
+    give the organization a new invite token: one transaction on Label Studio's SQLite database."""
+    db = sqlite3.connect(db_path)
+    try:
+        with db:
+            (uid,) = db.execute("SELECT id FROM htx_user WHERE email=?", (template_user,)).fetchone()
+            db.execute("UPDATE htx_user SET email=?, username=?, password=? WHERE id=?",
+                       (username, username, password_hash, uid))
+            db.execute("DELETE FROM authtoken_token WHERE user_id=?", (uid,))
+            db.execute("INSERT INTO authtoken_token (key, created, user_id) VALUES (?, datetime('now'), ?)",
+                       (token, uid))
+            db.execute("UPDATE organization SET token=?", (organization_token,))
+    finally:
+        db.close()
