@@ -2,8 +2,8 @@
 (for libraries that insist on global state, e.g. ART's random starts), and torch's CPU thread count.
 
 Why the thread count: with two intra-op threads on a loaded 2-core machine, the same ``NetworkTrainer.fit``
-on the same inputs, seed and initial weights gave different weights in about 1 fit in 140 (measured: the
-kill/resume test's processes, each fit's inputs and outputs hashed; 1 of 140 differed), which made a resumed
+on the same inputs, seed and initial weights gave different weights in 1 fit of 142 (measured: the
+kill/resume test's processes beside two busy loops, each fit's inputs and outputs hashed), which made a resumed
 campaign query other items than the uninterrupted one. With one thread, 343 repeated fits under the same load
 were identical, and ran about 10x faster than with two threads competing for the cores (four processes beside
 two busy loops: 343 one-thread fits in 200 s, 22 two-thread fits in 150 s).

@@ -2,13 +2,13 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
 import torch
 
-from robust_al.crowd.network import build_network, penultimate, pick_device
+from robust_al.crowd.network import build_network, epochs_for, penultimate, pick_device, shuffled_batches
 
 
 @dataclass
@@ -119,8 +119,7 @@ class CrowdLearner:
 
     def _n_epochs(self, n_items: int) -> int:
         """``epochs``, or more when that would be fewer than ``min_steps`` gradient steps (tiny labeled sets)."""
-        per_epoch = max(1, -(-n_items // self.batch_size))
-        return max(self.epochs, -(-self.min_steps // per_epoch))
+        return epochs_for(n_items, self.batch_size, self.epochs, self.min_steps)
 
     def init_model(self, X: np.ndarray) -> torch.nn.Module:
         """A fresh network whose input standardization uses the statistics of ``X`` (no labels involved;
@@ -168,10 +167,9 @@ class CrowdLearner:
         eye = torch.eye(C, device=self.device)[None]
         return self.prior_strength * (eye * t[:, None, None] + (1 - eye) * off)
 
-    def _batches(self, n: int):
-        perm = torch.randperm(n, generator=self._generator).to(self.device)
-        for s in range(0, n, self.batch_size):
-            yield perm[s:s + self.batch_size]
+    def _batches(self, n: int) -> Callable[[], Iterator[torch.Tensor]]:
+        """A new permutation of the n items per epoch, from this fit's generator."""
+        return shuffled_batches(n, self.batch_size, self._generator, self.device)
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:

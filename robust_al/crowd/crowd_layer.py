@@ -59,7 +59,7 @@ class CrowdLayer(CrowdLearner):
 
         self.model.train()
         self.loss_history_ = train_minibatches(opt, self._n_epochs(data.n_items),
-                                               lambda: self._batches(data.n_items), loss)
+                                               self._batches(data.n_items), loss)
         self.model.eval()
         with torch.no_grad():
             eye = torch.eye(C, device=self.device)

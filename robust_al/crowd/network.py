@@ -1,7 +1,7 @@
 """The classifier networks and their training loop (PyTorch; CUDA when present, else CPU)."""
 from __future__ import annotations
 
-from typing import Callable, Iterable, Mapping, Sequence
+from typing import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -176,6 +176,25 @@ def penultimate(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.n
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
+def epochs_for(n_items: int, batch_size: int, epochs: int, min_steps: int) -> int:
+    """``epochs``, or more when that would be fewer than ``min_steps`` gradient steps (tiny labeled sets)."""
+    per_epoch = max(1, -(-n_items // batch_size))
+    return max(epochs, -(-min_steps // per_epoch))
+
+
+def shuffled_batches(n: int, batch_size: int, generator: torch.Generator, device: torch.device | None = None
+                     ) -> Callable[[], Iterator[torch.Tensor]]:
+    """``batches`` for :func:`train_minibatches`: each call draws a new permutation of ``range(n)`` from
+    ``generator`` and cuts it into index batches (moved to ``device`` when given)."""
+    def batches() -> Iterator[torch.Tensor]:
+        perm = torch.randperm(n, generator=generator)
+        if device is not None:
+            perm = perm.to(device)
+        return (perm[s:s + batch_size] for s in range(0, n, batch_size))
+
+    return batches
+
+
 def train_minibatches(opt: torch.optim.Optimizer, n_epochs: int, batches: Callable[[], Iterable[torch.Tensor]],
                       loss_fn: Callable[[torch.Tensor, int], torch.Tensor],
                       after_step: Callable[[torch.Tensor, int], None] | None = None,
@@ -288,19 +307,15 @@ class NetworkTrainer:
         opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr, weight_decay=self.weight_decay)
         self.model.train()
         torch.manual_seed(seed)  # dropout masks
-        n_epochs = self.epochs if epochs is None else epochs
-        per_epoch = max(1, -(-len(X_t) // self.batch_size))
-        n_epochs = max(n_epochs, -(-self.min_steps // per_epoch)) if len(X_t) else 0
-
-        def batches():
-            perm = torch.randperm(len(X_t), generator=gen).to(self.device)
-            return (perm[s:s + self.batch_size] for s in range(0, len(perm), self.batch_size))
+        n_epochs = (epochs_for(len(X_t), self.batch_size, self.epochs if epochs is None else epochs, self.min_steps)
+                    if len(X_t) else 0)
 
         def loss(b, _epoch):
             logp = torch.log_softmax(trained(X_t[b]), dim=1)
             return -(W_t[b] * (T_t[b] * logp).sum(1)).sum() / W_t[b].sum().clamp_min(1e-8)
 
-        history = train_minibatches(opt, n_epochs, batches, loss, progress=self.progress)
+        history = train_minibatches(opt, n_epochs, shuffled_batches(len(X_t), self.batch_size, gen, self.device),
+                                    loss, progress=self.progress)
         self.model.eval()
         return history
 

@@ -28,7 +28,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_al.crowd.network import IMAGENET_MEAN, IMAGENET_STD, pick_device, train_minibatches
+from robust_al.crowd.network import (IMAGENET_MEAN, IMAGENET_STD, pick_device, shuffled_batches,
+                                    train_minibatches)
 from robust_al.data.loaders import (CIFAR10_CLASSES, cifar10_train_sample, class_remap, default_datasets_dir,
                                     load_cifar10n)
 
@@ -121,10 +122,6 @@ def pretrain_cifar(classes: Sequence[str] | None = None, arch: str = "resnet18",
     X_t, y_t = torch.as_tensor(X), torch.as_tensor(y)
     loss_fn = nn.CrossEntropyLoss()
 
-    def batches():
-        perm = torch.randperm(len(X_t), generator=gen)
-        return (perm[s:s + batch_size] for s in range(0, len(perm), batch_size))
-
     def loss(b, _epoch):
         xb = ((crop_flip(X_t[b], gen).to(device)) - mean) / std
         return loss_fn(model(xb), y_t[b].to(device))
@@ -134,7 +131,8 @@ def pretrain_cifar(classes: Sequence[str] | None = None, arch: str = "resnet18",
             echo(f"pretrain epoch {epoch + 1}/{epochs}: loss {mean_loss:.3f} ({time.perf_counter() - t0:.0f} s)")
 
     model.train()
-    train_minibatches(opt, epochs, batches, loss, lambda _b, _e: sched.step(), report)
+    train_minibatches(opt, epochs, shuffled_batches(len(X_t), batch_size, gen), loss, lambda _b, _e: sched.step(),
+                      report)
     acc = _accuracy(model, ds.test.X, ds.test.y, device, mean, std)
     seconds = time.perf_counter() - t0
     path.parent.mkdir(parents=True, exist_ok=True)
