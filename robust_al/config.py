@@ -199,6 +199,9 @@ class TrustConfig(_Strict):
     epsilon: float = Field(0.02, ge=0, description="drop in secured accuracy that triggers re-examination")
     model_evidence: bool = Field(True, description="score labelers against the model's out-of-sample prediction "
                                  "even when it does not vote on labels (aggregation.model_as_worker off)")
+    cross_fit_folds: int = Field(5, ge=0, description="score labelers also against a cross-fitted witness: a "
+                                 "logistic regression that never saw the item's label (K-fold over the labeled "
+                                 "items; robust_al.trust.witness); 0 = off")
     significance: Optional[float] = Field(0.05, gt=0, lt=1, description="...and only if the drop is significant "
                                           "(one-sided exact McNemar test on S at this level); null = any drop")
     reexamine: Literal["suspicious", "all"] = Field(

@@ -8,10 +8,11 @@ import pandas as pd
 
 from robust_al.campaign.items import HOLDOUT, LABELED
 from robust_al.crowd import TrustWeightedDS, confidence_band, model_worker
-from robust_al.crowd.aggregate import N_CONFIDENCE_BANDS
+from robust_al.crowd.aggregate import MODEL_WORKER, N_CONFIDENCE_BANDS, certainty, cross_fit_worker
 from robust_al.crowd.classifier import CampaignLearner
 from robust_al.faults import kill_point
 from robust_al.reproducible import seeded
+from robust_al.trust.witness import cross_fitted_testimony, witness_outliers
 
 
 class LabelsMixin:
@@ -41,16 +42,53 @@ class LabelsMixin:
                                                 "label": pred["label"]})], ignore_index=True)
         return ann
 
-    def _trust_evidence(self) -> pd.DataFrame:
-        """Each label against the other evidence on its item (leave-one-out posteriors). When the model does not
-        vote on labels (``aggregation.model_as_worker`` off) it still testifies here (``trust.model_evidence``):
-        with one label per item it is the only other evidence, and a labeler who always turns one class into
-        another disagrees with it on that class."""
-        if self.cfg.aggregation.model_as_worker or not self.cfg.trust.model_evidence:
-            return self.learner.aggregator.leave_one_out()
+    def _trust_evidence(self, iteration: int) -> tuple[pd.DataFrame, dict[str, str]]:
+        """Each label against the other evidence on its item (leave-one-out posteriors), and the labelers who
+        contradict the cross-fitted witness more than the crowd does (flags for the ledger). When the model does
+        not vote on labels (``aggregation.model_as_worker`` off) it still testifies here
+        (``trust.model_evidence``): with one label per item it is the only other evidence, and a labeler who
+        always turns one class into another disagrees with it on that class. The cross-fitted witness
+        (``trust.cross_fit_folds``) testifies here only, never on the labels the model is trained on."""
+        model = self.cfg.aggregation.model_as_worker or self.cfg.trust.model_evidence
+        witness_ann, witness_counts = self._cross_fit_witness(iteration)
+        if witness_ann is None and (self.cfg.aggregation.model_as_worker or not model):
+            return self.learner.aggregator.leave_one_out(), {}
         witness = TrustWeightedDS(self.pool.n_classes, self.cfg.aggregation.method)
-        witness.fit(self._annotations(with_model=True), self._label_weight, self.model_counts())
-        return witness.leave_one_out()
+        ann = self._annotations(with_model=model)
+        known = self.model_counts() if model else {}
+        flags = {}
+        if witness_ann is not None:
+            human = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
+            flags = witness_outliers(human, witness_ann.set_index("task")["label"])
+            ann, known = pd.concat([ann, witness_ann], ignore_index=True), {**known, **witness_counts}
+        witness.fit(ann, self._label_weight, known)
+        return witness.leave_one_out(), flags
+
+    def _cross_fit_witness(self, iteration: int) -> tuple[pd.DataFrame | None, dict[str, np.ndarray]]:
+        """The cross-fitted witness's testimony on every labeled item and its confusion on S per band (see
+        :mod:`robust_al.trust.witness`), trained on the inferred labels, each item weighted by their certainty."""
+        K = self.cfg.trust.cross_fit_folds
+        labeled = self.ids_with(LABELED)
+        if K < 2 or len(labeled) < 2 * K:
+            return None, {}
+        post = self.inferred_labels()
+        labeled = labeled[np.isin(labeled, post.index.to_numpy())]
+        q = post.loc[labeled].to_numpy()
+        S = self.pool.subset(self.ids_with(HOLDOUT))
+        X = self.pool.X[self.pool.positions(labeled)]
+        if len(self.pool.input_shape) == 1:  # features already: no label has shaped them
+            Z, Z_S = X, S.X
+        else:
+            Z, Z_S = self.learner.embed(X), self.learner.embed(S.X)
+        out = cross_fitted_testimony(Z, q.argmax(axis=1), certainty(q), Z_S, S.y, self.pool.n_classes,
+                                     self._rng("cross-fit", iteration), K)
+        if out is None:
+            return None, {}
+        P, counts = out
+        band = confidence_band(P.max(axis=1), self.pool.n_classes)
+        ann = pd.DataFrame({"task": labeled, "worker": [cross_fit_worker(b) for b in band],
+                            "label": P.argmax(axis=1)})
+        return ann, {cross_fit_worker(b): counts[b] for b in range(len(counts))}
 
     def _label_weight(self, worker: str) -> float:
         """Labels of labelers routed out by trust are down-weighted (``aggregation.untrusted_weight``)."""
@@ -80,6 +118,7 @@ class LabelsMixin:
         else:
             self.net.load_state_dict(self.initial_state)
         labeled = self.ids_with(LABELED)
+        labeled = labeled[np.isin(labeled, self._vouched(ann))]
         if isinstance(self.learner, CampaignLearner):  # crowd learners make their own adversarial examples
             aug_ids, aug_X = np.zeros(0, np.int64), np.zeros((0, *self.pool.input_shape), np.float32)
         else:
@@ -90,6 +129,15 @@ class LabelsMixin:
                          extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,
                          seed=self._train_seed(iteration, attempt))
         return post
+
+    def _vouched(self, ann: pd.DataFrame) -> np.ndarray:
+        """Items with at least one human answer of positive weight. An item that only routed-out labelers
+        answered (``aggregation.untrusted_weight`` 0) has no label anyone trusts: its posterior is the class
+        prior, and training on that prior's top class put a coin's label on it (with k = 1, every item of a
+        routed-out colluder). It is not trained on; its answers stay stored and count again if trust returns."""
+        human = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
+        weight = human["worker"].map(self._label_weight).to_numpy(dtype=float)
+        return np.unique(human.loc[weight > 0, "task"].to_numpy())
 
     def _record_predictions(self, iteration: int, batch: np.ndarray) -> None:
         """F_{i-1}'s out-of-sample opinion on the queried items, kept as evidence (and as pre-annotations)."""

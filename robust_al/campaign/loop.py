@@ -79,7 +79,8 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         with self._stage("secured_check"):
             post, acc_s = self._secured_check(iteration, answered, prev_state, prev, post, info)
         with self._stage("trust"):  # every label against the other evidence on its item
-            self.ledger.agreement_update(iteration, self._trust_evidence(), self.pool.n_classes)
+            loo, flags = self._trust_evidence(iteration)
+            self.ledger.agreement_update(iteration, loo, self.pool.n_classes, flags)
         with self._stage("augment"):
             still = answered[np.isin(answered, self.ids_with(LABELED))]
             vuln = self._augment(iteration, still, post)

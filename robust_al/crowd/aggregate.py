@@ -29,6 +29,17 @@ def model_worker(iteration: int, band: int) -> str:
     return f"{MODEL_WORKER}{int(iteration)}@{int(band)}"
 
 
+def cross_fit_worker(band: int) -> str:
+    """Worker id of the cross-fitted witness's testimony (:mod:`robust_al.trust.witness`) in ``band``."""
+    return f"{MODEL_WORKER}xfit@{int(band)}"
+
+
+def certainty(posteriors: np.ndarray) -> np.ndarray:
+    """How far each row's top class stands above chance, (max_y q(y) - 1/C) / (1 - 1/C), in [0, 1]."""
+    C = posteriors.shape[1]
+    return np.clip((posteriors.max(axis=1) - 1.0 / C) / (1.0 - 1.0 / C), 0.0, 1.0)
+
+
 class TrustWeightedDS:
     """Dawid & Skene (1979) EM where each labeler's likelihood is raised to a weight t_w in [0, 1].
 

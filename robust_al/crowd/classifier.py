@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from robust_al.crowd.aggregate import TrustWeightedDS
+from robust_al.crowd.aggregate import TrustWeightedDS, certainty
 from robust_al.crowd.network import NetworkTrainer
 
 
@@ -53,8 +53,7 @@ class CrowdClassifier:
             T_all = np.concatenate([T_all, post.loc[extra_items[ok]].to_numpy(dtype=np.float32)])
         weights = None
         if self.targets == "weighted":
-            C = T_all.shape[1]
-            weights = np.clip((T_all.max(axis=1) - 1.0 / C) / (1.0 - 1.0 / C), 1e-3, 1.0)
+            weights = np.clip(certainty(T_all), 1e-3, 1.0)
         if self.targets != "soft":  # the inferred label, not the posterior (see ModelConfig.targets)
             T_all = np.eye(T_all.shape[1], dtype=np.float32)[T_all.argmax(axis=1)]
         self.loss_history_ = self.trainer.fit(X_all, T_all, weights=weights, seed=seed)

@@ -144,12 +144,14 @@ class TrustLedger:
         ws = list(self.trust) if workers is None else list(workers)
         return float(np.mean([self(w) for w in ws])) if ws else self.initial
 
-    def agreement_update(self, iteration: int, loo: pd.DataFrame, n_classes: int) -> None:
+    def agreement_update(self, iteration: int, loo: pd.DataFrame, n_classes: int,
+                         flags: dict[str, str] | None = None) -> None:
         """Re-score every labeler on all its labels from leave-one-out posteriors (see
         :func:`robust_al.trust.model.worker_accuracy`). Scores are recomputed with each new model rather than
         frozen when a label arrives, so early, poorly informed estimates stop counting once better ones exist.
         One event per labeler whose score, interval or detector flags moved (routing reads all three, and a
-        resumed campaign must route from what the uninterrupted one had)."""
+        resumed campaign must route from what the uninterrupted one had). ``flags``: detections made outside
+        the ledger (:func:`robust_al.trust.witness.witness_outliers`), joined with its own detectors'."""
         # pseudo-workers (the model's predictions) testify in the posteriors but are not labelers
         loo = loo[~loo["worker"].astype(str).str.startswith("__")]
         table = worker_accuracy(loo, n_classes, self.initial, self.n0, self.level)
@@ -157,10 +159,13 @@ class TrustLedger:
             return
         if self.fixed_tau is None:
             self.tau = routing_threshold(n_classes, float(table["prior"].iloc[0]), self.relative)
+        outside = dict(flags or {})
         flags, rescored = self._detect(loo, n_classes) if self.detect else ({}, None)
         if flags:  # a flagged labeler is judged against the evidence without the flagged, as assess_crowd does
             judged = [w for w in flags if w in table.index and w in rescored.index]
             table.loc[judged] = rescored.loc[judged, table.columns].to_numpy()
+        for w, f in outside.items():  # judged on the usual evidence: the flag only lowers the bar to lower < tau
+            flags[w] = ";".join(x for x in (flags.get(w, ""), f) if x)
         moved = []
         # labelers appear as they first answer (a live Label Studio crowd)
         for worker in table.index:
