@@ -37,6 +37,7 @@ from pathlib import Path
 from robust_al.evaluate.experiment import (METHODS, PROFILES, QUESTIONS, SCENARIOS, malicious_pair, paired_table,
                                            poison_tables, run_all, run_overrides, scenario_overrides, table,
                                            target_accuracy)
+from robust_al.report.schema import write_summary
 
 
 def main() -> None:
@@ -104,12 +105,12 @@ def main() -> None:
     wall = time.time() - t0
     (out / "table.md").write_text(f"# {args.question.upper()} ({args.scenario}): labels to reach {args.target:.4f}"
                                   f"\n\n{tab}\n" + "".join(f"\n## {k}\n\n{v}\n" for k, v in extra.items()))
-    (out / "summary.json").write_text(json.dumps({
+    write_summary(out / "summary.json", {
         "question": args.question.upper(), "scenario": args.scenario, "dataset": cfg.data.name,
         "config": args.config, "overrides": args.set, "target": args.target, "seeds": list(range(reps)),
         "methods": methods, "method_overrides": {m: METHODS[m] for m in methods}, "versions": versions(),
         "wall_seconds": wall, "failures": failures, "workers": args.workers, "ray_address": args.ray_address,
-        "table": tab, "extra_tables": extra}, indent=1))
+        "table": tab, "extra_tables": extra})
     print(f"wall time {wall:.0f} s; written to {out}")
 
 

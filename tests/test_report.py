@@ -1,4 +1,5 @@
-"""HTML report of evaluation results: synthetic summary.json / result.json trees (no campaign is run)."""
+"""HTML report of evaluation results: synthetic summary.json / result.json trees, and one real run of the
+evaluation pipeline (its files are what the report reads)."""
 from __future__ import annotations
 
 import json
@@ -192,3 +193,32 @@ def test_markdown_table_alignment_and_escaping():
     assert "<th>A</th><th>B | C</th>" in out
     assert '<td style="text-align:right">&lt;b&gt;</td>' in out
     assert "<strong>best</strong>" in out
+
+
+def test_the_runner_writes_what_the_report_reads_and_refuses_what_it_would_refuse(tmp_path: Path):
+    """One schema (robust_al.report.schema) for both sides: the evaluation pipeline's own files, end to end, are
+    read by the report; a record the reader would refuse is refused by the writer, before anything is written."""
+    from robust_al.report.schema import read_result, write_result, write_summary
+
+    root = Path(__file__).resolve().parents[1]
+    out = tmp_path / "eval"
+    done = subprocess.run([sys.executable, str(root / "pipelines" / "robust_al_eval.py"), "q1",
+                           str(root / "configs" / "digits.yaml"), "--methods", "random", "--reps", "1",
+                           "--workers", "1", "--target", "0.9", "--set", "stop.budget=120", "--set", "model.epochs=3",
+                           "--out", str(out)],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-2000:]
+    page = write_report(out).read_text()
+    assert "random" in page
+    result = json.loads(next(out.rglob("result.json")).read_text())
+    assert read_result(next(out.rglob("result.json"))).curve[-1][0] == 120
+
+    for bad, key in (({**result, "final_acc": "0.9"}, "final_acc"), ({**result, "curve": None}, "curve"),
+                     ({k: v for k, v in result.items() if k != "trust"}, "trust")):
+        with pytest.raises(ValueError, match=f"result.json: .*'{key}'"):
+            write_result(tmp_path / "bad", bad)
+        assert not (tmp_path / "bad" / "result.json").exists()
+    summary = json.loads(next(out.rglob("summary.json")).read_text())
+    with pytest.raises(ValueError, match="summary.json: 'target' must be a number"):
+        write_summary(tmp_path / "summary.json", {**summary, "target": "0.9"})
+    assert not (tmp_path / "summary.json").exists()

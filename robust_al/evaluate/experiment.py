@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from robust_al.report.schema import write_result
+
 METHODS = {
     "proposed": [],
     "random": ["query.strategy=random", "aggregation.method=mv", "aggregation.model_as_worker=false",
@@ -154,7 +156,7 @@ def one_run(job: dict) -> dict:
         meta = RunStore(run_dir).get_meta("poison") or {}
         result["poison"] = {"crafted": bool(meta.get("crafted")), "success": None}
     result["wall_seconds"] = time.perf_counter() - started  # this call: with resuming and the detection report
-    (run_dir / "result.json").write_text(json.dumps(result, indent=1))
+    write_result(run_dir, result)
     return result
 
 
@@ -184,7 +186,7 @@ def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_ru
             progress(len(outcomes) + 1, len(jobs), j, r, None)
             # a cluster without a shared disk: the driver keeps a copy
             Path(j["run_dir"]).mkdir(parents=True, exist_ok=True)
-            (Path(j["run_dir"]) / "result.json").write_text(json.dumps(r, indent=1))
+            write_result(Path(j["run_dir"]), r)
             outcomes.append((j, r, None))
     else:
         # spawn, not fork: the parent already ran torch (OpenMP) to measure the target; forked OpenMP deadlocks

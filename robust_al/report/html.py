@@ -18,12 +18,12 @@ from typing import Any
 
 import numpy as np
 
+from robust_al.report.schema import SUMMARY_HINT, Run, number, read_result, read_summary
+
 # kinds whose labels are meant to be correct; every other kind is an adversary and is drawn in red
 HONEST_KINDS = {"benign": "0.6", "replayed": "tab:blue"}
 ADVERSARY_STYLE = {"spammer": "--", "colluding": ":"}  # any other adversary kind: solid
 
-SUMMARY_HINT = "the summary.json written by pipelines/robust_al_eval.py"
-RESULT_HINT = "a run's result.json written by pipelines/robust_al_eval.py"
 
 CSS = """
 body { font-family: sans-serif; max-width: 1100px; margin: 2em auto; padding: 0 1em; color: #222; }
@@ -35,21 +35,6 @@ th { background: #eee; } td.num { text-align: right; font-variant-numeric: tabul
 img { max-width: 100%; border: 1px solid #ddd; margin: 0.5em 0; }
 details { margin: 0.5em 0; }
 """
-
-
-@dataclass
-class Run:
-    """One repetition of one method (a run folder's result.json)."""
-    path: Path
-    method: str
-    rep: int
-    curve: list[tuple[float, float]]
-    labels_to_target: float | None
-    final_acc: float | None
-    trust: dict[str, list[tuple[int, float, float]]]
-    kinds: dict[str, str]
-    poison: dict[str, Any] | None
-    detection: dict[str, dict[str, Any]] | None
 
 
 @dataclass
@@ -71,74 +56,6 @@ class Section:
 
 # ---------------------------------------------------------------------------------------------- reading
 
-def _read_json(path: Path, hint: str) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as e:
-        raise ValueError(f"{path}: not valid JSON ({e}); expected {hint}") from None
-    if not isinstance(data, dict):
-        raise ValueError(f"{path}: expected a JSON object ({hint}), got {type(data).__name__}")
-    return data
-
-
-def _number(value: Any, path: Path, key: str, optional: bool = True) -> float | None:
-    if value is None and optional:
-        return None
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise ValueError(f"{path}: {key!r} must be a number{' or null' if optional else ''}, got {value!r}")
-    return float(value)
-
-
-def _read_summary(path: Path) -> dict[str, Any]:
-    s = _read_json(path, SUMMARY_HINT)
-    expected = {"table": str, "extra_tables": dict, "seeds": list, "methods": list, "overrides": list,
-                "versions": dict}
-    for key, typ in expected.items():
-        if key in s and s[key] is not None and not isinstance(s[key], typ):
-            raise ValueError(f"{path}: {key!r} must be a JSON {typ.__name__.replace('dict', 'object')}"
-                             f", got {type(s[key]).__name__}")
-    for key in ("target", "wall_seconds"):
-        _number(s.get(key), path, key)
-    return s
-
-
-def _read_result(path: Path) -> Run:
-    r = _read_json(path, RESULT_HINT)
-    if not isinstance(r.get("method"), str):
-        raise ValueError(f"{path}: expected a string 'method' ({RESULT_HINT})")
-    curve = []
-    for point in r.get("curve") or []:
-        if not (isinstance(point, list) and len(point) == 2):
-            raise ValueError(f"{path}: 'curve' must be a list of [labels used, test accuracy], got {point!r}")
-        labels, acc = _number(point[0], path, "curve"), _number(point[1], path, "curve")
-        if labels is not None and acc is not None:  # an iteration without a test score is skipped
-            curve.append((labels, acc))
-    trust: dict[str, list[tuple[int, float, float]]] = {}
-    raw_trust = r.get("trust") or {}
-    if not isinstance(raw_trust, dict):
-        raise ValueError(f"{path}: 'trust' must map labeler -> [[iteration, labels used, trust], ...]")
-    for worker, events in raw_trust.items():
-        if not isinstance(events, list) or any(not isinstance(e, list) or len(e) != 3 for e in events):
-            raise ValueError(f"{path}: trust of {worker!r} must be a list of [iteration, labels used, trust]")
-        try:
-            trust[str(worker)] = [(int(e[0]), float(e[1]), float(e[2])) for e in events if e[2] is not None]
-        except (TypeError, ValueError):
-            raise ValueError(f"{path}: trust of {worker!r} must hold [iteration, labels used, trust] numbers") \
-                from None
-    for key in ("kinds", "poison", "detection"):
-        if r.get(key) is not None and not isinstance(r[key], dict):
-            raise ValueError(f"{path}: {key!r} must be a JSON object, got {type(r[key]).__name__}")
-    detection = r.get("detection")
-    if detection and any(not isinstance(d, dict) for d in detection.values()):
-        raise ValueError(f"{path}: 'detection' must map detector -> {{precision, recall, flagged}}")
-    rep = r.get("rep", r.get("seed", 0))
-    return Run(path=path, method=r["method"], rep=int(rep) if isinstance(rep, (int, float)) else 0, curve=curve,
-               labels_to_target=_number(r.get("labels_to_target"), path, "labels_to_target"),
-               final_acc=_number(r.get("final_acc"), path, "final_acc"), trust=trust,
-               kinds={str(k): str(v) for k, v in (r.get("kinds") or {}).items()},
-               poison=r.get("poison"), detection=detection)
-
-
 def load_sections(results_dir: Path) -> list[Section]:
     """Every summary.json under RESULTS_DIR with the result.json of the run folders beside it."""
     results_dir = Path(results_dir)
@@ -150,8 +67,8 @@ def load_sections(results_dir: Path) -> list[Section]:
                                 "(e.g. RESULTS_DIR/<dataset>/<question>/summary.json)")
     sections = []
     for path in summaries:
-        sec = Section(path=path, summary=_read_summary(path))
-        sec.runs = [_read_result(p) for p in sorted(path.parent.glob("*/result.json"))]
+        sec = Section(path=path, summary=read_summary(path))
+        sec.runs = [read_result(p) for p in sorted(path.parent.glob("*/result.json"))]
         sections.append(sec)
     return sections
 
@@ -387,7 +304,7 @@ def _detection_means(sec: Section) -> dict[str, dict[str, dict[str, float | None
             runs = [r for r in sec.runs_of(m) if r.detection and d in r.detection]
             if runs:
                 out.setdefault(d, {})[m] = {"runs": float(len(runs))} | {
-                    k: _mean([_number(r.detection[d].get(k), r.path, f"detection.{d}.{k}") for r in runs])
+                    k: _mean([number(r.detection[d].get(k), r.path, f"detection.{d}.{k}") for r in runs])
                     for k in ("precision", "recall", "flagged")}
     return out
 
@@ -508,7 +425,7 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
         for m, runs in poisoned.items():
             if runs:
                 wins = sum(bool(r.poison.get("success")) for r in runs)
-                labeled = _mean([_number(r.poison.get("labeled"), r.path, "poison.labeled") for r in runs])
+                labeled = _mean([number(r.poison.get("labeled"), r.path, "poison.labeled") for r in runs])
                 rows.append([m, len(runs), f"{wins}/{len(runs)}", f"{100 * wins / len(runs):.0f}%",
                              format_value(labeled, 1)])
         h.append("<h3>Poisoning attack</h3>" + table_html(
