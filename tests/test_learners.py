@@ -140,3 +140,50 @@ def test_a_campaign_config_switches_standardization_off_for_both_training_stacks
         np.testing.assert_array_equal(net.model.standardize.std.cpu().numpy(), 1.0)
         cfg = load_config(data={"model": {"learner": learner}})
         assert not np.allclose(campaign_learner(cfg, (D,), C, X).trainer.model.standardize.std.cpu().numpy(), 1.0)
+
+
+def _crowdkit_crowd_layer():
+    """crowd-kit's CrowdLayer module, loaded past ``crowdkit.learning``'s __init__ (which fails to import
+    here; see robust_al.crowd.crowd_layer.AnnotatorLayer)."""
+    import importlib
+    import os
+    import sys
+    import types
+
+    import crowdkit
+
+    try:
+        return importlib.import_module("crowdkit.learning.crowd_layer").CrowdLayer
+    except Exception:  # noqa: BLE001 - the package __init__'s import error, whatever its type
+        for name in [m for m in sys.modules if m.startswith("crowdkit.learning")]:
+            del sys.modules[name]
+        stub = types.ModuleType("crowdkit.learning")
+        stub.__path__ = [os.path.join(os.path.dirname(crowdkit.__file__), "learning")]
+        sys.modules["crowdkit.learning"] = stub
+        try:
+            return importlib.import_module("crowdkit.learning.crowd_layer").CrowdLayer
+        finally:
+            del sys.modules["crowdkit.learning"]
+
+
+@pytest.mark.parametrize("ours, theirs", [("MW", "mw"), ("VW", "vw"), ("VW-B", "vw+b")])
+def test_our_crowd_layer_computes_what_crowd_kits_does(ours, theirs):
+    from robust_al.crowd.crowd_layer import AnnotatorLayer
+
+    CK = _crowdkit_crowd_layer()
+    g = torch.Generator().manual_seed(0)
+    B, K, W, C = 32, 3, 7, 4
+    sigma = torch.softmax(torch.randn(B, C, generator=g), 1)
+    workers = torch.randint(0, W, (B, K), generator=g)
+    a, b = AnnotatorLayer(W, C, ours), CK(C, W, conn_type=theirs)
+    with torch.no_grad():
+        for p in a.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+        if theirs == "vw+b":
+            b.scale.copy_(a.weight)
+            b.bias.copy_(a.bias)
+        else:
+            b.weight.copy_(a.weight)
+        mine = a(sigma, workers)
+        kit = b(sigma.repeat_interleave(K, 0), workers.reshape(-1)).reshape(B, K, C)
+    assert torch.equal(mine, kit)

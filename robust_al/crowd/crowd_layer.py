@@ -8,11 +8,18 @@ from robust_al.crowd.base import CrowdData, CrowdLearner
 from robust_al.crowd.network import train_minibatches
 
 
-class _Layer(nn.Module):
+class AnnotatorLayer(nn.Module):
     """Maps the network's class probabilities sigma (B, C) to annotator-specific logits (B, W, C).
 
     MW: W_r sigma (a C x C matrix per annotator, initialised to the identity);
     VW: w_r ⊙ sigma (a vector per annotator, initialised to ones); VW-B: w_r ⊙ sigma + b_r.
+
+    Why not crowd-kit's ``crowdkit.learning.CrowdLayer`` (1.4.2), which computes the same thing (measured: with
+    the same weights its mw / vw / vw+b outputs equal these bit for bit, ``tests/test_learners.py``): here
+    ``import crowdkit.learning`` fails (its ``text_summarization`` imports ``PreTrainedModel`` from the
+    installed transformers 5.24, which raises ModuleNotFoundError), so the module is reachable only by patching
+    ``sys.modules``; and its mw squeezes a batch of one item to shape (C,) instead of (1, C). This layer also
+    takes K annotators per item at once (B, K) where crowd-kit takes one per row.
     """
 
     def __init__(self, n_workers: int, C: int, kind: str):
@@ -46,7 +53,7 @@ class CrowdLayer(CrowdLearner):
 
     def _fit(self, data: CrowdData) -> None:
         C = self.n_classes
-        self.layer_ = _Layer(len(data.worker_ids), C, self.kind).to(self.device)
+        self.layer_ = AnnotatorLayer(len(data.worker_ids), C, self.kind).to(self.device)
         opt = torch.optim.Adam(list(self.model.parameters()) + list(self.layer_.parameters()), lr=self.lr)
 
         def loss(b, _epoch):
