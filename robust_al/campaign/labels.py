@@ -8,7 +8,8 @@ import pandas as pd
 
 from robust_al.campaign.items import HOLDOUT, LABELED
 from robust_al.crowd import TrustWeightedDS, confidence_band, model_worker
-from robust_al.crowd.aggregate import MODEL_WORKER, N_CONFIDENCE_BANDS, certainty, cross_fit_worker
+from robust_al.crowd.aggregate import (N_CONFIDENCE_BANDS, band_confusion, certainty, cross_fit_worker,
+                                      human_answers)
 from robust_al.crowd.classifier import CampaignLearner
 from robust_al.faults import kill_point
 from robust_al.reproducible import seeded
@@ -58,8 +59,7 @@ class LabelsMixin:
         known = self.model_counts() if model else {}
         flags = {}
         if witness_ann is not None:
-            human = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
-            flags = witness_outliers(human, witness_ann.set_index("task")["label"])
+            flags = witness_outliers(human_answers(ann), witness_ann.set_index("task")["label"])
             ann, known = pd.concat([ann, witness_ann], ignore_index=True), {**known, **witness_counts}
         witness.fit(ann, self._label_weight, known)
         return witness.leave_one_out(), flags
@@ -135,7 +135,7 @@ class LabelsMixin:
         answered (``aggregation.untrusted_weight`` 0) has no label anyone trusts: its posterior is the class
         prior, and training on that prior's top class put a coin's label on it (with k = 1, every item of a
         routed-out colluder). It is not trained on; its answers stay stored and count again if trust returns."""
-        human = ann[~ann["worker"].astype(str).str.startswith(MODEL_WORKER)]
+        human = human_answers(ann)
         weight = human["worker"].map(self._label_weight).to_numpy(dtype=float)
         return np.unique(human.loc[weight > 0, "task"].to_numpy())
 
@@ -147,10 +147,7 @@ class LabelsMixin:
         if self.cfg.aggregation.model_as_worker or self.cfg.trust.model_evidence:
             S = self.pool.subset(self.ids_with(HOLDOUT))
             p_s = self.learner.predict_proba(S.X)
-            C = self.pool.n_classes
-            counts = np.zeros((N_CONFIDENCE_BANDS, C, C))
-            np.add.at(counts, (confidence_band(p_s.max(axis=1), C), S.y, p_s.argmax(axis=1)), 1.0)
-            self.store.set_model_confusion(iteration, counts)
+            self.store.set_model_confusion(iteration, band_confusion(p_s, S.y, self.pool.n_classes))
 
     def _test_accuracy(self) -> float:
         T = self.dataset.test

@@ -24,6 +24,19 @@ def confidence_band(confidence: np.ndarray | float, n_classes: int) -> np.ndarra
     return np.searchsorted(np.asarray(CONFIDENCE_BANDS), u, side="right")
 
 
+def band_confusion(proba: np.ndarray, y: np.ndarray, n_classes: int) -> np.ndarray:
+    """A witness's confusion counts on items of known class ``y`` by its confidence band:
+    counts[b, y, l] = #{items in band b of true class y it called l}, shape (bands, C, C)."""
+    counts = np.zeros((N_CONFIDENCE_BANDS, n_classes, n_classes))
+    np.add.at(counts, (confidence_band(proba.max(axis=1), n_classes), np.asarray(y), proba.argmax(axis=1)), 1.0)
+    return counts
+
+
+def human_answers(annotations: pd.DataFrame) -> pd.DataFrame:
+    """The rows of people: the model's testimony (worker ids starting with ``MODEL_WORKER``) left out."""
+    return annotations[~annotations["worker"].astype(str).str.startswith(MODEL_WORKER)]
+
+
 def model_worker(iteration: int, band: int) -> str:
     """Worker id of F_{iteration-1}'s testimony on items where its confidence fell in ``band``."""
     return f"{MODEL_WORKER}{int(iteration)}@{int(band)}"

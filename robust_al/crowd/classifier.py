@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from robust_al.crowd.aggregate import TrustWeightedDS, certainty
+from robust_al.crowd.aggregate import TrustWeightedDS, certainty, human_answers
 from robust_al.crowd.network import NetworkTrainer
 
 
@@ -86,9 +86,7 @@ class CampaignLearner(CrowdClassifier):
             trust: Callable[[str], float] | Mapping[str, float] | None = None,
             extra_X: np.ndarray | None = None, extra_items: np.ndarray | None = None,
             posteriors: pd.DataFrame | None = None, seed: int = 0) -> "CampaignLearner":
-        from robust_al.crowd.aggregate import MODEL_WORKER
-
-        human = annotations[~annotations["worker"].astype(str).str.startswith(MODEL_WORKER)]
+        human = human_answers(annotations)
         human = human[human["task"].isin(item_ids)]
         table = dict(trust.table()) if hasattr(trust, "table") else (dict(trust) if isinstance(trust, Mapping) else None)
         self.learner.seed = seed

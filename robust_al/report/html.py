@@ -8,7 +8,6 @@ relative path, no script) so the folder can be copied or archived as it is.
 from __future__ import annotations
 
 import html
-import json
 import math
 import re
 from dataclasses import dataclass, field

@@ -152,7 +152,7 @@ def read_result(path: Path) -> Run:
         raise ValueError(f"{path}: 'detection' must map detector -> {{precision, recall, flagged}}")
     rep = r.get("rep", r.get("seed", 0))
     return Run(path=path, method=r["method"], rep=int(rep) if isinstance(rep, (int, float)) else 0, curve=curve,
-               labels_to_target=None if r.get("labels_to_target") is None else float(r["labels_to_target"]),
-               final_acc=None if r.get("final_acc") is None else float(r["final_acc"]), trust=trust,
+               labels_to_target=number(r.get("labels_to_target"), path, "labels_to_target"),
+               final_acc=number(r.get("final_acc"), path, "final_acc"), trust=trust,
                kinds={str(k): str(v) for k, v in (r.get("kinds") or {}).items()},
                poison=r.get("poison"), detection=detection)

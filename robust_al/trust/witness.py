@@ -31,7 +31,7 @@ import warnings
 import numpy as np
 import pandas as pd
 
-from robust_al.crowd.aggregate import N_CONFIDENCE_BANDS, confidence_band
+from robust_al.crowd.aggregate import band_confusion
 
 C_REGULARIZATION = 0.1  # c of eq. W1 on standardized features (512-8192 dims, 20-2000 items)
 
@@ -66,9 +66,7 @@ def cross_fitted_testimony(Z: np.ndarray, y: np.ndarray, weight: np.ndarray, Z_S
             h = LogisticRegression(C=C_REGULARIZATION, max_iter=300).fit(Z[fit], y[fit], sample_weight=weight[fit])
         P[np.ix_(~train, classes)] = h.predict_proba(Z[~train])
         P_S[:, classes] += h.predict_proba(Z_S) / K
-    counts = np.zeros((N_CONFIDENCE_BANDS, C, C))
-    np.add.at(counts, (confidence_band(P_S.max(axis=1), C), np.asarray(y_S), P_S.argmax(axis=1)), 1.0)
-    return P, counts
+    return P, band_confusion(P_S, y_S, C)
 
 
 def witness_outliers(labels: pd.DataFrame, testimony: pd.Series, alpha: float = 0.05, min_labels: int = 10
