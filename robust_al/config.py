@@ -147,12 +147,13 @@ class ModelConfig(_Strict):
                               "(an eps on [0,1] inputs is then eps/std_j along feature j); false = identity")
     learner_options: dict[str, Any] = Field(default_factory=dict, description="e.g. {eps: 0.03, alpha: 0.5}")
     trust_prior: float = Field(0.0, ge=0, description="labels' worth of the trust-seeded confusion prior")
-    targets: Literal["hard", "soft", "weighted"] = Field(
+    targets: Literal["hard", "soft", "weighted", "trust"] = Field(
         "hard", description="two-stage: train on the inferred labels (hard) or on the DS posteriors (soft). With "
         "one label per item DS cannot learn a labeler's confusion, its posteriors are its prior (~0.69) and "
         "training on them cost 2-4 points: CIFAR-2, 100 items, 0.845 soft vs 0.882 hard; weighted: the inferred "
         "labels, each weighted by its posterior's margin over chance, so labels only a near-chance labeler vouches "
-        "for count little (needs overlap to tell labelers apart)")
+        "for count little (needs overlap to tell labelers apart); trust: the inferred labels, each weighted by how "
+        "sure its labelers' trust makes it (one-coin, a_w = trust; robust_al.crowd.aggregate.trusted_certainty)")
 
     @model_validator(mode="after")
     def _backbone(self) -> "ModelConfig":

@@ -136,6 +136,44 @@ def test_weighted_targets_let_labels_near_chance_count_for_little():
     assert acc["weighted"] > 0.9 > acc["hard"] + 0.2
 
 
+def test_trust_targets_let_a_distrusted_labelers_items_count_for_little():
+    # one label per item: an honest labeler (trust 0.95) and a colluder who flips every label it gives (trust
+    # 0.55). DS is as sure of the colluder's items as of the honest ones; trust is not
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(200, 5)).astype(np.float32)
+    truth = (X[:, 0] > 0.5).astype(int)
+    liar = np.arange(200) % 20 < 9  # 45 % of the items
+    ann = pd.DataFrame({"task": np.arange(200), "worker": np.where(liar, "colluder", "honest"),
+                        "label": np.where(liar, 1 - truth, truth)})
+    trust = {"honest": 0.95, "colluder": 0.55}
+    acc = {}
+    for targets in ("hard", "trust"):
+        clf = CrowdClassifier(NetworkTrainer((5,), 2, epochs=40, device="cpu"), TrustWeightedDS(2), targets)
+        clf.trainer.set_input_statistics(X)
+        clf.fit(X, np.arange(200), ann, trust=trust, posteriors=clf.aggregate(ann), seed=1)
+        acc[targets] = (clf.predict(X) == truth).mean()
+    assert acc["trust"] > 0.9 > acc["hard"] + 0.1
+
+
+@settings(max_examples=30, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "c"]), st.integers(0, 2)),
+                min_size=1, max_size=20, unique_by=lambda r: r[:2]),
+       st.floats(0.0, 1.0), st.floats(0.0, 1.0))
+def test_trusted_certainty_is_a_probability_margin_that_grows_with_trust(rows, t_a, t_b):
+    from robust_al.crowd.aggregate import trusted_certainty
+
+    ann = pd.DataFrame(rows, columns=["task", "worker", "label"])
+    labels = ann.groupby("task")["label"].first()
+    trust = {"a": t_a, "b": t_b, "c": 0.9}
+    w = trusted_certainty(ann, labels, trust.get, 3)
+    assert ((w >= 0) & (w <= 1)).all() and list(w.index) == list(labels.index)
+    higher = trusted_certainty(ann, labels, {**trust, "a": max(t_a, 0.99)}.get, 3)
+    lone = ann.groupby("task")["worker"].agg(lambda s: list(s) == ["a"])  # items only "a" answered
+    assert (higher[lone[lone].index] >= w[lone[lone].index] - 1e-12).all()
+    at_chance = trusted_certainty(ann, labels, lambda _: 1 / 3, 3)
+    np.testing.assert_allclose(at_chance, 0.0, atol=1e-9)  # labelers at chance vouch for nothing
+
+
 def test_classifier_learns_from_crowd_labels_on_cpu():
     rng = np.random.default_rng(0)
     X = rng.normal(size=(300, 5)).astype(np.float32)

@@ -53,6 +53,36 @@ def certainty(posteriors: np.ndarray) -> np.ndarray:
     return np.clip((posteriors.max(axis=1) - 1.0 / C) / (1.0 - 1.0 / C), 0.0, 1.0)
 
 
+def trusted_certainty(annotations: pd.DataFrame, labels: pd.Series, trust: Callable[[str], float],
+                      n_classes: int) -> pd.Series:
+    """How sure the labelers' trust makes each item's inferred label: the certainty (see :func:`certainty`) of
+    ``labels`` under a one-coin model whose labeler w is right with probability a_w = trust(w) (eq. T1):
+
+        log p_i(y) = sum_{w labels i} [l_wi = y] log a_w + [l_wi != y] log((1 - a_w) / (C - 1)) + const,
+        weight_i = max(0, (p_i(labels_i) - 1/C) / (1 - 1/C)),
+
+    a_w clipped to [1/C, 0.999] (a labeler under chance is no evidence, not evidence for the other classes).
+    With one label per item, Dawid-Skene cannot learn a labeler's confusion (its posterior is as sure for a
+    colluder's item as for an honest one's); the trust estimate, measured against other evidence, can. Only
+    people's answers count (the model's testimony is left out); an item nobody answered has weight 0."""
+    C = n_classes
+    human = human_answers(annotations)
+    a = np.clip(np.array([float(trust(w)) for w in human["worker"]]), 1.0 / C, 0.999)
+    tasks, rows = np.unique(human["task"].to_numpy(), return_inverse=True)
+    logp = np.zeros((len(tasks), C))
+    wrong = np.log((1 - a) / max(C - 1, 1))
+    np.add.at(logp, rows, np.repeat(wrong[:, None], C, axis=1))
+    np.add.at(logp, (rows, human["label"].to_numpy(dtype=int)), np.log(a) - wrong)
+    p = np.exp(logp - logp.max(axis=1, keepdims=True))
+    p /= p.sum(axis=1, keepdims=True)
+    out = pd.Series(0.0, index=labels.index, dtype=float)
+    known = labels.index.isin(tasks)
+    pos = np.searchsorted(tasks, labels.index[known].to_numpy())
+    chosen = p[pos, labels[known].to_numpy(dtype=int)]
+    out[known] = np.clip((chosen - 1.0 / C) / (1.0 - 1.0 / C), 0.0, 1.0)
+    return out
+
+
 class TrustWeightedDS:
     """Dawid & Skene (1979) EM where each labeler's likelihood is raised to a weight t_w in [0, 1].
 

@@ -9,7 +9,7 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from robust_al.crowd.aggregate import TrustWeightedDS, certainty, human_answers
+from robust_al.crowd.aggregate import TrustWeightedDS, certainty, human_answers, trusted_certainty
 from robust_al.crowd.network import NetworkTrainer
 
 
@@ -27,8 +27,8 @@ class CrowdClassifier:
     """
 
     def __init__(self, trainer: NetworkTrainer, aggregator: TrustWeightedDS, targets: str = "hard"):
-        if targets not in ("hard", "soft", "weighted"):
-            raise ValueError(f"targets must be 'hard', 'soft' or 'weighted', got {targets!r}")
+        if targets not in ("hard", "soft", "weighted", "trust"):
+            raise ValueError(f"targets must be 'hard', 'soft', 'weighted' or 'trust', got {targets!r}")
         self.trainer, self.aggregator, self.targets = trainer, aggregator, targets
 
     def aggregate(self, annotations: pd.DataFrame,
@@ -46,14 +46,18 @@ class CrowdClassifier:
             posteriors: pd.DataFrame | None = None, seed: int = 0) -> "CrowdClassifier":
         post = self.aggregate(annotations, trust) if posteriors is None else posteriors
         keep = np.isin(item_ids, post.index.to_numpy())
-        X_all, T_all = X[keep], post.loc[item_ids[keep]].to_numpy(dtype=np.float32)
+        X_all, ids = X[keep], item_ids[keep]
         if extra_X is not None and len(extra_X):
             ok = np.isin(extra_items, post.index.to_numpy())
-            X_all = np.concatenate([X_all, extra_X[ok]])
-            T_all = np.concatenate([T_all, post.loc[extra_items[ok]].to_numpy(dtype=np.float32)])
+            X_all, ids = np.concatenate([X_all, extra_X[ok]]), np.concatenate([ids, extra_items[ok]])
+        T_all = post.loc[ids].to_numpy(dtype=np.float32)
         weights = None
         if self.targets == "weighted":
             weights = np.clip(certainty(T_all), 1e-3, 1.0)
+        elif self.targets == "trust":
+            t_of = _trust_function(trust)
+            sure = trusted_certainty(annotations, post.idxmax(axis=1), t_of, T_all.shape[1])
+            weights = np.clip(sure.loc[ids].to_numpy(dtype=np.float32), 1e-3, 1.0)
         if self.targets != "soft":  # the inferred label, not the posterior (see ModelConfig.targets)
             T_all = np.eye(T_all.shape[1], dtype=np.float32)[T_all.argmax(axis=1)]
         self.loss_history_ = self.trainer.fit(X_all, T_all, weights=weights, seed=seed)
@@ -67,6 +71,12 @@ class CrowdClassifier:
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         return self.trainer.embed(X)
+
+
+def _trust_function(trust: Callable[[str], float] | Mapping[str, float] | None) -> Callable[[str], float]:
+    if trust is None:
+        return lambda w: 1.0
+    return trust if callable(trust) else (lambda w: float(trust.get(w, 1.0)))
 
 
 class CampaignLearner(CrowdClassifier):
