@@ -67,7 +67,8 @@ def trusted_certainty(annotations: pd.DataFrame, labels: pd.Series, trust: Calla
     people's answers count (the model's testimony is left out); an item nobody answered has weight 0."""
     C = n_classes
     human = human_answers(annotations)
-    a = np.clip(np.array([float(trust(w)) for w in human["worker"]]), 1.0 / C, 0.999)
+    of = {w: float(trust(w)) for w in human["worker"].unique()}
+    a = np.clip(human["worker"].map(of).to_numpy(dtype=float), 1.0 / C, 0.999)
     tasks, rows = np.unique(human["task"].to_numpy(), return_inverse=True)
     logp = np.zeros((len(tasks), C))
     wrong = np.log((1 - a) / max(C - 1, 1))

@@ -30,6 +30,8 @@ METHODS = {
     "proposed-model-vote": ["aggregation.model_as_worker=true"],  # F_{i-1} votes on labels as one more worker
     # a second labeler on a fifth of each batch, neediest labelers first, and labels weighted by how sure they are
     "proposed-overlap": ["annotators.overlap=0.2", "model.targets=weighted"],
+    # each item trained on with the weight its labelers' trust gives it (one-coin, crowd.aggregate.trusted_certainty)
+    "proposed-trust": ["model.targets=trust"],
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
