@@ -155,16 +155,6 @@ def test_trust_targets_let_a_distrusted_labelers_items_count_for_little():
     assert acc["trust"] > 0.9 > acc["hard"] + 0.1
 
 
-def test_trust_above_the_typical_labelers_buys_no_extra_weight():
-    # only the weights' ratios count, and trust above the crowd's median is mostly estimation noise
-    from robust_al.crowd.aggregate import trusted_certainty
-
-    ann = pd.DataFrame({"task": range(5), "worker": ["a", "b", "c", "d", "e"], "label": [0, 1, 0, 1, 0]})
-    trust = {"a": 0.6, "b": 0.7, "c": 0.8, "d": 0.9, "e": 0.99}
-    w = trusted_certainty(ann, ann.set_index("task")["label"], trust.get, 2)
-    np.testing.assert_allclose(w.to_numpy(), [0.2, 0.4, 0.6, 0.6, 0.6])
-
-
 @settings(max_examples=30, deadline=None)
 @given(st.lists(st.tuples(st.integers(0, 5), st.sampled_from(["a", "b", "c"]), st.integers(0, 2)),
                 min_size=1, max_size=20, unique_by=lambda r: r[:2]),

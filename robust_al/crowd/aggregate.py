@@ -56,25 +56,19 @@ def certainty(posteriors: np.ndarray) -> np.ndarray:
 def trusted_certainty(annotations: pd.DataFrame, labels: pd.Series, trust: Callable[[str], float],
                       n_classes: int) -> pd.Series:
     """How sure the labelers' trust makes each item's inferred label: the certainty (see :func:`certainty`) of
-    ``labels`` under a one-coin model whose labeler w is right with probability a_w (eq. T1):
+    ``labels`` under a one-coin model whose labeler w is right with probability a_w = trust(w) (eq. T1):
 
-        a_w = min(trust(w), m),  m = the median trust of the labelers in ``annotations``,
         log p_i(y) = sum_{w labels i} [l_wi = y] log a_w + [l_wi != y] log((1 - a_w) / (C - 1)) + const,
         weight_i = max(0, (p_i(labels_i) - 1/C) / (1 - 1/C)),
 
-    a_w also clipped to [1/C, 0.999] (a labeler under chance is no evidence, not evidence for the other
-    classes). With one label per item, Dawid-Skene cannot learn a labeler's confusion (its posterior is as sure
-    for a colluder's item as for an honest one's); the trust estimate, measured against other evidence, can.
-    The cap at the crowd's median: the network's loss is normalized by the weights, so only their ratios count,
-    and trust above the typical labeler's is mostly estimation noise (honest 95 %-accurate labelers were
-    estimated at 0.48-0.98 on CIFAR-2 with one label per item); uncapped, that noise cost a clean crowd 192 vs
-    151 labels to the target (13 paired seeds). Only people's answers count (the model's testimony is left
-    out); an item nobody answered has weight 0."""
+    a_w clipped to [1/C, 0.999] (a labeler under chance is no evidence, not evidence for the other classes).
+    With one label per item, Dawid-Skene cannot learn a labeler's confusion (its posterior is as sure for a
+    colluder's item as for an honest one's); the trust estimate, measured against other evidence, can. Only
+    people's answers count (the model's testimony is left out); an item nobody answered has weight 0."""
     C = n_classes
     human = human_answers(annotations)
     of = {w: float(trust(w)) for w in human["worker"].unique()}
-    m = float(np.median(list(of.values()))) if of else 1.0
-    a = np.clip(np.minimum(human["worker"].map(of).to_numpy(dtype=float), m), 1.0 / C, 0.999)
+    a = np.clip(human["worker"].map(of).to_numpy(dtype=float), 1.0 / C, 0.999)
     tasks, rows = np.unique(human["task"].to_numpy(), return_inverse=True)
     logp = np.zeros((len(tasks), C))
     wrong = np.log((1 - a) / max(C - 1, 1))
