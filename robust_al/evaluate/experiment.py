@@ -21,7 +21,7 @@ METHODS = {
     "proposed": [],
     "random": ["query.strategy=random", "aggregation.method=mv", "aggregation.model_as_worker=false",
                "aggregation.untrusted_weight=1.0", "trust.routing=false", "trust.epsilon=1.0",
-               "augment.enabled=false"],
+               "augment.enabled=false", "model.targets=hard"],
     "uncertainty": ["query.strategy=entropy"],
     "coreset": ["query.strategy=coreset"],
     "proposed-norouting": ["trust.routing=false", "aggregation.untrusted_weight=1.0"],
@@ -30,8 +30,8 @@ METHODS = {
     "proposed-model-vote": ["aggregation.model_as_worker=true"],  # F_{i-1} votes on labels as one more worker
     # a second labeler on a fifth of each batch, neediest labelers first, and labels weighted by how sure they are
     "proposed-overlap": ["annotators.overlap=0.2", "model.targets=weighted"],
-    # each item trained on with the weight its labelers' trust gives it (one-coin, crowd.aggregate.trusted_certainty)
-    "proposed-trust": ["model.targets=trust"],
+    # before model.targets: trust became the default (session 12): every inferred label with weight 1
+    "proposed-hard": ["model.targets=hard"],
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
