@@ -23,8 +23,10 @@ from robust_al.campaign import VOLATILE_METRICS
 from robust_al.store import RunStore, progress
 
 # a liar on 90 % of its items and re-examination on any drop of S accuracy (so re-examinations happen), and
-# a budget that cuts the last iteration short
-CONFIG = tiny_config(**{
+# a budget that cuts the last iteration short. Seed 1: since training weighs labels by trust (model.targets
+# trust), seeds 0 and 3 no longer drop S accuracy at all (the liar's items count for little); 1 re-examines at
+# iteration 4
+CONFIG = tiny_config(**{"seed": 1,
     "annotators.k": 1, "annotators.labelers": [{"kind": "benign", "count": 5, "pr": 0.0},
                                                {"kind": "colluding", "count": 1, "rate": 0.9, "pr": 0.0,
                                                 "name": "liar"}],
