@@ -52,11 +52,10 @@ def feature_collision(model: nn.Module, input_shape: tuple[int, ...], n_classes:
     the frozen ResNet18 of configs/eval-cifar2-transfer.yaml took 23.8 s on one core, so one poison set of 50
     was ~4 min and a campaign tries up to 9. Batched, 50 images took 25.8 s, against 37.3 s for 8 with ART in
     the same run (``pipelines/bench_poison.py``: 0.11x the time per image; relative feature distance to the
-    target 0.205 vs ART's 0.197 on those 8, from 1.06 at the base images). One deliberate
-    difference: ART keeps the learning
-    rate it halved on one base image for all later ones (state on the attack object), so late poisons move less
-    than early ones; here each base image has its own, as if ART were run once per image (the reference test
-    compares with exactly that). The model's weights are not changed."""
+    target 0.205 vs ART's 0.197 on those 8, from 1.06 at the base images). One deliberate difference: ART
+    keeps the learning rate it halved on one base image for all later ones (state on the attack object), so
+    late poisons move less than early ones; here each base image has its own, as if ART were run once per image
+    (the reference test compares with exactly that). The model's weights are not changed."""
     import torch
 
     device = next(model.parameters()).device

@@ -9,7 +9,8 @@ from typing import Callable, Mapping
 import numpy as np
 import pandas as pd
 
-from robust_al.crowd.aggregate import TrustWeightedDS, certainty, human_answers, trusted_certainty
+from robust_al.crowd.aggregate import (TrustWeightedDS, certainty, human_answers, trusted_certainty,
+                                      weight_function)
 from robust_al.crowd.network import NetworkTrainer
 
 
@@ -55,8 +56,7 @@ class CrowdClassifier:
         if self.targets == "weighted":
             weights = np.clip(certainty(T_all), 1e-3, 1.0)
         elif self.targets == "trust":
-            t_of = _trust_function(trust)
-            sure = trusted_certainty(annotations, post.idxmax(axis=1), t_of, T_all.shape[1])
+            sure = trusted_certainty(annotations, post.idxmax(axis=1), weight_function(trust), T_all.shape[1])
             weights = np.clip(sure.loc[ids].to_numpy(dtype=np.float32), 1e-3, 1.0)
         if self.targets != "soft":  # the inferred label, not the posterior (see ModelConfig.targets)
             T_all = np.eye(T_all.shape[1], dtype=np.float32)[T_all.argmax(axis=1)]
@@ -71,12 +71,6 @@ class CrowdClassifier:
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         return self.trainer.embed(X)
-
-
-def _trust_function(trust: Callable[[str], float] | Mapping[str, float] | None) -> Callable[[str], float]:
-    if trust is None:
-        return lambda w: 1.0
-    return trust if callable(trust) else (lambda w: float(trust.get(w, 1.0)))
 
 
 class CampaignLearner(CrowdClassifier):
