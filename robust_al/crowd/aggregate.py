@@ -47,10 +47,12 @@ def cross_fit_worker(band: int) -> str:
     return f"{MODEL_WORKER}xfit@{int(band)}"
 
 
-def certainty(posteriors: np.ndarray) -> np.ndarray:
-    """How far each row's top class stands above chance, (max_y q(y) - 1/C) / (1 - 1/C), in [0, 1]."""
+def certainty(posteriors: np.ndarray, labels: np.ndarray | None = None) -> np.ndarray:
+    """How far each row's top class (or its ``labels``) stands above chance, (q(y) - 1/C) / (1 - 1/C), clipped
+    to [0, 1]."""
     C = posteriors.shape[1]
-    return np.clip((posteriors.max(axis=1) - 1.0 / C) / (1.0 - 1.0 / C), 0.0, 1.0)
+    q = posteriors.max(axis=1) if labels is None else posteriors[np.arange(len(posteriors)), labels]
+    return np.clip((q - 1.0 / C) / (1.0 - 1.0 / C), 0.0, 1.0)
 
 
 def weight_function(weights: Callable[[str], float] | Mapping[str, float] | None) -> Callable[[str], float]:
@@ -78,17 +80,15 @@ def trusted_certainty(annotations: pd.DataFrame, labels: pd.Series, trust: Calla
     of = {w: float(trust(w)) for w in human["worker"].unique()}
     a = np.clip(human["worker"].map(of).to_numpy(dtype=float), 1.0 / C, 0.999)
     tasks, rows = np.unique(human["task"].to_numpy(), return_inverse=True)
+    # sum_w log((1 - a_w)/(C - 1)) is the same for every y and cancels: only the answered class gets a term
     logp = np.zeros((len(tasks), C))
-    wrong = np.log((1 - a) / max(C - 1, 1))
-    np.add.at(logp, rows, np.repeat(wrong[:, None], C, axis=1))
-    np.add.at(logp, (rows, human["label"].to_numpy(dtype=int)), np.log(a) - wrong)
+    np.add.at(logp, (rows, human["label"].to_numpy(dtype=int)), np.log(a) - np.log((1 - a) / max(C - 1, 1)))
     p = np.exp(logp - logp.max(axis=1, keepdims=True))
     p /= p.sum(axis=1, keepdims=True)
     out = pd.Series(0.0, index=labels.index, dtype=float)
     known = labels.index.isin(tasks)
     pos = np.searchsorted(tasks, labels.index[known].to_numpy())
-    chosen = p[pos, labels[known].to_numpy(dtype=int)]
-    out[known] = np.clip((chosen - 1.0 / C) / (1.0 - 1.0 / C), 0.0, 1.0)
+    out[known] = certainty(p[pos], labels[known].to_numpy(dtype=int))
     return out
 
 
