@@ -221,3 +221,45 @@ def test_a_frozen_network_trains_only_its_head_and_as_if_end_to_end():
             loss.backward()
             opt.step()
     np.testing.assert_allclose(tr.predict_proba(X), ref.predict_proba(X), atol=1e-5)
+
+
+def test_frozen_features_are_cached_by_content_and_never_served_stale():
+    # a campaign asks for the same pool's frozen features every iteration: the trunk must run once per row,
+    # and a network with other weights or other input statistics must never read those rows
+    import torch
+
+    from robust_al.crowd.network import FEATURE_CACHE
+
+    FEATURE_CACHE.clear()
+    rng = np.random.default_rng(0)
+    X = rng.uniform(size=(50, 3, 16, 16)).astype(np.float32)
+    tr = NetworkTrainer((3, 16, 16), 2, network="frozen", seed=0, device="cpu")
+    tr.set_input_statistics(X)
+    seen = []
+    tr.model.features.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    tr.model.eval()
+    with torch.no_grad():
+        direct = tr.model.features(tr.model.standardize(torch.as_tensor(X))).numpy()
+        proba = torch.softmax(tr.model(torch.as_tensor(X)), 1).numpy()
+    seen.clear()
+    np.testing.assert_allclose(tr.embed(X[:20]), direct[:20], atol=1e-6)
+    np.testing.assert_allclose(tr.predict_proba(X), proba, atol=1e-6)
+    np.testing.assert_allclose(tr.embed(X[::-1]), direct[::-1], atol=1e-6)
+    assert seen == [20, 30]  # each row through the trunk once
+    # a second network with the same weights (the poison check builds its own) reads the cache
+    twin = NetworkTrainer((3, 16, 16), 2, network="frozen", seed=0, device="cpu")
+    twin.set_input_statistics(X)
+    twin.model.features.register_forward_hook(lambda m, i, o: seen.append(len(o)))
+    np.testing.assert_allclose(twin.embed(X), direct, atol=1e-6)
+    assert seen == [20, 30]
+    # other statistics (or weights) are another namespace: computed afresh, and right
+    tr.set_input_statistics(X * 0.5)
+    with torch.no_grad():
+        shifted = tr.model.features(tr.model.standardize(torch.as_tensor(X))).numpy()
+    assert not np.allclose(shifted, direct)
+    np.testing.assert_allclose(tr.embed(X), shifted, atol=1e-6)
+    other = NetworkTrainer((3, 16, 16), 2, network="frozen", seed=1, device="cpu")
+    other.set_input_statistics(X)
+    with torch.no_grad():
+        theirs = other.model.features(other.model.standardize(torch.as_tensor(X))).numpy()
+    np.testing.assert_allclose(other.embed(X), theirs, atol=1e-6)
