@@ -113,11 +113,9 @@ def _art_one_by_one(model, target, base_X, watermark, lr, sim, max_iter):
     return np.concatenate(out)
 
 
-def test_batched_feature_collision_takes_arts_steps():
+def _tiny_net():
     import torch
     from torch import nn
-
-    from robust_al.augment.poison import feature_collision
 
     class Net(nn.Module):  # ART looks the feature layer up among the top-level children
         def __init__(self):
@@ -126,14 +124,21 @@ def test_batched_feature_collision_takes_arts_steps():
             self.features = nn.Sequential(nn.Conv2d(3, 8, 3), nn.ReLU(), nn.Flatten(), nn.Linear(8 * 6 * 6, 16),
                                           nn.ReLU())
             self.head = nn.Linear(16, 2)
+            self.standardize = nn.Identity()  # the layout penultimate() reads
 
         def forward(self, x):
-            return self.head(self.features(x))
+            return self.head(self.features(self.standardize(x)))
+
+    return Net().eval()
+
+
+def test_batched_feature_collision_takes_arts_steps():
+    from robust_al.augment.poison import feature_collision
 
     rng = np.random.default_rng(0)
     base = rng.uniform(size=(6, 3, 8, 8)).astype(np.float32)
     target = rng.uniform(size=(3, 8, 8)).astype(np.float32)
-    model = Net().eval()
+    model = _tiny_net()
     # lr 5 makes some images refuse a step and halve their rate; 0.5 lets them all run the 60 steps
     for lr in (5.0, 0.5):
         ours = feature_collision(model, (3, 8, 8), 2, target, base, 0.1, lr, 0.5, 60, batch_size=4)
@@ -144,3 +149,28 @@ def test_batched_feature_collision_takes_arts_steps():
     # the path chaotic (batched, a forward pass's rounding differs in the last bit, and there that grows)
     one = feature_collision(model, (3, 8, 8), 2, target, base, 0.1, 50.0, 0.5, 60, batch_size=1)
     np.testing.assert_array_equal(one, _art_one_by_one(model, target, base, 0.1, 50.0, 0.5, 60))
+
+
+def test_one_collision_serves_every_watermark_of_a_target(monkeypatch):
+    # the watermark is added after the collision, so trying 0.1, 0.2, 0.3 on one target must craft once and
+    # give exactly what crafting with each watermark gives
+    from robust_al.augment import poison
+
+    rng = np.random.default_rng(1)
+    base = rng.uniform(size=(4, 3, 8, 8)).astype(np.float32)
+    targets = [(rng.uniform(size=(3, 8, 8)).astype(np.float32), 1) for _ in range(2)]
+    model = _tiny_net()
+    calls, given = [], []
+    real = poison.collide
+    monkeypatch.setattr(poison, "collide", lambda *a, **k: calls.append(1) or real(*a, **k))
+
+    def verify(P, y, t):
+        given.append(P)
+        return len(given) == 5  # the second target's second watermark
+
+    ps = poison.craft_verified(model, (3, 8, 8), 2, targets, base, np.arange(4), 0, [0.1, 0.2, 0.3], 5.0, 0.5, 30,
+                               verify)
+    assert len(calls) == 2 and (ps.target_rank, ps.watermark) == (1, 0.2)
+    for k, (t, wm) in enumerate([(0, 0.1), (0, 0.2), (0, 0.3), (1, 0.1), (1, 0.2)]):
+        np.testing.assert_array_equal(given[k], poison.feature_collision(model, (3, 8, 8), 2, targets[t][0], base,
+                                                                         wm, 5.0, 0.5, 30))

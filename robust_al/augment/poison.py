@@ -36,8 +36,16 @@ class PoisonSet:
 
 def feature_collision(model: nn.Module, input_shape: tuple[int, ...], n_classes: int, target_x: np.ndarray,
                       base_X: np.ndarray, watermark: float, learning_rate: float, similarity_coeff: float,
-                      max_iter: int, feature_layer: str = "features", decay_coeff: float = 0.5,
-                      num_old_obj: int = 40, stopping_tol: float = 1e-10, batch_size: int = 64) -> np.ndarray:
+                      max_iter: int, **kw) -> np.ndarray:
+    """Poisons: :func:`collide`, then the watermark (:func:`watermarked`)."""
+    return watermarked(collide(model, input_shape, target_x, base_X, learning_rate, similarity_coeff, max_iter,
+                               **kw), target_x, watermark)
+
+
+def collide(model: nn.Module, input_shape: tuple[int, ...], target_x: np.ndarray, base_X: np.ndarray,
+            learning_rate: float, similarity_coeff: float, max_iter: int, feature_layer: str = "features",
+            decay_coeff: float = 0.5, num_old_obj: int = 40, stopping_tol: float = 1e-10, batch_size: int = 64
+            ) -> np.ndarray:
     """Poisons from ``base_X`` whose penultimate features (``feature_layer``, a top-level child of ``model``)
     collide with ``target_x``'s: Shafahi et al. 2018, Algorithm 1 (forward-backward splitting), step for step
     as ART's ``FeatureCollisionAttack`` takes it, for all base images at once.
@@ -45,7 +53,8 @@ def feature_collision(model: nn.Module, input_shape: tuple[int, ...], n_classes:
     Forward step: x <- x - lr * grad_x ||f(x) - f(t)||_2. Backward (proximal) step:
     x <- clip((x + lr * beta * b) / (1 + beta * lr)), beta = similarity_coeff * (dim f / dim x)^2.
     Objective ||f(x) - f(t)|| + beta ||x - b||; every ``num_old_obj`` steps a step that does not lower it under
-    the mean of the last ``num_old_obj`` objectives is refused and lr halves. Then the watermark: x + w * t.
+    the mean of the last ``num_old_obj`` objectives is refused and lr halves. Returned before the watermark
+    (and so not yet clipped: a refused step keeps its forward step, as ART's does).
 
     Why not ART's class (kept as the reference in ``tests/test_poisoning.py``): it runs the base images one
     after another, each step three single-image forward passes and one backward; 5 bases x 120 steps through
@@ -80,7 +89,12 @@ def feature_collision(model: nn.Module, input_shape: tuple[int, ...], n_classes:
     finally:
         hook.remove()
         model.train(was_training)
-    P = np.concatenate(out) if out else np.zeros((0, *input_shape), np.float32)
+    return np.concatenate(out) if out else np.zeros((0, *input_shape), np.float32)
+
+
+def watermarked(P: np.ndarray, target_x: np.ndarray, watermark: float) -> np.ndarray:
+    """The last step of :func:`feature_collision` (ART's too): x + watermark * t, clipped to [0, 1]. The collision
+    before it does not depend on the watermark, so one collision serves every watermark tried."""
     return np.clip(P + (watermark * target_x[None] if watermark else 0.0), 0.0, 1.0).astype(np.float32)
 
 
@@ -153,9 +167,11 @@ def craft_verified(model: nn.Module, input_shape: tuple[int, ...], n_classes: in
     all training items plus the poisons), or None. Without ``verify`` the first crafted set is returned."""
     tried = []
     for rank, (target_x, target_class) in enumerate(targets):
+        collided = None
         for wm in watermarks:
-            P = feature_collision(model, input_shape, n_classes, target_x, base_X, wm, learning_rate,
-                                  similarity_coeff, max_iter)
+            if collided is None:  # once per target: the watermark is added after the collision
+                collided = collide(model, input_shape, target_x, base_X, learning_rate, similarity_coeff, max_iter)
+            P = watermarked(collided, target_x, wm)
             y = np.full(len(P), base_class, dtype=np.int64)
             d = feature_distance(model, target_x, P)
             ok = verify is None or verify(P, y, target_x)
