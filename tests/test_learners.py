@@ -187,3 +187,98 @@ def test_our_crowd_layer_computes_what_crowd_kits_does(ours, theirs):
         mine = a(sigma, workers)
         kit = b(sigma.repeat_interleave(K, 0), workers.reshape(-1)).reshape(B, K, C)
     assert torch.equal(mine, kit)
+
+
+# --- the Learner contract (tests/template_learner.py) for every kind of learner the campaign can train ---
+
+from template_learner import LearnerContract  # noqa: E402
+
+
+class _CrowdLearnerContract(LearnerContract):
+    name = "mv"
+    X = synthetic(n=90, seed=1)[0]
+
+    def make(self):
+        opts = {"pgd_steps": 2} if "alfc" in self.name or "malc" in self.name else {}
+        return make_learner(self.name, C, (D,), epochs=3, seed=0, **opts)
+
+    def train(self, learner, seed):
+        X, _, ann, _ = synthetic(n=90, seed=1)
+        learner.seed = seed
+        learner.fit(X, ann)
+
+
+class TestTwoStageContract(_CrowdLearnerContract):
+    name = "ds"
+
+
+class TestCrowdLayerContract(_CrowdLearnerContract):
+    name = "crowdlayer-mw"
+
+
+class TestALFCContract(_CrowdLearnerContract):
+    name = "alfc"
+
+
+class TestMALCContract(_CrowdLearnerContract):
+    name = "malc"
+
+
+class TestNetworkTrainerContract(LearnerContract):
+    X = synthetic(n=90, seed=1)[0]
+
+    def make(self):
+        from robust_al.crowd.network import NetworkTrainer
+
+        return NetworkTrainer((D,), C, "mlp", epochs=3, seed=0, device="cpu")
+
+    def train(self, learner, seed):
+        X, y, _, _ = synthetic(n=90, seed=1)
+        learner.fit(X, y, seed=seed)
+
+
+class TestCampaignClassifierContract(LearnerContract):
+    X = synthetic(n=90, seed=1)[0]
+
+    def make(self):
+        from robust_al.crowd import CrowdClassifier, NetworkTrainer, TrustWeightedDS
+
+        return CrowdClassifier(NetworkTrainer((D,), C, "mlp", epochs=3, seed=0, device="cpu"),
+                               TrustWeightedDS(C), targets="trust")
+
+    def train(self, learner, seed):
+        X, _, ann, _ = synthetic(n=90, seed=1)
+        learner.fit(X, np.arange(len(X)), ann, seed=seed)
+
+
+# --- learners are scikit-learn estimators ---
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_every_learner_is_a_scikit_learn_estimator(name):
+    from sklearn.base import clone
+
+    learner = make_learner(name, C, (D,), epochs=7, lr=0.01, seed=5)
+    params = learner.get_params()
+    assert {"n_classes", "input_shape", "epochs", "lr", "seed", "classes"} <= set(params)
+    twin = clone(learner)  # scikit-learn checks that the constructor stores every parameter as given
+    assert type(twin) is type(learner) and twin.get_params() == params
+    assert clone(learner.set_params(epochs=2)).epochs == 2
+
+
+def test_string_labels_are_encoded_and_predicted_as_names(crowd):
+    X, y, ann, _ = crowd
+    names = np.array(["cat", "dog", "emu"])
+    by_name = ann.assign(label=names[ann["label"]])
+    a = make_learner("ds", C, (D,), epochs=5, seed=2).fit(X, by_name)
+    b = make_learner("ds", C, (D,), epochs=5, seed=2).fit(X, ann)
+    assert list(a.classes_) == ["cat", "dog", "emu"] and list(b.classes_) == [0, 1, 2]
+    np.testing.assert_array_equal(a.predict_proba(X), b.predict_proba(X))  # the same model
+    np.testing.assert_array_equal(a.predict(X), names[b.predict(X)])
+    # an explicit order is kept, and a label outside it is refused before any training
+    c = make_learner("ds", C, (D,), epochs=5, seed=2, classes=["emu", "dog", "cat"]).fit(X, by_name)
+    assert list(c.classes_) == ["emu", "dog", "cat"]
+    with pytest.raises(ValueError, match="'gnu' is not one of classes"):
+        make_learner("ds", C, (D,), epochs=5, classes=["cat", "dog", "emu"]).fit(
+            X, by_name.assign(label=by_name["label"].replace({"emu": "gnu"})))
+    with pytest.raises(ValueError, match="2 classes .* for n_classes=3"):
+        make_learner("ds", C, (D,), epochs=5).fit(X, by_name[by_name["label"] != "emu"])

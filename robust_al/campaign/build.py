@@ -70,7 +70,7 @@ class CampaignBuild:
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k)
         self.learner = campaign_learner(cfg, pool.input_shape, pool.n_classes, pool.X)
         self.net = self.learner.trainer
-        self.initial_state = self.net.state_dict()
+        self.initial_model = self.learner.snapshot("F_init")  # what every fit without warm start starts from
         a = cfg.augment
         self.augmenter = (Augmenter(self.net.model, pool.input_shape, pool.n_classes, list(a.attacks), a.eps,
                                     a.noise_scale, a.noise_copies) if a.enabled else None)

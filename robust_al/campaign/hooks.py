@@ -17,7 +17,7 @@ class PoisonHook:
         """Ids of items an experiment injected into the pool (poisons)."""
         return self.store.injected_ids()
 
-    def _inject_poisons(self, iteration: int) -> None:
+    def inject_poisons(self, iteration: int) -> None:
         """Q3: craft feature-collision poisons against the current model F_{i-1} and put them into the
         unlabeled pool, labeled honestly (as their base class) by whoever is asked. Done once per campaign."""
         p = self.cfg.poison
@@ -32,7 +32,7 @@ class PoisonHook:
         p = self.cfg.poison
         T = self.dataset.test
         ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
-        order = ok[self._rng("poison", "targets").permutation(len(ok))][:p.max_targets]
+        order = ok[self.rng_for("poison", "targets").permutation(len(ok))][:p.max_targets]
         free = self.pool.ids[(~self.taken) & (self.pool.y == p.base_class)][:p.n_base]
         base_X = self.pool.X[self.pool.positions(free)]
 
@@ -42,7 +42,7 @@ class PoisonHook:
                                               self.seed)
             base.set_input_statistics(self.pool.X)
             base.fit(np.concatenate([self.pool.X[clean], PX]), np.concatenate([self.pool.y[clean], Py]),
-                     seed=self._train_seed(iteration, "poison-baseline"))
+                     seed=self.train_seed(iteration, "poison-baseline"))
             return bool(base.predict_proba(target_x[None]).argmax(1)[0] == p.base_class)
 
         ps = craft_verified(self.net.model, self.pool.input_shape, self.pool.n_classes,
@@ -65,7 +65,7 @@ class PoisonHook:
             self.crowd.annotators = {a.worker_id: a for a in self.annotators}
         self.mind = None  # the pool changed: distances are rebuilt at the next query
 
-    def _poison_metrics(self) -> dict:
+    def poison_metrics(self) -> dict:
         """Q3: is the target misclassified as the base class now; where did the poisons go."""
         meta = self.store.get_meta("poison")
         if not meta or not meta.get("crafted"):

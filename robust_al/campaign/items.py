@@ -25,7 +25,7 @@ class ItemsMixin:
     def ids_with(self, status: str) -> np.ndarray:
         return np.array(sorted(i for i, s in self.status.items() if s == status), dtype=np.int64)
 
-    def _set_status(self, ids, status: str, iteration: int) -> None:
+    def set_status(self, ids, status: str, iteration: int) -> None:
         ids = [int(i) for i in ids]
         self.store.set_status(ids, status, iteration)
         for i in ids:
@@ -37,7 +37,7 @@ class ItemsMixin:
 
     def labels_used(self) -> int:
         """Labels bought by this campaign (an attached project's earlier annotations were not; a budget per
-        stage: :meth:`_spent_before`)."""
+        stage: :meth:`spent_before`)."""
         return self.store.count_annotations(exclude_purpose=EXISTING)
 
     def candidates(self) -> np.ndarray:
@@ -45,7 +45,7 @@ class ItemsMixin:
         cand = self.pool.ids[~self.taken]
         return cand[self.crowd.answerable(cand, self.ledger.allowed)]
 
-    def _spent_before(self, iteration: int, purpose: str) -> int:
+    def spent_before(self, iteration: int, purpose: str) -> int:
         """Labels bought before stage ``purpose`` of ``iteration``: every earlier iteration's and this one's
         earlier stages' (query, then reexam, then the audits in name order). An unfinished iteration's stored
         answers count as bought for the stage that asked them, so a resumed iteration derives the same batch
@@ -55,7 +55,7 @@ class ItemsMixin:
             n for p, n in self.store.labels_of_iteration(iteration).items()
             if p != EXISTING and stage_key(p) < stage_key(purpose))
 
-    def _visible(self, ann: pd.DataFrame) -> pd.DataFrame:
+    def visible_answers(self, ann: pd.DataFrame) -> pd.DataFrame:
         """The answers that existed at this point of the uninterrupted run: none of a later iteration or of a
         later stage of this one. A resumed iteration finds its later stages' answers already stored; used
         early (training before the re-examination, an audit choosing its labelers) they changed the model
@@ -68,11 +68,11 @@ class ItemsMixin:
     def affordable(self, n_items: int, iteration: int | None = None) -> int:
         """Items of k labels the budget still buys: for the query batch of ``iteration`` when given, else after
         everything stored."""
-        spent = self.labels_used() if iteration is None else self._spent_before(iteration, "query")
+        spent = self.labels_used() if iteration is None else self.spent_before(iteration, "query")
         per_item = self.cfg.annotators.k + self.cfg.annotators.overlap  # the overlap's labels, on average
         return max(0, min(n_items, int((self.cfg.stop.budget - spent) / per_item)))
 
-    def _store_inferred(self, iteration: int, post: pd.DataFrame) -> None:
+    def store_inferred(self, iteration: int, post: pd.DataFrame) -> None:
         """The accepted labels of this iteration, as exports read them. Labeled items carry their posterior;
         discarded and quarantined items (out of the aggregation) the majority of their answers and its share;
         S items their trusted label."""

@@ -11,6 +11,7 @@ from robust_al.crowd import TrustWeightedDS, confidence_band, model_worker
 from robust_al.crowd.aggregate import (N_CONFIDENCE_BANDS, band_confusion, certainty, cross_fit_worker,
                                       human_answers)
 from robust_al.crowd.classifier import CampaignLearner
+from robust_al.crowd.learner import Snapshot
 from robust_al.faults import kill_point
 from robust_al.reproducible import seeded
 from robust_al.trust.witness import cross_fitted_testimony, witness_outliers
@@ -24,16 +25,16 @@ class LabelsMixin:
         random starts (PGD, BIM) from them, so they are seeded from the campaign seed so that a run does not
         depend on what its process did before (measured: the same campaign gave different learning curves in a
         fresh process and in a reused worker)."""
-        return int(self._rng("globals", *keys).integers(2**31))
+        return int(self.rng_for("globals", *keys).integers(2**31))
 
-    def _train_seed(self, iteration: int, attempt: int = 0) -> int:
-        return int(self._rng("train", iteration, attempt).integers(2**31))
+    def train_seed(self, iteration: int, attempt: int = 0) -> int:
+        return int(self.rng_for("train", iteration, attempt).integers(2**31))
 
     def _annotations(self, with_model: bool | None = None) -> pd.DataFrame:
         """Annotations of the labeled items, plus the model's out-of-sample predictions as one more worker
         (``with_model``, default ``aggregation.model_as_worker``)."""
         labeled = self.ids_with(LABELED)
-        ann = self._visible(self.store.annotations(labeled))[["task", "worker", "label"]]
+        ann = self.visible_answers(self.store.annotations(labeled))[["task", "worker", "label"]]
         if self.cfg.aggregation.model_as_worker if with_model is None else with_model:
             pred = self.store.predictions()
             pred = pred[pred["item_id"].isin(labeled)]
@@ -43,7 +44,7 @@ class LabelsMixin:
                                                 "label": pred["label"]})], ignore_index=True)
         return ann
 
-    def _trust_evidence(self, iteration: int) -> tuple[pd.DataFrame, dict[str, str]]:
+    def trust_evidence(self, iteration: int) -> tuple[pd.DataFrame, dict[str, str]]:
         """Each label against the other evidence on its item (leave-one-out posteriors), and the labelers who
         contradict the cross-fitted witness more than the crowd does (flags for the ledger). When the model does
         not vote on labels (``aggregation.model_as_worker`` off) it still testifies here
@@ -81,7 +82,7 @@ class LabelsMixin:
         else:
             Z, Z_S = self.learner.embed(X), self.learner.embed(S.X)
         out = cross_fitted_testimony(Z, q.argmax(axis=1), certainty(q), Z_S, S.y, self.pool.n_classes,
-                                     self._rng("cross-fit", iteration), K)
+                                     self.rng_for("cross-fit", iteration), K)
         if out is None:
             return None, {}
         P, counts = out
@@ -109,14 +110,12 @@ class LabelsMixin:
         ann = self._annotations() if annotations is None else annotations
         return self.learner.aggregate(ann, self._label_weight, self.model_counts())
 
-    def _fit(self, iteration: int, attempt: int, prev_state: dict | None) -> pd.DataFrame:
+    def train_model(self, iteration: int, attempt: int, prev_model: Snapshot | None) -> pd.DataFrame:
         """Infer labels and train F_i on the labeled items and every stored augmentation of them."""
         ann = self._annotations()
         post = self.inferred_labels(ann)
-        if self.cfg.model.warm_start and prev_state is not None:
-            self.net.load_state_dict(prev_state)
-        else:
-            self.net.load_state_dict(self.initial_state)
+        self.learner.restore(prev_model if self.cfg.model.warm_start and prev_model is not None
+                             else self.initial_model)
         labeled = self.ids_with(LABELED)
         labeled = labeled[np.isin(labeled, self._vouched(ann))]
         if isinstance(self.learner, CampaignLearner):  # crowd learners make their own adversarial examples
@@ -127,7 +126,7 @@ class LabelsMixin:
         kill_point("training", iteration)
         self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, ann, self.ledger,
                          extra_X=aug_X[keep], extra_items=aug_ids[keep], posteriors=post,
-                         seed=self._train_seed(iteration, attempt))
+                         seed=self.train_seed(iteration, attempt))
         return post
 
     def _vouched(self, ann: pd.DataFrame) -> np.ndarray:
@@ -139,7 +138,7 @@ class LabelsMixin:
         weight = human["worker"].map(self._label_weight).to_numpy(dtype=float)
         return np.unique(human.loc[weight > 0, "task"].to_numpy())
 
-    def _record_predictions(self, iteration: int, batch: np.ndarray) -> None:
+    def record_predictions(self, iteration: int, batch: np.ndarray) -> None:
         """F_{i-1}'s out-of-sample opinion on the queried items, kept as evidence (and as pre-annotations)."""
         proba = self.learner.predict_proba(self.pool.X[self.pool.positions(batch)])
         for item, p in zip(batch, proba):
@@ -149,12 +148,12 @@ class LabelsMixin:
             p_s = self.learner.predict_proba(S.X)
             self.store.set_model_confusion(iteration, band_confusion(p_s, S.y, self.pool.n_classes))
 
-    def _test_accuracy(self) -> float:
+    def test_accuracy(self) -> float:
         T = self.dataset.test
         known = T.y >= 0
         return float((self.learner.predict(T.X[known]) == T.y[known]).mean()) if known.any() else float("nan")
 
-    def _augment(self, iteration: int, new_items: np.ndarray, post: pd.DataFrame) -> np.ndarray:
+    def augment_new(self, iteration: int, new_items: np.ndarray, post: pd.DataFrame) -> np.ndarray:
         """Adversarial examples (and noisy copies) of the newly labeled items on the accepted model F_i."""
         if self.augmenter is None or len(new_items) == 0:
             return np.zeros(0)
@@ -167,7 +166,7 @@ class LabelsMixin:
                 self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
                 kill_point("augmentation-written", iteration)
                 norms.append(aug.norms)
-        for aug in self.augmenter.noise(new_items, X, self._rng("noise", iteration)):
+        for aug in self.augmenter.noise(new_items, X, self.rng_for("noise", iteration)):
             self.store.add_augmentations(iteration, aug.item_ids, aug.method, aug.X, aug.norms)
         # an item's vulnerability: its smallest perturbation over the attacks
         return np.min(np.stack(norms), axis=0) if norms else np.zeros(0)

@@ -17,6 +17,7 @@ from robust_al.campaign.labels import LabelsMixin
 from robust_al.campaign.secured import SecuredMixin
 from robust_al.campaign.selection import SelectionMixin
 from robust_al.campaign.stopping import stop_reason
+from robust_al.crowd.learner import Snapshot
 from robust_al.faults import kill_point
 from robust_al.reproducible import cpu_threads
 from robust_al.trust import TrustLedger
@@ -48,11 +49,11 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         self.prev_state: dict = {}
         if start > 0:
             self.prev_metrics, self.prev_state, ckpt = self.store.iteration_state(start - 1)
-            self.net.load_state_dict(ckpt)
+            self.learner.restore(Snapshot.of(ckpt, f"F_{start - 1}"))
         return start
 
     @contextmanager
-    def _stage(self, name: str):
+    def timed_stage(self, name: str):
         t = time.perf_counter()
         try:
             yield
@@ -64,27 +65,27 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         info, self.timings = {}, {}
         t0 = time.perf_counter()
         self._now = (iteration, "query")
-        self._secure_holdout(iteration)
-        prev_state = None if iteration == 0 else self.net.state_dict()
-        prev = None if iteration == 0 else self._secured_accuracy()
+        self.secure_holdout(iteration)
+        prev_model = None if iteration == 0 else self.learner.snapshot(f"F_{iteration - 1}")
+        prev = None if iteration == 0 else self.secured_accuracy()
         if iteration > 0:
-            with self._stage("poison"):
-                self._inject_poisons(iteration)
-        with self._stage("query"):
-            batch = self._choose_batch(iteration, info)
-        with self._stage("annotate"):
-            answered = self._label(iteration, batch)
-        with self._stage("train"):
-            post = self._fit(iteration, 0, prev_state)
-        with self._stage("secured_check"):
-            post, acc_s = self._secured_check(iteration, answered, prev_state, prev, post, info)
-        with self._stage("trust"):  # every label against the other evidence on its item
-            loo, flags = self._trust_evidence(iteration)
+            with self.timed_stage("poison"):
+                self.inject_poisons(iteration)
+        with self.timed_stage("query"):
+            batch = self.choose_batch(iteration, info)
+        with self.timed_stage("annotate"):
+            answered = self.label_batch(iteration, batch)
+        with self.timed_stage("train"):
+            post = self.train_model(iteration, 0, prev_model)
+        with self.timed_stage("secured_check"):
+            post, acc_s = self.secured_check(iteration, answered, prev_model, prev, post, info)
+        with self.timed_stage("trust"):  # every label against the other evidence on its item
+            loo, flags = self.trust_evidence(iteration)
             self.ledger.agreement_update(iteration, loo, self.pool.n_classes, flags)
-        with self._stage("augment"):
+        with self.timed_stage("augment"):
             still = answered[np.isin(answered, self.ids_with(LABELED))]
-            vuln = self._augment(iteration, still, post)
-        with self._stage("evaluate"):
+            vuln = self.augment_new(iteration, still, post)
+        with self.timed_stage("evaluate"):
             metrics = self._metrics(answered, post, acc_s, vuln, info)
             metrics["stop"] = stop_reason(self, iteration, metrics, vuln)
         return self._complete(iteration, metrics, post, still, vuln, t0)
@@ -96,9 +97,9 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         metrics["seconds"] = time.perf_counter() - t0
         metrics["peak_rss_mib"] = peak_rss_mib()
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
-        self._store_inferred(iteration, post)
+        self.store_inferred(iteration, post)
         kill_point("before-checkpoint", iteration)
-        self.store.complete_iteration(iteration, metrics, state, self.net.state_dict())
+        self.store.complete_iteration(iteration, metrics, state, self.learner.snapshot(f"F_{iteration}").state_dict())
         kill_point("after-checkpoint", iteration)
         self.prev_metrics, self.prev_state = metrics, state
         return IterationResult(iteration, metrics, metrics["stop"])
@@ -112,14 +113,14 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         finite = vuln[np.isfinite(vuln)]
         return {
             "labels_used": self.labels_used(), "labeled_items": int(len(labeled)),
-            "new_items": int(len(answered)), "secured_acc": acc_s, "test_acc": self._test_accuracy(),
+            "new_items": int(len(answered)), "secured_acc": acc_s, "test_acc": self.test_accuracy(),
             "label_acc": float(np.mean(est[known] == y_true[known])) if known.any() else None,
             "mean_min_perturbation": float(finite.mean()) if len(finite) else None,
             "min_perturbation": float(vuln.min()) if len(vuln) else None,
             "attack_failures": int((~np.isfinite(vuln)).sum()),
             "late_answers": self.store.late_answers(),
             "trust": self.ledger.table(), "routed_out": sorted(self.ledger.routed),
-            "trust_threshold": self.ledger.tau, **self._poison_metrics(), **info,
+            "trust_threshold": self.ledger.tau, **self.poison_metrics(), **info,
         }
 
     def run(self, progress: bool = True) -> IterationResult | None:
@@ -146,7 +147,7 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         start = self.load_state()
         if existing:
             had = [i for i in existing if i not in self.status]
-            self._set_status(had, LABELED, start)
+            self.set_status(had, LABELED, start)
             if had:
                 self.echo(f"{len(had)} item(s) already labeled in Label Studio project "
                           f"{self.cfg.annotators.labelstudio.project_id}: stored, not asked again")

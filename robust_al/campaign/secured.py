@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 
 from robust_al.campaign.items import DISCARDED, HOLDOUT, LABELED, QUARANTINED, RETIRED
+from robust_al.crowd.learner import Snapshot
 from robust_al.data.holdout import draw_holdout
 from robust_al.trust import independent_labelers
 
@@ -14,7 +15,7 @@ from robust_al.trust import independent_labelers
 class SecuredMixin:
     """The secured check of a :class:`~robust_al.campaign.Campaign`."""
 
-    def _secure_holdout(self, iteration: int) -> None:
+    def secure_holdout(self, iteration: int) -> None:
         """Set S aside at the start and refresh it every q iterations; old S items are retired for good."""
         q = self.cfg.holdout.refresh_every
         current = self.ids_with(HOLDOUT)
@@ -23,11 +24,11 @@ class SecuredMixin:
         free = self.pool.ids[~self.taken]
         free = free[~np.isin(free, self.injected_ids())]  # S is trusted data: nothing injected ever enters it
         if len(current):
-            self._set_status(current, RETIRED, iteration)
-        new = draw_holdout(self.pool, free, self.cfg.holdout.size, self._rng("holdout", iteration))
-        self._set_status(new, HOLDOUT, iteration)
+            self.set_status(current, RETIRED, iteration)
+        new = draw_holdout(self.pool, free, self.cfg.holdout.size, self.rng_for("holdout", iteration))
+        self.set_status(new, HOLDOUT, iteration)
 
-    def _secured_accuracy(self) -> tuple[float, np.ndarray]:
+    def secured_accuracy(self) -> tuple[float, np.ndarray]:
         S = self.pool.subset(self.ids_with(HOLDOUT))
         correct = self.learner.predict(S.X) == S.y
         return float(correct.mean()), correct
@@ -41,13 +42,13 @@ class SecuredMixin:
         info["secured_drop_p"] = p = drop_p_value(before, after)
         return p < alpha
 
-    def _secured_check(self, iteration: int, answered: np.ndarray, prev_state: dict | None,
+    def secured_check(self, iteration: int, answered: np.ndarray, prev_model: Snapshot | None,
                        prev: tuple[float, np.ndarray] | None, post: pd.DataFrame, info: dict
                        ) -> tuple[pd.DataFrame, float]:
         """Accept F_i, or (S accuracy down more than epsilon, significantly) roll back to F_{i-1}, re-examine
         D', retrain, and quarantine suspects if it still fails. Returns the posteriors and S accuracy kept."""
         eps = self.cfg.trust.epsilon
-        acc_s, correct = self._secured_accuracy()
+        acc_s, correct = self.secured_accuracy()
         info["secured_check"] = "accepted"
         if prev is None or not (prev[0] - acc_s > eps and len(answered)
                                 and self._significant_drop(prev[1], correct, info)):
@@ -55,12 +56,12 @@ class SecuredMixin:
         # F_i lost more than epsilon on S: roll back to F_{i-1} and re-examine D'
         rejected = self.learner.predict_proba(self.pool.X[self.pool.positions(answered)])
         info.update(secured_check="re-examined", rejected_secured_acc=acc_s)
-        self.net.load_state_dict(prev_state)
+        self.learner.restore(prev_model)
         self._reexamine(iteration, answered, rejected, info)
-        post = self._fit(iteration, 1, prev_state)
-        acc_s, _ = self._secured_accuracy()
+        post = self.train_model(iteration, 1, prev_model)
+        acc_s, _ = self.secured_accuracy()
         if prev[0] - acc_s > eps:
-            post, acc_s = self._quarantine(iteration, answered, prev_state, acc_s, post, info)
+            post, acc_s = self._quarantine(iteration, answered, prev_model, acc_s, post, info)
         return post, acc_s
 
     def _reexamine(self, iteration: int, answered: np.ndarray, rejected_proba: np.ndarray, info: dict) -> None:
@@ -81,10 +82,10 @@ class SecuredMixin:
         order = sorted(map(int, batch), key=lambda i: (not suspicious[i], i))
         if cfg.reexamine == "suspicious":
             order = [i for i in order if suspicious[i]]
-        n_afford = max(0, (self.cfg.stop.budget - self._spent_before(iteration, "reexam")) // h)
+        n_afford = max(0, (self.cfg.stop.budget - self.spent_before(iteration, "reexam")) // h)
         batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
         dropped = [i for i in skipped if suspicious[i]]
-        answers = self._ask(batch, iteration, "reexam", n_per_item=h,
+        answers = self.ask_crowd(batch, iteration, "reexam", n_per_item=h,
                             exclude={i: set(w) for i, w in original.items()})
         relabels: dict[int, list[int]] = {}
         for a in answers:
@@ -110,7 +111,7 @@ class SecuredMixin:
                         flagged.add(worker)
         discarded += dropped
         if discarded:
-            self._set_status(discarded, DISCARDED, iteration)
+            self.set_status(discarded, DISCARDED, iteration)
         for worker in sorted(flagged):
             self.store.add_flag(iteration, worker, "F_i misclassified with high confidence after its label")
             self._audit(iteration, worker, h)
@@ -122,15 +123,15 @@ class SecuredMixin:
         """Immediate check of a flagged labeler: h others relabel some of its past items; trust is capped at
         the share of those it got right."""
         n = min(self.cfg.trust.audit_size,
-                max(0, (self.cfg.stop.budget - self._spent_before(iteration, f"audit:{worker}")) // h))
-        ann = self._visible(self.store.annotations())
+                max(0, (self.cfg.stop.budget - self.spent_before(iteration, f"audit:{worker}")) // h))
+        ann = self.visible_answers(self.store.annotations())
         mine = ann[(ann["worker"] == worker) & ann["task"].isin(self.ids_with(LABELED))]
         if n == 0 or mine.empty:
             return
-        rng = self._rng("audit", iteration, worker)
+        rng = self.rng_for("audit", iteration, worker)
         pick = mine.iloc[np.sort(rng.choice(len(mine), size=min(n, len(mine)), replace=False))]
         others = {int(t): set(ann.loc[ann["task"] == t, "worker"]) for t in pick["task"]}
-        answers = self._ask(pick["task"].to_numpy(), iteration, f"audit:{worker}", n_per_item=h, exclude=others)
+        answers = self.ask_crowd(pick["task"].to_numpy(), iteration, f"audit:{worker}", n_per_item=h, exclude=others)
         by_item: dict[int, list[int]] = {}
         for a in answers:
             by_item.setdefault(a.item_id, []).append(a.label)
@@ -141,7 +142,7 @@ class SecuredMixin:
             if right < self.ledger(worker):
                 self.ledger.set(iteration, worker, float(right), f"audit: {right:.2f} of {len(checked)} right")
 
-    def _quarantine(self, iteration: int, answered: np.ndarray, prev_state: dict, acc_s: float,
+    def _quarantine(self, iteration: int, answered: np.ndarray, prev_model: Snapshot, acc_s: float,
                     post: pd.DataFrame, info: dict) -> tuple[pd.DataFrame, float]:
         """The re-examined batch still fails the secured check, so its labels are not the cause: suspect the
         inputs. Items whose confirmed label contradicts F_{i-1}'s out-of-sample prediction (what clean-label
@@ -154,16 +155,16 @@ class SecuredMixin:
         info["quarantined"] = 0
         if not suspects:
             return post, acc_s
-        state1 = self.net.state_dict()
-        self.net.load_state_dict(prev_state)
-        self._set_status(suspects, QUARANTINED, iteration)
-        post2 = self._fit(iteration, 2, prev_state)
-        acc2, _ = self._secured_accuracy()
+        retrained = self.learner.snapshot(f"F_{iteration} re-examined")
+        self.learner.restore(prev_model)
+        self.set_status(suspects, QUARANTINED, iteration)
+        post2 = self.train_model(iteration, 2, prev_model)
+        acc2, _ = self.secured_accuracy()
         if acc2 > acc_s:
             info.update(quarantined=len(suspects), quarantined_secured_acc=acc2)
             return post2, acc2
-        self._set_status(suspects, LABELED, iteration)  # no better without them: not the cause
-        self.net.load_state_dict(state1)
+        self.set_status(suspects, LABELED, iteration)  # no better without them: not the cause
+        self.learner.restore(retrained)
         return self.inferred_labels(), acc_s
 
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from robust_al.annotators.base import Answer, item_rng
 from robust_al.campaign.items import HOLDOUT, LABELED
+from robust_al.crowd.learner import Snapshot, restored
 from robust_al.faults import kill_point
 from robust_al.query import MinDistance, QueryContext
 
@@ -19,20 +20,21 @@ log = logging.getLogger("robust_al.campaign")
 class SelectionMixin:
     """Query selection and asking for a :class:`~robust_al.campaign.Campaign`."""
 
-    def _rng(self, *keys) -> np.random.Generator:
+    def rng_for(self, *keys) -> np.random.Generator:
+        """A generator of its own for ``keys`` (stage, iteration...), derived from the campaign's seed."""
         return item_rng(self.seed, *keys)
 
-    def _ask(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
+    def ask_crowd(self, item_ids, iteration: int, purpose: str, **kw) -> list[Answer]:
         self._now = (iteration, purpose)
         return self.crowd.ask(item_ids, iteration, purpose, self.ledger.allowed, **kw)
 
-    def _choose_batch(self, iteration: int, info: dict) -> np.ndarray:
+    def choose_batch(self, iteration: int, info: dict) -> np.ndarray:
         """This iteration's query batch: m random items before there is a model, then the strategy's picks;
         a resumed iteration keeps the batch it stored (people were asked about those)."""
         if iteration == 0:  # m items at random before there is any model
             cand = self.candidates()
             n = self.affordable(min(self.cfg.query.initial, len(cand)), iteration)
-            batch = np.sort(self._rng("initial").choice(cand, size=n, replace=False))
+            batch = np.sort(self.rng_for("initial").choice(cand, size=n, replace=False))
         else:
             batch = self._query(iteration, self.affordable(self.cfg.query.batch, iteration), info)
         stored = self.store.batch(iteration, "query")
@@ -43,15 +45,15 @@ class SelectionMixin:
         self.store.set_batch(iteration, "query", batch)
         kill_point("batch-stored", iteration)
         if iteration > 0:
-            self._record_predictions(iteration, batch)
+            self.record_predictions(iteration, batch)
         return batch
 
-    def _label(self, iteration: int, batch: np.ndarray) -> np.ndarray:
+    def label_batch(self, iteration: int, batch: np.ndarray) -> np.ndarray:
         """Ask the crowd about the batch (and the overlap share); the answered items become labeled."""
-        answers = self._ask(batch, iteration, "query")
+        answers = self.ask_crowd(batch, iteration, "query")
         answers += self._overlap(iteration, answers)
         answered = np.array(sorted({a.item_id for a in answers}), dtype=np.int64)
-        self._set_status(answered, LABELED, iteration)
+        self.set_status(answered, LABELED, iteration)
         if self.mind is not None:
             self.mind.add_positions(self.pool.positions(answered))
             self._mind_iter = iteration
@@ -62,7 +64,7 @@ class SelectionMixin:
         cand = self.candidates()
         if len(cand) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
-        with self._stage("embed"):
+        with self.timed_stage("embed"):
             self._refresh_distances(iteration)
         pos = self.pool.positions(cand)
         S = self.pool.subset(self.ids_with(HOLDOUT))
@@ -70,7 +72,7 @@ class SelectionMixin:
         v_ids = np.array([int(k) for k in prev_aug], dtype=np.int64)
         v_norm = np.array(list(prev_aug.values()), dtype=float)
         ctx = QueryContext(
-            positions=pos, embed=None, rng=self._rng("query", iteration),
+            positions=pos, embed=None, rng=self.rng_for("query", iteration),
             proba=self.learner.predict_proba(self.pool.X[pos]) if self.strategy.needs_proba else None,
             mind=self.mind, secured_embed=self.learner.embed(S.X),
             secured_correct=self.learner.predict(S.X) == S.y,
@@ -90,11 +92,12 @@ class SelectionMixin:
         if self.mind is not None and self._mind_iter == iteration - 1 and iteration != last_refresh:
             return  # up to date: additions were folded in at the end of the previous iteration
         # rebuild: embed with F_{last_refresh-1}, reset with what was labeled before, replay additions since
-        current = self.net.state_dict()
-        if last_refresh != iteration:
-            self.net.load_state_dict(self.store.iteration_state(last_refresh - 1)[2])
-        E = self.learner.embed(self.pool.X)
-        self.net.load_state_dict(current)
+        if last_refresh == iteration:
+            E = self.learner.embed(self.pool.X)
+        else:
+            then = Snapshot.of(self.store.iteration_state(last_refresh - 1)[2], f"F_{last_refresh - 1}")
+            with restored(self.learner, then):
+                E = self.learner.embed(self.pool.X)
         by_iter = self.store.status_history(LABELED)
         before = [i for i, it in by_iter if it < last_refresh]
         self.mind = MinDistance(E, self.cfg.query.chunk_size)
@@ -116,9 +119,9 @@ class SelectionMixin:
             asked[a.item_id].add(a.worker)
         items = np.array(sorted(asked), dtype=np.int64)
         need = np.array([max(1.0 - self.ledger.interval(w)[0] for w in asked[int(i)]) for i in items])
-        rng = self._rng("overlap", iteration)
+        rng = self.rng_for("overlap", iteration)
         n = int(np.floor(share * len(items) + rng.random()))  # share x batch on average
         order = np.lexsort((rng.permutation(len(items)), -need))  # neediest first, ties at random
-        room = max(0, self.cfg.stop.budget - self._spent_before(iteration, "overlap"))
+        room = max(0, self.cfg.stop.budget - self.spent_before(iteration, "overlap"))
         chosen = np.sort(items[order[:min(n, room)]])
-        return self._ask(chosen, iteration, "overlap", n_per_item=1, exclude=asked)
+        return self.ask_crowd(chosen, iteration, "overlap", n_per_item=1, exclude=asked)

@@ -7,6 +7,7 @@ from typing import Callable, Iterator, Sequence
 import numpy as np
 import pandas as pd
 import torch
+from sklearn.base import BaseEstimator
 
 from robust_al.crowd.network import build_network, epochs_for, penultimate, pick_device, shuffled_batches
 
@@ -96,26 +97,73 @@ def crowd_likelihood(data: CrowdData, pi: torch.Tensor, rows: torch.Tensor) -> t
     return (logp * mask[..., None]).sum(dim=1)
 
 
-class CrowdLearner:
+class CrowdLearner(BaseEstimator):
     """Base class: a network (MLP for features, small CNN for images) trained from crowd labels.
 
-    Subclasses implement ``_fit(data)``; fitted attributes end in ``_`` (``confusion_matrices_`` (W, C, C)
-    with rows = true class, ``posteriors_`` (N, C) over the annotated items, ``loss_history_``,
+    Subclasses implement ``_fit(data)``; fitted attributes end in ``_`` (``classes_``, ``confusion_matrices_``
+    (W, C, C) with rows = true class, ``posteriors_`` (N, C) over the annotated items, ``loss_history_``,
     ``workers_``, ``item_ids_``).
+
+    A scikit-learn estimator as well: the constructor only stores its arguments, so ``get_params``,
+    ``set_params`` and ``sklearn.base.clone`` work (the parameters are those of every ``__init__`` up the
+    class chain: subclasses pass the base's through ``**kw``). Labels in the long (task, worker, label) table
+    are class ids 0..n_classes-1, or any names when ``classes`` lists them (or when exactly ``n_classes``
+    distinct names occur: then sorted, as scikit-learn's ``LabelEncoder`` orders them); ``predict`` returns
+    ``classes_`` entries.
     """
 
     def __init__(self, n_classes: int, input_shape: Sequence[int], hidden: Sequence[int] = (128,),
                  dropout: float = 0.5, epochs: int = 100, batch_size: int = 64, lr: float = 1e-3,
                  device: str = "auto", seed: int = 0, warm_start: bool = False, prior_strength: float = 0.0,
-                 min_steps: int = 0, standardize: bool = True):
-        self.n_classes, self.input_shape = n_classes, tuple(input_shape)
+                 min_steps: int = 0, standardize: bool = True, classes: Sequence | None = None):
+        self.n_classes, self.input_shape = n_classes, input_shape
         self.standardize = standardize
-        self.hidden, self.dropout = tuple(hidden), dropout
+        self.hidden, self.dropout = hidden, dropout
         self.epochs, self.batch_size, self.lr = epochs, batch_size, lr
-        self.device = pick_device(device)
+        self.device = device
         self.seed, self.warm_start, self.prior_strength = seed, warm_start, prior_strength
         self.min_steps = min_steps
+        self.classes = classes
         self.progress = False
+
+    @classmethod
+    def _get_param_names(cls) -> list[str]:
+        # scikit-learn reads one __init__ signature and skips **kw; ours spread over the class chain
+        import inspect
+
+        names: set[str] = set()
+        for k in cls.__mro__:
+            if "__init__" in vars(k) and issubclass(k, CrowdLearner):
+                names |= {p.name for p in inspect.signature(k.__init__).parameters.values()
+                          if p.name != "self" and p.kind not in (p.VAR_KEYWORD, p.VAR_POSITIONAL)}
+        return sorted(names)
+
+    @property
+    def torch_device(self) -> torch.device:
+        """``device`` resolved (``auto``: CUDA when present)."""
+        return pick_device(self.device)
+
+    def _encode_labels(self, annotations: pd.DataFrame) -> pd.DataFrame:
+        """Set ``classes_`` and return the table with labels as class ids; a label outside the classes is a
+        one-line error."""
+        labels = annotations["label"]
+        if self.classes is not None:
+            classes = np.asarray(self.classes)
+        elif pd.api.types.is_numeric_dtype(labels):
+            classes = np.arange(self.n_classes)
+        else:
+            classes = np.array(sorted(labels.unique()))
+        if len(classes) != self.n_classes:
+            raise ValueError(f"{len(classes)} classes {list(classes)[:5]} for n_classes={self.n_classes}: "
+                             "give classes=[...] naming all of them in order")
+        self.classes_ = classes
+        if pd.api.types.is_numeric_dtype(labels) and self.classes is None:
+            return annotations
+        code = {c: k for k, c in enumerate(classes.tolist())}
+        bad = ~labels.isin(list(code))
+        if bad.any():
+            raise ValueError(f"label {labels[bad].iloc[0]!r} is not one of classes {list(classes)}")
+        return annotations.assign(label=labels.map(code).astype(int))
 
     def _n_epochs(self, n_items: int) -> int:
         """``epochs``, or more when that would be fewer than ``min_steps`` gradient steps (tiny labeled sets)."""
@@ -125,8 +173,8 @@ class CrowdLearner:
         """A fresh network whose input standardization uses the statistics of ``X`` (no labels involved;
         the identity with ``standardize=False``)."""
         torch.manual_seed(self.seed)
-        self.model = build_network(self.input_shape, self.n_classes, "auto", self.hidden,
-                                   self.dropout).to(self.device)
+        self.model = build_network(tuple(self.input_shape), self.n_classes, "auto", tuple(self.hidden),
+                                   self.dropout).to(self.torch_device)
         if self.standardize:
             self.model.standardize.fit(X)
         return self.model
@@ -137,13 +185,23 @@ class CrowdLearner:
     def load_state_dict(self, state: dict) -> None:
         self.model.load_state_dict(state)
 
+    def snapshot(self, label: str = ""):
+        """The fitted network's weights as an immutable value (:class:`robust_al.crowd.learner.Snapshot`)."""
+        from robust_al.crowd.learner import Snapshot
+
+        return Snapshot.of(self.model.state_dict(), label)
+
+    def restore(self, snapshot) -> None:
+        """Put ``snapshot``'s weights into the network (copied: the snapshot stays as it was)."""
+        self.model.load_state_dict(dict(snapshot.weights))
+
     def fit(self, X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None = None,
             prior_trust: dict[str, float] | None = None) -> "CrowdLearner":
         """Fit on items ``X`` (rows named by ``item_ids``, default row numbers) and annotations in the long
         (task, worker, label) form. ``prior_trust`` (worker -> trust in [0, 1]) seeds each worker's confusion
         matrix with a Dirichlet prior worth ``prior_strength`` labels: trust on the diagonal, the rest spread.
         With ``warm_start`` the current network is trained further instead of a new one."""
-        data = encode(X, annotations, item_ids, self.n_classes, self.device)
+        data = encode(X, self._encode_labels(annotations), item_ids, self.n_classes, self.torch_device)
         if not (self.warm_start and hasattr(self, "model")):
             self.init_model(X)
         self.workers_, self.item_ids_ = data.worker_ids, data.item_ids
@@ -162,26 +220,28 @@ class CrowdLearner:
         if not trust or self.prior_strength <= 0:
             return None
         C = self.n_classes
-        t = torch.tensor([float(trust.get(w, 1.0 / C)) for w in data.worker_ids], device=self.device)
+        t = torch.tensor([float(trust.get(w, 1.0 / C)) for w in data.worker_ids], device=self.torch_device)
         off = ((1 - t) / max(C - 1, 1))[:, None, None].expand(-1, C, C)
-        eye = torch.eye(C, device=self.device)[None]
+        eye = torch.eye(C, device=self.torch_device)[None]
         return self.prior_strength * (eye * t[:, None, None] + (1 - eye) * off)
 
     def _batches(self, n: int) -> Callable[[], Iterator[torch.Tensor]]:
         """A new permutation of the n items per epoch, from this fit's generator."""
-        return shuffled_batches(n, self.batch_size, self._generator, self.device)
+        return shuffled_batches(n, self.batch_size, self._generator, self.torch_device)
 
     @torch.no_grad()
     def predict_proba(self, X: np.ndarray) -> np.ndarray:
         self.model.eval()
         out = []
         for s in range(0, len(X), 4096):
-            xb = torch.as_tensor(np.asarray(X[s:s + 4096], dtype=np.float32), device=self.device)
+            xb = torch.as_tensor(np.asarray(X[s:s + 4096], dtype=np.float32), device=self.torch_device)
             out.append(torch.softmax(self.model(xb), dim=1).cpu().numpy())
         return np.concatenate(out) if out else np.zeros((0, self.n_classes), np.float32)
 
     def predict(self, X: np.ndarray) -> np.ndarray:
-        return self.predict_proba(X).argmax(axis=1)
+        """The most probable class of each row, as a ``classes_`` entry."""
+        top = self.predict_proba(X).argmax(axis=1)
+        return self.classes_[top] if hasattr(self, "classes_") else top
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         return penultimate(self.model, X)

@@ -11,6 +11,7 @@ import pandas as pd
 
 from robust_al.crowd.aggregate import (TrustWeightedDS, certainty, human_answers, trusted_certainty,
                                       weight_function)
+from robust_al.crowd.learner import Snapshot
 from robust_al.crowd.network import NetworkTrainer
 
 
@@ -71,6 +72,13 @@ class CrowdClassifier:
 
     def embed(self, X: np.ndarray) -> np.ndarray:
         return self.trainer.embed(X)
+
+    def snapshot(self, label: str = "") -> Snapshot:
+        """The network's weights as an immutable value (F_i; the inferred labels are the store's)."""
+        return self.trainer.snapshot(label)
+
+    def restore(self, snapshot: Snapshot) -> None:
+        self.trainer.restore(snapshot)
 
 
 class CampaignLearner(CrowdClassifier):

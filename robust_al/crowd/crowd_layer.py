@@ -53,7 +53,7 @@ class CrowdLayer(CrowdLearner):
 
     def _fit(self, data: CrowdData) -> None:
         C = self.n_classes
-        self.layer_ = AnnotatorLayer(len(data.worker_ids), C, self.kind).to(self.device)
+        self.layer_ = AnnotatorLayer(len(data.worker_ids), C, self.kind).to(self.torch_device)
         opt = torch.optim.Adam(list(self.model.parameters()) + list(self.layer_.parameters()), lr=self.lr)
 
         def loss(b, _epoch):
@@ -69,10 +69,10 @@ class CrowdLayer(CrowdLearner):
                                                self._batches(data.n_items), loss)
         self.model.eval()
         with torch.no_grad():
-            eye = torch.eye(C, device=self.device)
+            eye = torch.eye(C, device=self.torch_device)
             conf = []
             for wk in range(len(data.worker_ids)):
-                ws = torch.full((C, 1), wk, device=self.device, dtype=torch.long)
+                ws = torch.full((C, 1), wk, device=self.torch_device, dtype=torch.long)
                 conf.append(torch.softmax(self.layer_(eye, ws)[:, 0, :], dim=1))
             self.confusion_matrices_ = torch.stack(conf).cpu().numpy()
             self.posteriors_ = torch.softmax(self.model(data.X), 1).cpu().numpy()

@@ -351,6 +351,16 @@ class NetworkTrainer:
         if unexpected or any(not k.startswith("features.") for k in missing):
             raise ValueError(f"checkpoint does not fit the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
+    def snapshot(self, label: str = "") -> "Snapshot":
+        """The current weights as an immutable value (:class:`robust_al.crowd.learner.Snapshot`)."""
+        from robust_al.crowd.learner import Snapshot
+
+        return Snapshot.of(self.state_dict(), label)
+
+    def restore(self, snapshot: "Snapshot") -> None:
+        """Put ``snapshot``'s weights into the network (copied: the snapshot stays as it was)."""
+        self.load_state_dict(dict(snapshot.weights))
+
     def reinitialize(self, seed: int) -> None:
         torch.manual_seed(seed)
         self.model = build_network(self.input_shape, self.n_classes, self.network, self.hidden,

@@ -59,7 +59,12 @@ class NeuralEM(CrowdLearner):
             raise ValueError(f"reweight must be None or 'cl-pm', got {reweight!r}")
         self.alpha, self.eps, self.pgd_steps = alpha, eps, pgd_steps
         self.reweight, self.gamma, self.beta = reweight, gamma, beta
-        self.warmup = int(0.625 * self.epochs) if warmup is None else warmup  # CLIRAT: 75 of 120 epochs
+        self.warmup = warmup
+
+    @property
+    def warmup_epochs(self) -> int:
+        """``warmup``, by default 0.625 x epochs (CLIRAT: 75 of 120)."""
+        return int(0.625 * self.epochs) if self.warmup is None else self.warmup
 
     @property
     def adversarial(self) -> bool:
@@ -69,7 +74,7 @@ class NeuralEM(CrowdLearner):
         """Hook for per-epoch bookkeeping of subclasses."""
 
     def _weights(self, logits_adv: torch.Tensor, rho: torch.Tensor, epoch: int) -> torch.Tensor | None:
-        if self.reweight is None or epoch < self.warmup:
+        if self.reweight is None or epoch < self.warmup_epochs:
             return None
         return cl_pm_weights(torch.softmax(logits_adv.detach(), 1), rho.argmax(1), self.gamma, self.beta)
 

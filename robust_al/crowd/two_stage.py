@@ -29,7 +29,7 @@ class TwoStage(CrowdLearner):
             warnings.simplefilter("ignore")
             agg = (MajorityVote() if self.method == "mv" else DawidSkene(n_iter=100)).fit(df)
         probas = agg.probas_.reindex(index=range(data.n_items), columns=range(C), fill_value=0.0).to_numpy()
-        rho = torch.as_tensor(probas / probas.sum(1, keepdims=True), dtype=torch.float32, device=self.device)
+        rho = torch.as_tensor(probas / probas.sum(1, keepdims=True), dtype=torch.float32, device=self.torch_device)
         y = rho.argmax(1)
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         self.model.train()

@@ -196,6 +196,8 @@ class ClusterMaxMin(QueryStrategy):
         return self.uncertainty > 0
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
+        if n <= 0 or len(ctx.positions) == 0:
+            return np.zeros(0, dtype=np.int64)
         seed = int(ctx.rng.integers(2**31))
         if ctx.embed is not None:
             labels, centers = cluster_pool(ctx.embed, self.method, self.n_clusters, self.max_clusters, seed=seed)
