@@ -229,6 +229,13 @@ class PoisonConfig(_Strict):
     similarity_coeff: float = Field(0.5, gt=0)
     max_iter: int = Field(120, ge=1)
     max_targets: int = Field(3, ge=1, description="targets tried before giving up")
+    targets: Literal["random", "vulnerable"] = Field(
+        "random", description="which target instances the attacker tries: 'random' (Shafahi et al.: random test "
+        "items of target_class the current model gets right), or 'vulnerable': of those, the ones a clean "
+        "baseline (all training items, true labels) is least sure of, among those it gives at least "
+        "target_margin")
+    target_margin: float = Field(0.65, gt=0, lt=1, description="'vulnerable' targets: the clean baseline's "
+                                 "least probability of target_class, so the poisons, not the boundary, flip them")
     verify: bool = Field(True, description="keep only poisons that succeed against a baseline trained on all "
                          "training items plus the poisons")
 

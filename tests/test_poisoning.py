@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 from robust_al.campaign import QUARANTINED, Campaign
 from robust_al.data.pool import Dataset, Pool
 
@@ -174,3 +175,29 @@ def test_one_collision_serves_every_watermark_of_a_target(monkeypatch):
     for k, (t, wm) in enumerate([(0, 0.1), (0, 0.2), (0, 0.3), (1, 0.1), (1, 0.2)]):
         np.testing.assert_array_equal(given[k], poison.feature_collision(model, (3, 8, 8), 2, targets[t][0], base,
                                                                          wm, 5.0, 0.5, 30))
+
+
+def test_vulnerable_targets_are_ones_the_clean_model_gets_right_with_margin(tmp_path, tiny):
+    # the attacker's 'vulnerable' choice: the target the clean baseline is least sure of, yet gives >= margin
+    from robust_al.crowd import NetworkTrainer
+
+    cfg = poisoned_config(tiny, **{"poison.targets": "vulnerable", "poison.target_margin": 0.6,
+                                   "stop.max_iterations": 2})
+    c = Campaign.create(cfg, tmp_path / "run", dataset=blobs(), echo=None)
+    c.run(progress=False)
+    meta = c.store.get_meta("poison")
+    assert meta["crafted"] and meta["target_clean_p"] >= 0.6
+    # the same clean baseline, rebuilt: no eligible target is less sure than the chosen one
+    T, pool = c.dataset.test, c.pool
+    before = ~np.isin(pool.ids, meta["item_ids"])  # the pool as it was when the attacker chose
+    clean = (pool.y >= 0) & before
+    base = NetworkTrainer.from_config(pool.input_shape, pool.n_classes, c.cfg.model, c.seed)
+    base.set_input_statistics(pool.X[before])
+    base.fit(pool.X[clean], pool.y[clean], seed=c.train_seed(1, "poison-baseline"))
+    pt = base.predict_proba(T.X)[:, 1]
+    assert pt[meta["target_test_index"]] == pytest.approx(meta["target_clean_p"], abs=1e-6)
+    from robust_al.crowd.learner import Snapshot
+
+    c.learner.restore(Snapshot.of(c.store.iteration_state(0)[2]))  # F_0, the model the poisons were made for
+    eligible = (T.y == 1) & (pt >= 0.6) & (c.learner.predict(T.X) == 1)
+    assert meta["target_clean_p"] <= pt[eligible].min() + 1e-6 or not eligible.any()

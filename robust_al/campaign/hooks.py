@@ -32,18 +32,31 @@ class PoisonHook:
         p = self.cfg.poison
         T = self.dataset.test
         ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
-        order = ok[self.rng_for("poison", "targets").permutation(len(ok))][:p.max_targets]
-        free = self.pool.ids[(~self.taken) & (self.pool.y == p.base_class)][:p.n_base]
-        base_X = self.pool.X[self.pool.positions(free)]
+        clean = self.pool.y >= 0
 
-        def verify(PX: np.ndarray, Py: np.ndarray, target_x: np.ndarray) -> bool:
-            clean = self.pool.y >= 0
+        def baseline(PX: np.ndarray, Py: np.ndarray) -> NetworkTrainer:
+            """The network trained on every training item with its true label, plus ``PX`` labeled ``Py``."""
             base = NetworkTrainer.from_config(self.pool.input_shape, self.pool.n_classes, self.cfg.model,
                                               self.seed)
             base.set_input_statistics(self.pool.X)
             base.fit(np.concatenate([self.pool.X[clean], PX]), np.concatenate([self.pool.y[clean], Py]),
                      seed=self.train_seed(iteration, "poison-baseline"))
-            return bool(base.predict_proba(target_x[None]).argmax(1)[0] == p.base_class)
+            return base
+
+        clean_p = None
+        if p.targets == "vulnerable":
+            # targets the clean model still gets right with p >= margin, least sure first: ones the poisons can
+            # move, but that the boundary alone does not flip
+            pt = baseline(T.X[:0], T.y[:0]).predict_proba(T.X[ok])[:, p.target_class]
+            order = ok[pt >= p.target_margin][np.argsort(pt[pt >= p.target_margin], kind="stable")][:p.max_targets]
+            clean_p = dict(zip(ok.tolist(), pt.tolist()))
+        else:
+            order = ok[self.rng_for("poison", "targets").permutation(len(ok))][:p.max_targets]
+        free = self.pool.ids[(~self.taken) & (self.pool.y == p.base_class)][:p.n_base]
+        base_X = self.pool.X[self.pool.positions(free)]
+
+        def verify(PX: np.ndarray, Py: np.ndarray, target_x: np.ndarray) -> bool:
+            return bool(baseline(PX, Py).predict_proba(target_x[None]).argmax(1)[0] == p.base_class)
 
         ps = craft_verified(self.net.model, self.pool.input_shape, self.pool.n_classes,
                             [(T.X[t], p.target_class) for t in order], base_X, free, p.base_class,
@@ -57,6 +70,8 @@ class PoisonHook:
         meta = {"crafted": True, "iteration": iteration, "target_test_index": target,
                 "target_class": ps.target_class, "base_class": ps.base_class, "watermark": ps.watermark,
                 "item_ids": [int(i) for i in ids], "base_ids": [int(i) for i in ps.base_ids], **ps.info}
+        if clean_p is not None:  # what the clean model gave the target: the poisons moved it from there
+            meta["target_clean_p"] = clean_p[target]
         self.store.add_injected(iteration, ids, "feature-collision", ps.X, ps.y, ("poison", meta))
         self.dataset.train = self.pool = self.pool.extended(ids, ps.X, ps.y)
         self.taken = np.concatenate([self.taken, np.zeros(len(ids), dtype=bool)])
