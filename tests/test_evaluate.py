@@ -191,3 +191,20 @@ def test_a_profile_fills_in_options_the_command_line_did_not_give():
     args = argparse.Namespace(seeds=[0, 1, 2], eps=[0.1], epochs=50)
     apply_profile(args, {"seeds": [0], "eps": [0.03], "epochs": 2}, ["--quick", "--eps=0.2", "--epochs", "7"])
     assert (args.seeds, args.eps, args.epochs) == ([0], [0.1], 50)  # --eps and --epochs were given: kept
+
+
+def test_attack_success_table_gives_wilson_intervals_and_the_paired_test():
+    from robust_al.evaluate.experiment import poison_tables
+
+    def run(method, seed, success):
+        return {"method": method, "seed": seed, "poison": {"success": success, "labeled": 10, "quarantined": 2}}
+
+    # 10 seeds: random falls on all 10, proposed on 2 (seeds 0, 1); one proposed run crafted nothing
+    results = [run("random", i, True) for i in range(10)] + [run("proposed", i, i < 2) for i in range(9)]
+    results.append({"method": "proposed", "seed": 9, "poison": {"crafted": False, "success": None}})
+    table = poison_tables(results, ["proposed", "random"])["Attack success"]
+    prop = next(line for line in table.splitlines() if line.startswith("| proposed"))
+    rand = next(line for line in table.splitlines() if line.startswith("| random"))
+    assert "| 9 | 2/9 = 0.22 (0.06-0.55) |" in prop  # Wilson 95 % interval of 2 in 9
+    assert "9 seeds: 0 fell only here, 7 only under random, p = 0.0156" in prop  # exact McNemar, 2 x 0.5^7
+    assert "| 10 | 10/10 = 1.00 (0.72-1.00) |" in rand

@@ -165,7 +165,7 @@ class CrowdLearner(BaseEstimator):
             raise ValueError(f"label {labels[bad].iloc[0]!r} is not one of classes {list(classes)}")
         return annotations.assign(label=labels.map(code).astype(int))
 
-    def _n_epochs(self, n_items: int) -> int:
+    def n_epochs_for(self, n_items: int) -> int:
         """``epochs``, or more when that would be fewer than ``min_steps`` gradient steps (tiny labeled sets)."""
         return epochs_for(n_items, self.batch_size, self.epochs, self.min_steps)
 
@@ -225,7 +225,7 @@ class CrowdLearner(BaseEstimator):
         eye = torch.eye(C, device=self.torch_device)[None]
         return self.prior_strength * (eye * t[:, None, None] + (1 - eye) * off)
 
-    def _batches(self, n: int) -> Callable[[], Iterator[torch.Tensor]]:
+    def epoch_batches(self, n: int) -> Callable[[], Iterator[torch.Tensor]]:
         """A new permutation of the n items per epoch, from this fit's generator."""
         return shuffled_batches(n, self.batch_size, self._generator, self.torch_device)
 

@@ -65,8 +65,8 @@ class CrowdLayer(CrowdLearner):
             return (ce * mask.reshape(-1)).sum() / mask.sum()
 
         self.model.train()
-        self.loss_history_ = train_minibatches(opt, self._n_epochs(data.n_items),
-                                               self._batches(data.n_items), loss)
+        self.loss_history_ = train_minibatches(opt, self.n_epochs_for(data.n_items),
+                                               self.epoch_batches(data.n_items), loss)
         self.model.eval()
         with torch.no_grad():
             eye = torch.eye(C, device=self.torch_device)

@@ -114,7 +114,7 @@ class NeuralEM(CrowdLearner):
             log_post = crowd_likelihood(data, pi, b) + torch.log(prior.clamp_min(1e-12))  # eq. 7
             rho[b] = torch.softmax(log_post, dim=1)
 
-        self.loss_history_ = train_minibatches(opt, self._n_epochs(data.n_items), self._batches(data.n_items),
+        self.loss_history_ = train_minibatches(opt, self.n_epochs_for(data.n_items), self.epoch_batches(data.n_items),
                                                loss, e_step, lambda _e, _loss: self._end_epoch(data), self.progress,
                                                type(self).__name__)
         self.posteriors_ = rho.cpu().numpy()

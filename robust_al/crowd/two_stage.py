@@ -34,7 +34,7 @@ class TwoStage(CrowdLearner):
         opt = torch.optim.Adam(self.model.parameters(), lr=self.lr)
         self.model.train()
         self.loss_history_ = train_minibatches(
-            opt, self._n_epochs(data.n_items), self._batches(data.n_items),
+            opt, self.n_epochs_for(data.n_items), self.epoch_batches(data.n_items),
             lambda b, _epoch: torch.nn.functional.cross_entropy(self.model(data.X[b]), y[b]))
         self.posteriors_ = rho.cpu().numpy()
         self.confusion_matrices_ = confusions_from_posteriors(data, rho, C, prior=self._prior).cpu().numpy()

@@ -218,7 +218,18 @@ def progress(done: int, total: int, job: dict, result: dict | None, error: BaseE
     hit = result["labels_to_target"]
     print(f"{head}: {'target at ' + str(hit) + ' labels' if hit is not None else 'target not reached'}, final "
           f"accuracy {result['final_acc'] if result['final_acc'] is None else round(result['final_acc'], 4)} "
-          f"after {result['curve'][-1][0] if result['curve'] else 0} labels, {result['seconds']:.0f} s", flush=True)
+          f"after {result['curve'][-1][0] if result['curve'] else 0} labels, {result['seconds']:.0f} s"
+          f"{poison_outcome(result.get('poison'))}", flush=True)
+
+
+def poison_outcome(poison: dict | None) -> str:
+    """Q3's part of a progress line: did the injected poisons make the model misclassify their target."""
+    if not poison:
+        return ""
+    if poison.get("success") is None:
+        return "; no poison set succeeded against the clean baseline (nothing injected)"
+    return (f"; attack {'succeeded' if poison['success'] else 'failed'} ({poison['labeled']} poisons labeled, "
+            f"{poison['quarantined']} quarantined)")
 
 
 def labels_to_reach(curve: list, threshold: float) -> int | None:
@@ -249,14 +260,28 @@ def table(results: list[dict], methods: list[str], threshold: float) -> str:
 
 def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
     """Q3: attack success rate per method and detection precision/recall per detector."""
+    from scipy.stats import binomtest
+
     out = {}
-    rows = ["| Method | runs with poisons | attack success rate | poisons labeled (mean) | quarantined (mean) |",
-            "|---|---:|---:|---:|---:|"]
+    rows = ["| Method | runs with poisons | attack success rate (95 % CI, Wilson) | vs random, paired by seed "
+            "(exact McNemar) | poisons labeled (mean) | quarantined (mean) |", "|---|---:|---:|---|---:|---:|"]
+    won = {s: {r["seed"]: bool(r["poison"]["success"]) for r in results
+               if r["method"] == s and r.get("poison", {}).get("success") is not None} for s in methods}
     for s in methods:
         ps = [r["poison"] for r in results if r["method"] == s and r.get("poison", {}).get("success") is not None]
-        if ps:
-            rows.append(f"| {s} | {len(ps)} | {np.mean([p['success'] for p in ps]):.2f} | "
-                        f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} |")
+        if not ps:
+            continue
+        k = int(sum(p["success"] for p in ps))
+        ci = binomtest(k, len(ps)).proportion_ci(method="wilson")
+        paired = "-"
+        if s != "random" and won.get("random"):
+            both = sorted(set(won[s]) & set(won["random"]))
+            b = sum(won[s][i] and not won["random"][i] for i in both)  # only this method's model fell
+            c = sum(won["random"][i] and not won[s][i] for i in both)
+            p_val = binomtest(b, b + c).pvalue if b + c else 1.0
+            paired = f"{len(both)} seeds: {b} fell only here, {c} only under random, p = {p_val:.3g}"
+        rows.append(f"| {s} | {len(ps)} | {k}/{len(ps)} = {k / len(ps):.2f} ({ci.low:.2f}-{ci.high:.2f}) | {paired} | "
+                    f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} |")
     out["Attack success"] = "\n".join(rows)
     rows = ["| Method | Detector | precision (mean) | recall (mean) | flagged (mean) |", "|---|---|---:|---:|---:|"]
     for s in methods:
