@@ -245,13 +245,13 @@ def test_frozen_features_are_cached_by_content_and_never_served_stale():
     np.testing.assert_allclose(tr.embed(X[:20]), direct[:20], atol=1e-6)
     np.testing.assert_allclose(tr.predict_proba(X), proba, atol=1e-6)
     np.testing.assert_allclose(tr.embed(X[::-1]), direct[::-1], atol=1e-6)
-    assert seen == [20, 30]  # each row through the trunk once
+    assert seen == [128, 128]  # each row through the trunk once (20 rows, then the other 30; padded passes)
     # a second network with the same weights (the poison check builds its own) reads the cache
     twin = NetworkTrainer((3, 16, 16), 2, network="frozen", seed=0, device="cpu")
     twin.set_input_statistics(X)
     twin.model.features.register_forward_hook(lambda m, i, o: seen.append(len(o)))
     np.testing.assert_allclose(twin.embed(X), direct, atol=1e-6)
-    assert seen == [20, 30]
+    assert seen == [128, 128]
     # other statistics (or weights) are another namespace: computed afresh, and right
     tr.set_input_statistics(X * 0.5)
     with torch.no_grad():
@@ -263,3 +263,17 @@ def test_frozen_features_are_cached_by_content_and_never_served_stale():
     with torch.no_grad():
         theirs = other.model.features(other.model.standardize(torch.as_tensor(X))).numpy()
     np.testing.assert_allclose(other.embed(X), theirs, atol=1e-6)
+
+
+def test_a_rows_frozen_features_do_not_depend_on_the_rows_it_was_computed_with():
+    # a resumed campaign fills the cache in another order than the uninterrupted one: the same bits either way
+    from robust_al.crowd.network import FEATURE_CACHE
+
+    X = np.random.default_rng(3).uniform(size=(40, 3, 16, 16)).astype(np.float32)
+    tr = NetworkTrainer((3, 16, 16), 2, network="frozen", seed=0, device="cpu")
+    tr.set_input_statistics(X)
+    FEATURE_CACHE.clear()
+    together = tr.embed(X)
+    FEATURE_CACHE.clear()
+    alone = np.concatenate([tr.embed(X[i:i + 1]) for i in range(5)] + [tr.embed(X[5:])])
+    np.testing.assert_array_equal(alone, together)
