@@ -201,10 +201,12 @@ def test_attack_success_table_gives_wilson_intervals_and_the_paired_test():
 
     # 10 seeds: random falls on all 10, proposed on 2 (seeds 0, 1); one proposed run crafted nothing
     results = [run("random", i, True) for i in range(10)] + [run("proposed", i, i < 2) for i in range(9)]
+    for r in results[:3]:  # the control: random's model would have missed 1 of its first 3 targets anyway
+        r["poison"]["success_without_poisons"] = r["seed"] == 0
     results.append({"method": "proposed", "seed": 9, "poison": {"crafted": False, "success": None}})
     table = poison_tables(results, ["proposed", "random"])["Attack success"]
     prop = next(line for line in table.splitlines() if line.startswith("| proposed"))
     rand = next(line for line in table.splitlines() if line.startswith("| random"))
     assert "| 9 | 2/9 = 0.22 (0.06-0.55) |" in prop  # Wilson 95 % interval of 2 in 9
     assert "9 seeds: 0 fell only here, 7 only under random, p = 0.0156" in prop  # exact McNemar, 2 x 0.5^7
-    assert "| 10 | 10/10 = 1.00 (0.72-1.00) |" in rand
+    assert "| 10 | 10/10 = 1.00 (0.72-1.00) | - | 1/3 |" in rand

@@ -70,6 +70,12 @@ def test_injected_poisons_are_caught_by_the_secured_check(tmp_path, tiny):
     assert {"activation clustering", "spectral signature", "provenance (labelers as sources)"} <= set(rep)
     for name in ("activation clustering", "spectral signature"):
         assert rep[name]["poisons"] == len(poisons & set(c.ids_with("labeled").tolist()))
+    # the control retrains without the poisons in memory only: what the run stored stays as it was
+    from robust_al.evaluate.poisoning import target_without_poisons
+
+    stored = (c.store.statuses(), c.store.annotations().to_dict(), c.store.metrics())
+    assert isinstance(target_without_poisons(Campaign.resume(tmp_path / "run", dataset=blobs(), echo=None)), bool)
+    assert (c.store.statuses(), c.store.annotations().to_dict(), c.store.metrics()) == stored
 
 
 def test_a_resumed_poisoned_campaign_keeps_its_pool(tmp_path, tiny):

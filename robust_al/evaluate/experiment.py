@@ -146,7 +146,7 @@ def one_run(job: dict) -> dict:
               "peak_rss_mib": max((m.get("peak_rss_mib", 0.0) for m in metrics), default=0.0)}
     last = metrics[-1] if metrics else {}
     if "poison_success" in last:
-        from robust_al.evaluate.poisoning import detection_report
+        from robust_al.evaluate.poisoning import detection_report, target_without_poisons
 
         campaign = Campaign.resume(run_dir, echo=None)
         result["poison"] = {"success": bool(last["poison_success"]), "labeled": last["poisons_labeled"],
@@ -154,6 +154,8 @@ def one_run(job: dict) -> dict:
                             **{k: v for k, v in campaign.store.get_meta("poison").items()
                                if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
         result["detection"] = detection_report(campaign)
+        if result["poison"]["success"]:
+            result["poison"]["success_without_poisons"] = target_without_poisons(Campaign.resume(run_dir, echo=None))
     elif job.get("poison"):
         meta = RunStore(run_dir).get_meta("poison") or {}
         result["poison"] = {"crafted": bool(meta.get("crafted")), "success": None}
@@ -264,7 +266,8 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
 
     out = {}
     rows = ["| Method | runs with poisons | attack success rate (95 % CI, Wilson) | vs random, paired by seed "
-            "(exact McNemar) | poisons labeled (mean) | quarantined (mean) |", "|---|---:|---:|---|---:|---:|"]
+            "(exact McNemar) | of the successes, target missed also without the poisons | poisons labeled (mean) "
+            "| quarantined (mean) |", "|---|---:|---:|---|---:|---:|---:|"]
     won = {s: {r["seed"]: bool(r["poison"]["success"]) for r in results
                if r["method"] == s and r.get("poison", {}).get("success") is not None} for s in methods}
     for s in methods:
@@ -280,7 +283,9 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
             c = sum(won["random"][i] and not won[s][i] for i in both)
             p_val = binomtest(b, b + c).pvalue if b + c else 1.0
             paired = f"{len(both)} seeds: {b} fell only here, {c} only under random, p = {p_val:.3g}"
+        control = [p["success_without_poisons"] for p in ps if p["success"] and "success_without_poisons" in p]
         rows.append(f"| {s} | {len(ps)} | {k}/{len(ps)} = {k / len(ps):.2f} ({ci.low:.2f}-{ci.high:.2f}) | {paired} | "
+                    f"{f'{sum(control)}/{len(control)}' if control else '-'} | "
                     f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} |")
     out["Attack success"] = "\n".join(rows)
     rows = ["| Method | Detector | precision (mean) | recall (mean) | flagged (mean) |", "|---|---|---:|---:|---:|"]

@@ -72,6 +72,23 @@ def precision_recall(flagged: np.ndarray, poisons: np.ndarray) -> dict:
             "poisons": int(len(poisons))}
 
 
+def target_without_poisons(campaign) -> bool:
+    """Q3's control: does the last model, retrained the same way without the poisons, misclassify the target
+    too? Then the poisons did not cause the miss (a target near the boundary can fall on its own).
+
+    On a finished campaign (resumed, not run): the last iteration's labeled items less the injected ones, their
+    annotations, trust as the campaign ended, their stored augmentations and the same training seed. Nothing
+    is written: the poisons leave the labeled set in memory only."""
+    c = campaign
+    last = c.load_state() - 1
+    meta = c.store.get_meta("poison")
+    poisons = set(int(i) for i in meta["item_ids"])
+    c.status = {i: s for i, s in c.status.items() if i not in poisons}
+    c.train_model(last, 0, c.learner.snapshot())
+    T = c.dataset.test
+    return bool(int(c.learner.predict(T.X[[meta["target_test_index"]]])[0]) == meta["base_class"])
+
+
 def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, dict]:
     """Precision/recall of each detector on a finished (resumed, not run) campaign with injected poisons."""
     campaign.load_state()
