@@ -207,3 +207,16 @@ def test_vulnerable_targets_are_ones_the_clean_model_gets_right_with_margin(tmp_
     c.learner.restore(Snapshot.of(c.store.iteration_state(0)[2]))  # F_0, the model the poisons were made for
     eligible = (T.y == 1) & (pt >= 0.6) & (c.learner.predict(T.X) == 1)
     assert meta["target_clean_p"] <= pt[eligible].min() + 1e-6 or not eligible.any()
+
+
+def test_deep_knn_flags_a_label_its_neighbourhood_contradicts():
+    # two tight clusters (class 0 around +x, class 1 around +y); one item inside cluster 1 labeled 0: a collided
+    # poison as deep k-NN sees it
+    from robust_al.evaluate.poisoning import deep_knn_flags
+
+    rng = np.random.default_rng(0)
+    Z = np.concatenate([[1, 0] + 0.05 * rng.normal(size=(10, 2)), [0, 1] + 0.05 * rng.normal(size=(10, 2)),
+                        [[0.02, 1.0]]])
+    y = np.array([0] * 10 + [1] * 10 + [0])
+    flags = deep_knn_flags(Z, y, k=5, n_classes=2)
+    assert flags.tolist() == [False] * 20 + [True]

@@ -72,6 +72,18 @@ def precision_recall(flagged: np.ndarray, poisons: np.ndarray) -> dict:
             "poisons": int(len(poisons))}
 
 
+def deep_knn_flags(Z: np.ndarray, y: np.ndarray, k: int, n_classes: int) -> np.ndarray:
+    """Deep k-NN (Peri et al. 2020, "Deep k-NN defense against clean-label data poisoning attacks"): flag item i
+    when its label y_i is not the plurality label of its k nearest other items in feature space (cosine; ties to
+    the smallest class id). Returns a boolean mask over the rows of Z."""
+    Z = Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+    D = -(Z @ Z.T)
+    np.fill_diagonal(D, np.inf)
+    nb = y[np.argsort(D, axis=1, kind="stable")[:, :k]]
+    plural = np.array([np.bincount(r, minlength=n_classes).argmax() for r in nb], dtype=y.dtype)
+    return plural != y
+
+
 def target_without_poisons(campaign) -> bool:
     """Q3's control: does the last model, retrained the same way without the poisons, misclassify the target
     too? Then the poisons did not cause the miss (a target near the boundary can fall on its own).
