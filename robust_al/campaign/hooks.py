@@ -48,7 +48,8 @@ class PoisonHook:
             # targets the clean model still gets right with p >= margin, least sure first: ones the poisons can
             # move, but that the boundary alone does not flip
             pt = baseline(T.X[:0], T.y[:0]).predict_proba(T.X[ok])[:, p.target_class]
-            order = ok[pt >= p.target_margin][np.argsort(pt[pt >= p.target_margin], kind="stable")][:p.max_targets]
+            sure = pt >= p.target_margin
+            order = ok[sure][np.argsort(pt[sure], kind="stable")][:p.max_targets]
             clean_p = dict(zip(ok.tolist(), pt.tolist()))
         else:
             order = ok[self.rng_for("poison", "targets").permutation(len(ok))][:p.max_targets]

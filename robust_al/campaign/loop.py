@@ -99,7 +99,7 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         state = {"vulnerability": {str(i): float(v) for i, v in zip(still, vuln) if np.isfinite(v)}}
         self.store_inferred(iteration, post)
         kill_point("before-checkpoint", iteration)
-        self.store.complete_iteration(iteration, metrics, state, self.learner.snapshot(f"F_{iteration}").state_dict())
+        self.store.complete_iteration(iteration, metrics, state, dict(self.learner.snapshot(f"F_{iteration}").weights))
         kill_point("after-checkpoint", iteration)
         self.prev_metrics, self.prev_state = metrics, state
         return IterationResult(iteration, metrics, metrics["stop"])

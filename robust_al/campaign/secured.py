@@ -86,7 +86,7 @@ class SecuredMixin:
         batch, skipped = np.array(order[:n_afford], dtype=np.int64), order[n_afford:]
         dropped = [i for i in skipped if suspicious[i]]
         answers = self.ask_crowd(batch, iteration, "reexam", n_per_item=h,
-                            exclude={i: set(w) for i, w in original.items()})
+                                 exclude={i: set(w) for i, w in original.items()})
         relabels: dict[int, list[int]] = {}
         for a in answers:
             relabels.setdefault(a.item_id, []).append(a.label)

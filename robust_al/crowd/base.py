@@ -147,9 +147,10 @@ class CrowdLearner(BaseEstimator):
         """Set ``classes_`` and return the table with labels as class ids; a label outside the classes is a
         one-line error."""
         labels = annotations["label"]
+        numeric = pd.api.types.is_numeric_dtype(labels)
         if self.classes is not None:
             classes = np.asarray(self.classes)
-        elif pd.api.types.is_numeric_dtype(labels):
+        elif numeric:
             classes = np.arange(self.n_classes)
         else:
             classes = np.array(sorted(labels.unique()))
@@ -157,7 +158,7 @@ class CrowdLearner(BaseEstimator):
             raise ValueError(f"{len(classes)} classes {list(classes)[:5]} for n_classes={self.n_classes}: "
                              "give classes=[...] naming all of them in order")
         self.classes_ = classes
-        if pd.api.types.is_numeric_dtype(labels) and self.classes is None:
+        if numeric and self.classes is None:
             return annotations
         code = {c: k for k, c in enumerate(classes.tolist())}
         bad = ~labels.isin(list(code))

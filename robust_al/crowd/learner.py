@@ -30,10 +30,6 @@ class Snapshot:
         tensors never reach it."""
         return cls(MappingProxyType({k: v.detach().cpu().clone() for k, v in state.items()}), label)
 
-    def state_dict(self) -> dict:
-        """Fresh copies of the weights (what ``torch.save`` or ``load_state_dict`` take)."""
-        return {k: v.clone() for k, v in self.weights.items()}
-
     def same_as(self, other: "Snapshot") -> bool:
         import torch
 

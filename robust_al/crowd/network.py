@@ -141,10 +141,10 @@ class FrozenFeatureNet(nn.Module):
         return self.head(self.features(self.standardize(x)))
 
     @torch.no_grad()
-    def frozen_features(self, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+    def frozen_features(self, X: np.ndarray) -> np.ndarray:
         """``features(standardize(x))`` of each row of X; rows seen before (by content, through a trunk with the
-        same weights) are read from :data:`FEATURE_CACHE` instead of passing the trunk again. ``batch_size`` is
-        not used: the trunk always takes :data:`TRUNK_BATCH` rows at a time.
+        same weights) are read from :data:`FEATURE_CACHE` instead of passing the trunk again. The trunk takes
+        :data:`TRUNK_BATCH` rows at a time.
 
         A campaign asks for the features of the same pool and test images every iteration (query, training,
         evaluation, the poison check), and through a ResNet18 on this CPU that was about 14 s of each
@@ -153,13 +153,13 @@ class FrozenFeatureNet(nn.Module):
         X = np.ascontiguousarray(X, dtype=np.float32)
         key = self._trunk_key()
         rows = [(key, hashlib.blake2b(r.tobytes(), digest_size=16).digest()) for r in X.reshape(len(X), -1)]
-        todo = [k for k in dict.fromkeys(rows) if k not in FEATURE_CACHE]
+        first: dict = {}  # each row not cached yet -> where it first occurs in X
+        for i, k in enumerate(rows):
+            if k not in first and k not in FEATURE_CACHE:
+                first[k] = i
+        todo, idx = list(first), np.fromiter(first.values(), dtype=np.int64, count=len(first))
         new: dict = {}
         if todo:
-            first: dict = {}
-            for i, k in enumerate(rows):
-                first.setdefault(k, i)
-            idx = np.array([first[k] for k in todo])
             device = next(self.head.parameters()).device
             B = TRUNK_BATCH
             for s in range(0, len(idx), B):
@@ -252,7 +252,7 @@ def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto"
 def penultimate(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Penultimate-layer features ``model.features(model.standardize(x))`` of X, in batches, in eval mode."""
     if isinstance(model, FrozenFeatureNet):
-        return model.frozen_features(X, batch_size)
+        return model.frozen_features(X)
     model.eval()
     device = next(model.parameters()).device
     outs = [model.features(model.standardize(torch.as_tensor(np.asarray(X[s:s + batch_size], np.float32),
@@ -364,10 +364,12 @@ class NetworkTrainer:
             raise ValueError(f"checkpoint does not fit the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
     def snapshot(self, label: str = "") -> "Snapshot":
-        """The current weights as an immutable value (:class:`robust_al.crowd.learner.Snapshot`)."""
+        """The current weights as an immutable value (:class:`robust_al.crowd.learner.Snapshot`), the trunk's
+        left out as in :meth:`state_dict`."""
         from robust_al.crowd.learner import Snapshot
 
-        return Snapshot.of(self.state_dict(), label)
+        return Snapshot.of({k: v for k, v in self.model.state_dict().items()
+                            if not (self._pretrained and k.startswith("features."))}, label)
 
     def restore(self, snapshot: "Snapshot") -> None:
         """Put ``snapshot``'s weights into the network (copied: the snapshot stays as it was)."""

@@ -155,7 +155,7 @@ def one_run(job: dict) -> dict:
                                if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
         result["detection"] = detection_report(campaign)
         if result["poison"]["success"]:
-            result["poison"]["success_without_poisons"] = target_without_poisons(Campaign.resume(run_dir, echo=None))
+            result["poison"]["success_without_poisons"] = target_without_poisons(campaign)  # reloads its state
     elif job.get("poison"):
         meta = RunStore(run_dir).get_meta("poison") or {}
         result["poison"] = {"crafted": bool(meta.get("crafted")), "success": None}
