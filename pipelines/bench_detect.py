@@ -84,7 +84,7 @@ def accuracy_per_worker(t, w, y, truth):
 
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--crowds", nargs="+", default=list(ZHENG) + ["cifar10n"])
+    ap.add_argument("--crowds", nargs="+", default=[*list(ZHENG), "cifar10n"])
     ap.add_argument("--fractions", nargs="+", type=float, default=[0.1, 0.2, 0.3, 0.4])
     ap.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     ap.add_argument("--out", default=None, help="write the tidy results to this CSV")
@@ -110,9 +110,9 @@ def main(argv=None):
               f"balanced accuracy {np.round(bal[sp.spammer], 2).tolist()}, "
               f"n_labels {sp.n_labels[sp.spammer].tolist()}), {cb.colluder.sum()} as colluders "
               f"(rho {cb.attrs['rho']:.2f} +- {cb.attrs['rho_se']:.2f})")
-        rows.append(dict(crowd=name, attack="clean", frac=0.0, seed=-1, recall=np.nan,
-                         fpr_spam=sp.spammer.mean(), fpr_bloc=cb.colluder.mean(), auc_mmsr=np.nan,
-                         rho=cb.attrs["rho"], s_spam=ts, s_bloc=tc, s_mmsr=tm))
+        rows.append({"crowd": name, "attack": "clean", "frac": 0.0, "seed": -1, "recall": np.nan,
+                         "fpr_spam": sp.spammer.mean(), "fpr_bloc": cb.colluder.mean(), "auc_mmsr": np.nan,
+                         "rho": cb.attrs["rho"], "s_spam": ts, "s_bloc": tc, "s_mmsr": tm})
         for frac in args.fractions:
             for seed in args.seeds:
                 rng = np.random.default_rng(seed)
@@ -141,8 +141,8 @@ def main(argv=None):
                     good = ~adv & (bal >= (1 + 1 / C) / 2)
                     extra = {}
                     if attack == "bloc":
-                        extra = dict(recall_mmsr=flag_m[adv].mean(), fpr_mmsr=flag_m[~adv].mean(),
-                                     recall_u=flag_u[adv].mean(), fpr_u=flag_u[~adv].mean())
+                        extra = {"recall_mmsr": flag_m[adv].mean(), "fpr_mmsr": flag_m[~adv].mean(),
+                                     "recall_u": flag_u[adv].mean(), "fpr_u": flag_u[~adv].mean()}
                     rows.append(dict(crowd=name, attack=attack, frac=frac, seed=seed, recall=flag[adv].mean(),
                                      fpr=flag[~adv].mean(), fpr_good=flag[good].mean(), **extra, auc_mmsr=auc,
                                      rho=rho, s=dt, s_mmsr=tm))

@@ -37,7 +37,7 @@ def main() -> None:
     print(f"{'seed':>4} {'malicious trust':>16} {'lowest honest':>14} {'lowest?':>8} {'acc with':>9} "
           f"{'acc without':>12} {'diff':>6} {'secs':>6}")
     for seed in args.seeds:
-        cfg = load_config(args.config, args.set + [f"seed={seed}"])
+        cfg = load_config(args.config, [*args.set, f"seed={seed}"])
         clean = cfg.model_copy(deep=True)
         clean.annotators.labelers = [lab for lab in clean.annotators.labelers if lab.kind != "malicious"]
         t = time.time()
@@ -54,7 +54,7 @@ def main() -> None:
         row["acc_diff"] = row["test_acc_without"] - row["test_acc_with"]
         rows.append(row)
         print(f"{seed:>4} {row['malicious_trust']:>16.3f} {row['lowest_honest_trust']:>14.3f} "
-              f"{str(row['malicious_lowest']):>8} {row['test_acc_with']:>9.3f} {row['test_acc_without']:>12.3f} "
+              f"{row['malicious_lowest']!s:>8} {row['test_acc_with']:>9.3f} {row['test_acc_without']:>12.3f} "
               f"{row['acc_diff']:>6.3f} {row['seconds']:>6.0f}", flush=True)
     diffs = np.array([r["acc_diff"] for r in rows])
     summary = {"malicious_lowest": f"{sum(r['malicious_lowest'] for r in rows)}/{len(rows)}",

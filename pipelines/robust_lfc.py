@@ -285,7 +285,7 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--sentiment-dims", type=int, default=300, help="sentiment: truncated-SVD dimensions")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4])
     ap.add_argument("--learners", nargs="+", default=ALL_LEARNERS, choices=sorted(LEARNERS))
-    ap.add_argument("--attacks", nargs="+", default=list(ATTACKS) + ["cw-margin"], choices=ALL_ATTACKS)
+    ap.add_argument("--attacks", nargs="+", default=[*list(ATTACKS), "cw-margin"], choices=ALL_ATTACKS)
     ap.add_argument("--eps", type=float, nargs="+", default=list(EPS_GRID))
     ap.add_argument("--table-eps", type=float, default=None,
                     help="eps of the markdown tables (default: the largest eps of --eps)")

@@ -61,7 +61,7 @@ COLUMNS = ["crowd", "kind", "rate", "seed", "method", "label_accuracy", "spearma
            "seconds", "cpu_seconds", "n_workers", "n_adversaries", "n_labels", "note"]
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _crowd(name: str):
     return load_crowd(name)
 
@@ -146,7 +146,7 @@ def _plot(results: pd.DataFrame, out: Path) -> Path | None:
 
 
 def _summary(results: pd.DataFrame, stats: list[dict], args, wall: float, notes: list[str]) -> str:
-    lines = [f"# Trust on real crowds (issue #12)\n",
+    lines = ["# Trust on real crowds (issue #12)\n",
              f"Crowds {', '.join(args.crowds)}; kinds {', '.join(args.kinds)}; rates "
              f"{', '.join(f'{100 * r:g}%' for r in args.rates)} (share of all workers); seeds {args.seeds}; "
              f"methods {', '.join(args.methods)}; GLAD time limit {args.glad_timeout:g} CPU s per fit; "

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal, Optional, Union
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -22,21 +22,21 @@ class DataConfig(_Strict):
 
 class HoldoutConfig(_Strict):
     size: int = Field(100, ge=2, description="items in the secured set S")
-    refresh_every: Optional[int] = Field(None, ge=1, description="q: draw a new S every q iterations; null = never")
+    refresh_every: int | None = Field(None, ge=1, description="q: draw a new S every q iterations; null = never")
 
 
 class LabelerConfig(_Strict):
     kind: Literal["benign", "malicious", "spammer", "colluding"]
     count: int = Field(1, ge=0)
     pr: float = Field(0.05, ge=0.0, le=1.0)
-    target: Optional[int] = None  # malicious: the class c_t it mislabels...
-    to: Optional[int] = None      # ...always as c'_t
+    target: int | None = None  # malicious: the class c_t it mislabels...
+    to: int | None = None      # ...always as c'_t
     rate: float = Field(0.3, ge=0.0, le=1.0)  # colluding: share of items the group lies about
     group: str = "g0"
-    name: Optional[str] = None    # id prefix (default: the kind)
+    name: str | None = None    # id prefix (default: the kind)
 
     @model_validator(mode="after")
-    def _malicious_needs_classes(self) -> "LabelerConfig":
+    def _malicious_needs_classes(self) -> LabelerConfig:
         if self.kind == "malicious" and (self.target is None or self.to is None):
             raise ValueError("a malicious labeler needs 'target' (c_t) and 'to' (c'_t)")
         return self
@@ -45,7 +45,7 @@ class LabelerConfig(_Strict):
 class LabelStudioConfig(_Strict):
     url: str = Field(description="the Label Studio server, e.g. http://127.0.0.1:8080")
     token_env: str = Field("LABEL_STUDIO_TOKEN", description="environment variable holding the API token")
-    token_file: Optional[str] = Field(None, description="or a file holding it (never put a token in a config)")
+    token_file: str | None = Field(None, description="or a file holding it (never put a token in a config)")
     title: str = "robust-al campaign"
     wait_seconds: float = Field(3600.0, gt=0, description="how long one batch may wait for its answers")
     poll_seconds: float = Field(2.0, gt=0, description="polling interval (webhooks usually answer first)")
@@ -53,17 +53,17 @@ class LabelStudioConfig(_Strict):
     media: Literal["data-url", "local-files", "url-template"] = Field(
         "data-url", description="how a task's image reaches the browser: embedded bytes (any server; images up to "
         "256 kB), the server's local-files serving (needs files_root), or media_url")
-    media_url: Optional[str] = Field(None, description="media = url-template: e.g. https://host/images/{key}")
-    files_root: Optional[str] = Field(None, description="media = local-files: the --files-root the server was "
+    media_url: str | None = Field(None, description="media = url-template: e.g. https://host/images/{key}")
+    files_root: str | None = Field(None, description="media = local-files: the --files-root the server was "
                                       "started with (a strict ancestor of the pool's image folder)")
     show_predictions: bool = Field(False, description="show the model's guess as a pre-annotation (a visible "
                                    "guess biases labelers who should answer independently)")
-    project_id: Optional[int] = Field(None, ge=1, description="attach to this existing project: its tasks are the "
+    project_id: int | None = Field(None, ge=1, description="attach to this existing project: its tasks are the "
                                       "pool (data.name: labelstudio), its annotations labels already collected")
     status_seconds: float = Field(10.0, gt=0, description="print a 'waiting: n/N answers' line at most this often")
 
     @model_validator(mode="after")
-    def _media_settings(self) -> "LabelStudioConfig":
+    def _media_settings(self) -> LabelStudioConfig:
         if self.media == "url-template" and (not self.media_url or "{key}" not in self.media_url):
             raise ValueError("media = 'url-template' needs media_url holding {key}, e.g. https://host/img/{key}")
         if self.media == "local-files" and not self.files_root:
@@ -73,20 +73,20 @@ class LabelStudioConfig(_Strict):
 
 class AnnotatorsConfig(_Strict):
     kind: Literal["simulated", "replay", "labelstudio"] = "simulated"
-    labelstudio: Optional[LabelStudioConfig] = None
+    labelstudio: LabelStudioConfig | None = None
     k: int = Field(1, ge=1, description="labelers asked per query")
     overlap: float = Field(0.0, ge=0, le=1, description="share of each query batch that one more labeler answers "
                            "(beyond k), so that labelers' answers meet: with k = 1 on uncertain queries nothing "
                            "else tells a colluding bloc from honest labelers (README, Q2)")
     labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
     inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
-    inject_items: Union[int, Literal["median", "all"]] = Field(
+    inject_items: int | Literal["median", "all"] = Field(
         "median", description="items each injected worker can be asked about: 'median' = as many as the median "
         "replayed worker recorded (a fixed random subset, like a real worker's), an integer, or 'all' (a "
         "simulated worker who can answer everything takes a large share of the budget: 23 % in one replay)")
 
     @model_validator(mode="after")
-    def _labelstudio_needs_its_section(self) -> "AnnotatorsConfig":
+    def _labelstudio_needs_its_section(self) -> AnnotatorsConfig:
         if self.kind == "labelstudio" and self.labelstudio is None:
             raise ValueError("annotators.kind = 'labelstudio' needs an 'annotators.labelstudio' section with a url")
         return self
@@ -97,7 +97,7 @@ class QueryConfig(_Strict):
     initial: int = Field(50, ge=1, description="m: items labeled at random before the first model")
     batch: int = Field(50, ge=1, description="items queried per iteration (shared as N_c across clusters)")
     clustering: Literal["kmeans", "kmedoids", "agglomerative"] = "kmeans"
-    n_clusters: Optional[int] = Field(None, ge=1, description="null = chosen by silhouette")
+    n_clusters: int | None = Field(None, ge=1, description="null = chosen by silhouette")
     max_clusters: int = Field(10, ge=2)
     typicality: float = Field(1.0, ge=0, description="maxmin: weigh the distance to the labeled set by "
                               "(typicality within the cluster)^beta; 0 = the paper's pure max-min (behind "
@@ -123,7 +123,7 @@ class ModelConfig(_Strict):
     network: Literal["auto", "mlp", "cnn", "frozen", "pretrained"] = Field(
         "auto", description="frozen = fixed random-feature extractor + trained head; pretrained = the frozen "
         "trunk of model.backbone + trained head (the paper's transfer setting)")
-    backbone: Optional[dict[str, str]] = Field(
+    backbone: dict[str, str] | None = Field(
         None, description="model.network 'pretrained': {arch: a torchvision architecture, weights: a local "
         "state_dict file}, e.g. the one pipelines/pretrain_backbone.py writes; nothing is downloaded")
     hidden: list[int] = Field(default_factory=lambda: [128])
@@ -157,7 +157,7 @@ class ModelConfig(_Strict):
         "inferred labels weighted by the posterior's margin over chance (needs overlap to tell labelers apart)")
 
     @model_validator(mode="after")
-    def _backbone(self) -> "ModelConfig":
+    def _backbone(self) -> ModelConfig:
         if self.backbone is not None:
             extra = set(self.backbone) - {"arch", "weights"}
             if extra or "weights" not in self.backbone:
@@ -189,7 +189,7 @@ class TrustConfig(_Strict):
     initial: float = Field(0.9, ge=0, le=1, description="a labeler's presumed accuracy while fewer than 3 "
                            "labelers have 10 labels; after that the crowd's median is")
     prior_strength: float = Field(4.0, gt=0, description="labels' worth of the Beta prior on a labeler's accuracy")
-    threshold: Optional[float] = Field(None, ge=0, le=1, description="fixed routing threshold tau; null: "
+    threshold: float | None = Field(None, ge=0, le=1, description="fixed routing threshold tau; null: "
                                        "relative, tau = 1/C + relative * (crowd's typical accuracy - 1/C)")
     relative: float = Field(0.5, ge=0, le=1, description="where tau sits between chance and the typical labeler")
     level: float = Field(0.9, gt=0, lt=1, description="credible level of the accuracy interval routing reads")
@@ -204,7 +204,7 @@ class TrustConfig(_Strict):
     cross_fit_folds: int = Field(5, ge=0, description="score labelers also against a cross-fitted witness: a "
                                  "logistic regression that never saw the item's label (K-fold over the labeled "
                                  "items; robust_al.trust.witness); 0 = off")
-    significance: Optional[float] = Field(0.05, gt=0, lt=1, description="...and only if the drop is significant "
+    significance: float | None = Field(0.05, gt=0, lt=1, description="...and only if the drop is significant "
                                           "(one-sided exact McNemar test on S at this level); null = any drop")
     reexamine: Literal["suspicious", "all"] = Field(
         "suspicious", description="items of a failing batch that h labelers relabel: those whose label F_{i-1} "
@@ -242,15 +242,15 @@ class PoisonConfig(_Strict):
 
 class StopConfig(_Strict):
     budget: int = Field(600, ge=1, description="labels (annotations) the campaign may buy")
-    target_accuracy: Optional[float] = Field(None, gt=0, le=1, description="accuracy on S that ends the campaign")
-    tau: Optional[float] = Field(None, gt=0, description="stop when every adversarial perturbation exceeds tau")
+    target_accuracy: float | None = Field(None, gt=0, le=1, description="accuracy on S that ends the campaign")
+    tau: float | None = Field(None, gt=0, description="stop when every adversarial perturbation exceeds tau")
     max_iterations: int = Field(100, ge=1)
 
 
 class CampaignConfig(_Strict):
     name: str = "campaign"
     seed: int = 0
-    run_dir: Optional[str] = None
+    run_dir: str | None = None
     data: DataConfig = Field(default_factory=DataConfig)
     holdout: HoldoutConfig = Field(default_factory=HoldoutConfig)
     annotators: AnnotatorsConfig = Field(default_factory=AnnotatorsConfig)
@@ -263,7 +263,7 @@ class CampaignConfig(_Strict):
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
 
     @model_validator(mode="after")
-    def _labelstudio_data_source(self) -> "CampaignConfig":
+    def _labelstudio_data_source(self) -> CampaignConfig:
         ls = self.annotators.labelstudio if self.annotators.kind == "labelstudio" else None
         attached = ls is not None and ls.project_id is not None
         if self.data.name == "labelstudio" and not attached:

@@ -4,7 +4,8 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
-from typing import IO, Callable
+from typing import IO
+from collections.abc import Callable
 
 
 def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:

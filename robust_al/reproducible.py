@@ -11,7 +11,7 @@ two busy loops: 343 one-thread fits in 200 s, 22 two-thread fits in 150 s).
 from __future__ import annotations
 
 import contextlib
-from typing import Iterator
+from collections.abc import Iterator
 
 import numpy as np
 

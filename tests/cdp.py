@@ -162,7 +162,7 @@ class Browser:
                     self.proc.kill()
                     self.proc.wait()
 
-    def __enter__(self) -> "Browser":
+    def __enter__(self) -> Browser:
         return self
 
     def __exit__(self, *exc) -> None:

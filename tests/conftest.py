@@ -48,7 +48,8 @@ def ls():
     It serves local files from ``ls.files_root`` (a folder next to its data directory): tests put images in a
     subfolder of it to try ``media: local-files``.
     """
-    pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
+    pytest.importorskip("label_studio_sdk",
+                        reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
     from robust_al.labelstudio import server as ls_server
 
     if not ls_server.installed():

@@ -8,7 +8,7 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import robust_al
@@ -148,7 +148,7 @@ def test_bad_input_is_one_line_exit_2_and_nothing_written(tmp_path, capsys, answ
         bad = tmp_path / "truth.csv"
         bad.write_text(truth)
         args += ["--truth", bad]
-    rc, out, err = run_cli(*args, capsys=capsys)
+    rc, _out, err = run_cli(*args, capsys=capsys)
     assert rc == 2
     assert err.startswith(f"error: {bad}: ") and words in err and err.count("\n") == 1, err
     assert not (tmp_path / "out").exists()

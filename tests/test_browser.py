@@ -6,7 +6,6 @@ those fail). Screenshots go to RUN_DIR/screenshots/ and, when set, to $ROBUST_AL
 """
 from __future__ import annotations
 
-import io
 import json
 import os
 import shutil
@@ -81,7 +80,7 @@ def browser(chromium, tmp_path):
 def image_folder(root: Path, per_class: int = 10) -> Path:
     """A class-folder of real images: CIFAR-10 test JPEGs of two classes when the archive is there, else PNGs."""
     archive = default_datasets_dir() / "cifar10_images" / "CIFAR-10-images_jpg.tar.gz"
-    got = {c: 0 for c in CLASSES}
+    got = dict.fromkeys(CLASSES, 0)
     if archive.exists():
         with tarfile.open(archive, "r|gz") as tf:  # a stream: stop as soon as there are enough
             for m in tf:

@@ -40,7 +40,7 @@ def test_dawid_skene_matches_crowdkit_on_a_dense_crowd_and_beats_majority_vote()
 
 
 def test_zero_weight_ignores_a_labeler():
-    df, truth = synthetic_crowd(accs=(0.9, 0.9, 0.0))  # w2 always wrong
+    df, _truth = synthetic_crowd(accs=(0.9, 0.9, 0.0))  # w2 always wrong
     with_all = TrustWeightedDS(3).fit(df)
     without = TrustWeightedDS(3).fit(df, {"w2": 0.0})
     only_honest = TrustWeightedDS(3).fit(df[df["worker"] != "w2"])

@@ -98,7 +98,7 @@ def test_a_spammer_with_too_little_overlap_is_not_flagged():
 
 def test_constant_answers_flag_only_when_the_items_vary():
     """Always answering class 0 ignores the item (a spammer) - unless all the items were class 0."""
-    t, w, y, truth, kind = crowd(seed=3)
+    t, w, y, truth, _kind = crowd(seed=3)
     M = w.max() + 1
     zeros = np.flatnonzero(truth == 0)[:150]
     mixed = np.arange(150)

@@ -2,9 +2,9 @@
 
 Every resumed run must equal the uninterrupted one: the same stored answers, labeled set, trust table,
 metrics and final weights (bit for bit). The points (``robust_al.faults.kill_point``) cover each step that
-writes: the stored batch, the k-th of n answers (query, and the overlap's in a run of its own), training, between augmentation writes, mid trust update,
-before and after the checkpoint, the re-examination, and the last, budget-limited iteration (killed after
-some and after all of its answers); plus a resume that is itself killed.
+writes: the stored batch, the k-th of n answers (query, and the overlap's in a run of its own), training, between
+augmentation writes, mid trust update, before and after the checkpoint, the re-examination, and the last,
+budget-limited iteration (killed after some and after all of its answers); plus a resume that is itself killed.
 """
 from __future__ import annotations
 

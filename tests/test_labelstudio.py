@@ -17,12 +17,12 @@ import pytest
 
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
 
-from robust_al.labelstudio import server as ls_server  # noqa: E402
-from robust_al.labelstudio.client import (  # noqa: E402
+from robust_al.labelstudio import server as ls_server
+from robust_al.labelstudio.client import (
     LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config,
     parse_label_config)
-from robust_al.labelstudio.users import annotate  # noqa: E402
-from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event  # noqa: E402
+from robust_al.labelstudio.users import annotate
+from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event
 
 CLASSES = ["zero", "one", "two", "three"]
 
@@ -414,7 +414,6 @@ def test_attach_to_an_existing_project(ls, client, annotators, tmp_path, monkeyp
     "robust-al queue" tab, and leaves every setting, task and annotation of the project as it was."""
     import re
     import threading
-    import time
 
     from conftest import tiny_config
     from robust_al.campaign import Campaign
@@ -505,9 +504,9 @@ def test_attach_refuses_a_missing_project_or_too_few_annotations(ls, client, tmp
     monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
 
     def cfg(project_id: int, k: int = 1):
-        return load_config(data=tiny_config(**{"data": {"name": "labelstudio"}, "annotators": {
+        return load_config(data=tiny_config(data={"name": "labelstudio"}, annotators={
             "kind": "labelstudio", "k": k, "labelstudio": {"url": ls.url, "token_env": "LS_TEST_TOKEN",
-                                                             "project_id": project_id}}}))
+                                                             "project_id": project_id}}))
 
     with pytest.raises(ConfigError, match=rf"annotators.labelstudio.project_id = 99999: no such project on the "
                                           rf"Label Studio server {ls.url}$"):

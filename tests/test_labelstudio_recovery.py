@@ -14,9 +14,9 @@ import pytest
 
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
 
-from robust_al.annotators.labelstudio import LabelStudioCrowd  # noqa: E402
-from robust_al.labelstudio.users import annotate  # noqa: E402
-from robust_al.store import RunStore  # noqa: E402
+from robust_al.annotators.labelstudio import LabelStudioCrowd
+from robust_al.labelstudio.users import annotate
+from robust_al.store import RunStore
 
 CLASSES = ["zero", "one", "two", "three"]
 

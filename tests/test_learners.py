@@ -109,7 +109,7 @@ def test_renaming_workers_changes_nothing(perm, name):
     X, _, ann, _ = synthetic(n=60, seed=1)
     # a relabeling that keeps the sorted order of names fixes the worker index; use a prefix that does
     mapping = {f"w{k}": f"annotator-{perm[k]}" for k in range(5)}
-    kw = dict(epochs=3, seed=0) | ({"pgd_steps": 2} if name in ("alfc", "malc") else {})
+    kw = {"epochs": 3, "seed": 0} | ({"pgd_steps": 2} if name in ("alfc", "malc") else {})
     a = make_learner(name, C, (D,), **kw).fit(X, ann)
     b = make_learner(name, C, (D,), **kw).fit(X, ann.assign(worker=ann["worker"].map(mapping)))
     np.testing.assert_allclose(a.predict_proba(X), b.predict_proba(X), atol=1e-5)
@@ -119,7 +119,7 @@ def test_renaming_workers_changes_nothing(perm, name):
 
 @pytest.mark.parametrize("name", ["malc", "ds"])
 def test_standardization_can_be_switched_off_so_eps_means_the_same_on_every_feature(crowd, name):
-    X, y, ann, _ = crowd
+    X, _y, ann, _ = crowd
     X = X * np.linspace(0.1, 1.0, D, dtype=np.float32)  # features with different spreads
     on = make_learner(name, C, (D,), epochs=2, seed=0).fit(X, ann, np.arange(len(X)))
     off = make_learner(name, C, (D,), epochs=2, seed=0, standardize=False).fit(X, ann, np.arange(len(X)))
@@ -154,7 +154,7 @@ def _crowdkit_crowd_layer():
 
     try:
         return importlib.import_module("crowdkit.learning.crowd_layer").CrowdLayer
-    except Exception:  # noqa: BLE001 - the package __init__'s import error, whatever its type
+    except Exception:
         for name in [m for m in sys.modules if m.startswith("crowdkit.learning")]:
             del sys.modules[name]
         stub = types.ModuleType("crowdkit.learning")
@@ -266,7 +266,7 @@ def test_every_learner_is_a_scikit_learn_estimator(name):
 
 
 def test_string_labels_are_encoded_and_predicted_as_names(crowd):
-    X, y, ann, _ = crowd
+    X, _y, ann, _ = crowd
     names = np.array(["cat", "dog", "emu"])
     by_name = ann.assign(label=names[ann["label"]])
     a = make_learner("ds", C, (D,), epochs=5, seed=2).fit(X, by_name)

@@ -111,7 +111,7 @@ def test_generic_csv_round_trip(tmp_path):
 
 
 def test_generic_npy_txt_and_separate_test(tmp_path):
-    ids, X, y, ann = _tiny(tmp_path, n=12)
+    _ids, X, y, ann = _tiny(tmp_path, n=12)
     np.save(tmp_path / "train.npy", X.astype(np.float32))
     Xt = np.vstack([X[:3], X[:1] + 1000.0])  # last row far outside the train range
     np.save(tmp_path / "test.npy", Xt)
@@ -140,7 +140,7 @@ def test_generic_npy_txt_and_separate_test(tmp_path):
 
 
 def test_generic_bad_label_names_file_line_value(tmp_path):
-    ids, X, y, ann = _tiny(tmp_path)
+    ids, X, _y, ann = _tiny(tmp_path)
     feats = _write_csv(tmp_path / "feats.csv", ["item", "a", "b", "c", "d"], [[i, *x] for i, x in zip(ids, X)])
     bad = list(ann)
     bad[4] = (bad[4][0], "w9", 7)  # data row 5 -> line 6
@@ -165,9 +165,9 @@ def test_generic_bad_label_names_file_line_value(tmp_path):
 
 
 def test_generic_unknown_item_names_file(tmp_path):
-    ids, X, y, ann = _tiny(tmp_path)
+    ids, X, _y, ann = _tiny(tmp_path)
     feats = _write_csv(tmp_path / "feats.csv", ["item", "a", "b", "c", "d"], [[i, *x] for i, x in zip(ids, X)])
-    bad = list(ann) + [(999, "w1", 0)]
+    bad = [*list(ann), (999, "w1", 0)]
     anns = _write_csv(tmp_path / "ann.csv", ["item", "worker", "label"], bad)
     line = len(bad) + 1
     with pytest.raises(ValueError, match=rf"ann\.csv: line {line}: item '999' is not an item"):
@@ -180,7 +180,7 @@ def test_generic_unknown_item_names_file(tmp_path):
 
 
 def test_generic_malformed_files(tmp_path):
-    ids, X, y, ann = _tiny(tmp_path)
+    _ids, X, _y, ann = _tiny(tmp_path)
     anns = _write_csv(tmp_path / "ann.csv", ["item", "worker", "label"], [(i - 100, w, lab) for i, w, lab in ann])
     rows = [list(x) for x in X]
     rows[2][1] = "oops"

@@ -130,7 +130,7 @@ def crowds(draw):
 
 
 def key(row):
-    t, w, y = row
+    t, w, _y = row
     return t.strip(), w.strip()
 
 

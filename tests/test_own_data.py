@@ -48,7 +48,7 @@ def flat_folder(tmp_path):
 def test_class_folder_pool(class_folder):
     ds = load_dataset("imagefolder", root=str(class_folder), image_size=16)
     p = ds.train
-    assert p.X.shape == (12, 3, 16, 16) and p.X.dtype == np.float32 and 0 <= p.X.min() and p.X.max() <= 1
+    assert p.X.shape == (12, 3, 16, 16) and p.X.dtype == np.float32 and p.X.min() >= 0 and p.X.max() <= 1
     assert p.class_names == ["bird", "cat", "dog"]  # sorted sub-folder names
     assert list(p.keys) == sorted(p.keys) and p.keys[0] == "bird/00.jpg"
     assert np.array_equal(p.ids, np.arange(12))
@@ -224,7 +224,7 @@ def test_table_errors_name_file_and_key(tmp_path, monkeypatch):
     ("cifar2", {"n_trian": 5}),
 ])
 def test_unknown_option_is_one_line_naming_the_key(name, options):
-    bad = [k for k in options if k not in ("seed", "root", "path")][0]
+    bad = next(k for k in options if k not in ("seed", "root", "path"))
     with pytest.raises(ValueError, match=rf"^data\.options\.{bad}: unknown option; accepted keys: .*") as e:
         load_dataset(name, **options)
     assert "\n" not in str(e.value)
@@ -287,7 +287,7 @@ def test_from_arrays_and_from_torch():
         Dataset.from_arrays(np.where(np.arange(30).reshape(10, 3) == 7, np.nan, X), class_names=["a"])
 
     class Toy(torch.utils.data.Dataset):
-        classes = ["zero", "one"]
+        classes = ("zero", "one")
 
         def __len__(self):
             return 6

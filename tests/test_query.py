@@ -162,7 +162,7 @@ def test_typicality_weighting_picks_the_dense_part_before_outliers():
     outliers = np.array([[12, 0], [0, 12], [-12, 0], [0, -12], [9, 9]], dtype=float)
     E = np.vstack([[[0.3, 0.2]], blob, outliers]).astype(np.float32)   # row 0 is labeled
     cand = np.arange(1, len(E))
-    is_outlier = lambda picks: np.isin(cand[picks], np.arange(201, 206))  # noqa: E731
+    is_outlier = lambda picks: np.isin(cand[picks], np.arange(201, 206))
     plain = ClusterMaxMin(n_clusters=1, typicality=0.0).query(_ctx(E, [0], cand), 5)
     typical = ClusterMaxMin(n_clusters=1, typicality=2.0).query(_ctx(E, [0], cand), 5)
     assert is_outlier(plain).all()

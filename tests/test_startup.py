@@ -112,7 +112,7 @@ def test_silent_misreads_of_a_generic_crowd_are_refused_before_anything_is_writt
     if case == "inf":
         X[7, 1] = np.inf
     if case == "conflict":
-        rows = [(3, "w1", 0), (3, "w1", 1)] + rows[12:]
+        rows = [(3, "w1", 0), (3, "w1", 1), *rows[12:]]
     if case == "truth27":
         truth[5] = (5, 27)
     opts = _generic(tmp_path, X, rows, truth)
@@ -143,10 +143,10 @@ def test_a_batch_of_answers_is_stored_whole_or_not_at_all(tmp_path):
         store.add_annotations([(2, "a", 1), (3, "a", 1), (1, "a", 1)], 0, "query")
     assert store.annotations()[["task", "worker", "label"]].values.tolist() == [[1, "a", 0]]
     assert store.count_annotations() == 1  # the trigger's count rolled back with the rows
-    with pytest.raises(KeyboardInterrupt):  # Ctrl-C / SIGTERM between two statements of one transaction
-        with store.transaction():
-            store.set_status([2], "labeled", 0)
-            raise KeyboardInterrupt
+    # Ctrl-C / SIGTERM between two statements of one transaction
+    with pytest.raises(KeyboardInterrupt), store.transaction():
+        store.set_status([2], "labeled", 0)
+        raise KeyboardInterrupt
     assert store.statuses() == {}
     store.set_status([2, 3], "labeled", 0)
     assert store.statuses() == {2: "labeled", 3: "labeled"} and not store.db.in_transaction

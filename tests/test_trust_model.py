@@ -38,7 +38,7 @@ def _spam(rng, true):
 
 
 def test_trust_tracks_true_accuracy_and_is_calibrated():
-    df, y, acc = _crowd()
+    df, _y, acc = _crowd()
     table = worker_accuracy(TrustWeightedDS(5).fit(df).leave_one_out(), 5)
     h = table.loc[list(acc)]
     true = np.array([acc[w] for w in h.index])
@@ -50,7 +50,7 @@ def test_trust_tracks_true_accuracy_and_is_calibrated():
 
 
 def test_interval_narrows_with_labels_and_busy_is_not_punished_for_answering():
-    df, y, acc = _crowd(seed=1)
+    df, _y, acc = _crowd(seed=1)
     table = worker_accuracy(TrustWeightedDS(5).fit(df).leave_one_out(), 5)
     width = (table["upper"] - table["lower"]).groupby(table["n"]).mean()
     assert width.loc[200] < width.loc[40] < width.loc[15]
@@ -61,7 +61,7 @@ def test_interval_narrows_with_labels_and_busy_is_not_punished_for_answering():
 
 
 def test_targeted_attacker_and_spammer_rank_lowest_and_are_routed_alone():
-    df, y, acc = _crowd(extra=[("target", _targeted, 150), ("spam", _spam, 150)])
+    df, _y, acc = _crowd(extra=[("target", _targeted, 150), ("spam", _spam, 150)])
     a = assess_crowd(df, 5, route=True)
     w = a.workers
     assert set(w.index[w["routed"]]) == {"target", "spam"}
@@ -71,9 +71,9 @@ def test_targeted_attacker_and_spammer_rank_lowest_and_are_routed_alone():
 
 
 def test_routing_on_a_clean_crowd_costs_nothing():
-    df, y, acc = _crowd(seed=2)
+    df, y, _acc = _crowd(seed=2)
     plain, routed = assess_crowd(df, 5), assess_crowd(df, 5, route=True)
-    acc_of = lambda a: (a.labels.to_numpy() == y[a.labels.index]).mean()  # noqa: E731
+    acc_of = lambda a: (a.labels.to_numpy() == y[a.labels.index]).mean()
     assert acc_of(routed) >= acc_of(plain) - 0.005
 
 

@@ -5,6 +5,18 @@ from robust_al.annotators.replay import ReplayedAnnotator, replayed_crowd
 from robust_al.annotators.simulated import (BenignAnnotator, ColludingAnnotator, MaliciousAnnotator,
                                             SimulatedAnnotator, SpammerAnnotator, truth_map)
 
-__all__ = ["Annotator", "Answer", "Crowd", "CrowdProtocol", "HoldoutLeak", "ReplayedAnnotator", "replayed_crowd",
-           "BenignAnnotator", "ColludingAnnotator", "MaliciousAnnotator", "SimulatedAnnotator",
-           "SpammerAnnotator", "truth_map"]
+__all__ = [
+                                            "Annotator",
+                                            "Answer",
+                                            "BenignAnnotator",
+                                            "ColludingAnnotator",
+                                            "Crowd",
+                                            "CrowdProtocol",
+                                            "HoldoutLeak",
+                                            "MaliciousAnnotator",
+                                            "ReplayedAnnotator",
+                                            "SimulatedAnnotator",
+                                            "SpammerAnnotator",
+                                            "replayed_crowd",
+                                            "truth_map",
+]

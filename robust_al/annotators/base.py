@@ -4,7 +4,7 @@ from __future__ import annotations
 import zlib
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
@@ -33,7 +33,7 @@ class Annotator(ABC):
 
     def _known_set(self) -> set[int]:
         if not hasattr(self, "_known_cache"):
-            self._known_cache = set(int(i) for i in self.known_items())
+            self._known_cache = {int(i) for i in self.known_items()}
         return self._known_cache
 
     @abstractmethod

@@ -37,7 +37,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -412,7 +412,7 @@ class LabelStudioCrowd:
         and how many annotations its task holds in all (Label Studio stops serving a task once it holds
         ``maximum_annotations``, whoever gave them, so that - not the usable count - says the task is done)."""
         out: dict[int, list[Answer]] = {i: [] for i in tasks}
-        held: dict[int, int] = {i: 0 for i in tasks}
+        held: dict[int, int] = dict.fromkeys(tasks, 0)
         for item, worker, label, cancelled in self.store.external_answers(f"{proj.id}:"):
             if int(item) not in out:
                 continue

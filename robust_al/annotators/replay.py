@@ -1,7 +1,7 @@
 """Replayed real crowds: answer with the label a real worker recorded for that item."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd

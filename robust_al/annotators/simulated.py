@@ -1,7 +1,7 @@
 """Simulated labelers (threat model of the robust-active-learning paper, section I-A)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 from torch import nn
@@ -106,7 +106,7 @@ def _collide(feats, f_t, base: np.ndarray, lr0: float, similarity_coeff: float, 
     import torch
 
     n = len(base)
-    flat = lambda a: a.reshape(len(a), -1)  # noqa: E731
+    flat = lambda a: a.reshape(len(a), -1)
     beta = similarity_coeff * (f_t.shape[1] / base[0].size) ** 2
 
     def objective(f, x, rows):

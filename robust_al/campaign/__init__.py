@@ -18,5 +18,18 @@ from robust_al.campaign.build import check_startable, versions
 from robust_al.campaign.items import DISCARDED, HOLDOUT, LABELED, QUARANTINED, RETIRED, stage_key
 from robust_al.campaign.loop import VOLATILE_METRICS, Campaign, IterationResult, format_metrics, peak_rss_mib
 
-__all__ = ["Campaign", "IterationResult", "VOLATILE_METRICS", "LABELED", "DISCARDED", "HOLDOUT", "RETIRED",
-           "QUARANTINED", "check_startable", "format_metrics", "peak_rss_mib", "stage_key", "versions"]
+__all__ = [
+           "DISCARDED",
+           "HOLDOUT",
+           "LABELED",
+           "QUARANTINED",
+           "RETIRED",
+           "VOLATILE_METRICS",
+           "Campaign",
+           "IterationResult",
+           "check_startable",
+           "format_metrics",
+           "peak_rss_mib",
+           "stage_key",
+           "versions",
+]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from robust_al.annotators import Crowd
 from robust_al.annotators.factory import build_annotators
@@ -20,6 +20,7 @@ from robust_al.store.lock import RunLock
 from robust_al.store.sqlite import abandoned_start
 from robust_al.versions import CAMPAIGN_MODULES
 from robust_al.versions import versions as _versions
+import contextlib
 
 
 def versions() -> dict[str, str | None]:
@@ -116,7 +117,7 @@ class CampaignBuild:
                 raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: {e}") from None
 
     @classmethod
-    def create(cls, cfg: CampaignConfig, run_dir: str | Path | None = None, **kw) -> "Campaign":
+    def create(cls, cfg: CampaignConfig, run_dir: str | Path | None = None, **kw) -> Campaign:
         """A new campaign in ``run_dir``. If anything refuses to start, nothing that blocks a retry is left."""
         run_dir = Path(run_dir) if run_dir else cfg.resolved_run_dir()
         db = run_dir / "campaign.sqlite"
@@ -141,7 +142,7 @@ class CampaignBuild:
         return self
 
     @classmethod
-    def resume(cls, run_dir: str | Path, **kw) -> "Campaign":
+    def resume(cls, run_dir: str | Path, **kw) -> Campaign:
         run_dir = Path(run_dir)
         store = RunStore(run_dir, create=False)
         raw = store.get_meta("config")
@@ -182,10 +183,8 @@ def _remove_failed_start(run_dir: Path, made_dir: bool) -> None:
     for name in ("campaign.sqlite", "campaign.sqlite-wal", "campaign.sqlite-shm", "config.yaml", "campaign.lock"):
         (run_dir / name).unlink(missing_ok=True)
     if made_dir:
-        try:
+        with contextlib.suppress(OSError):
             run_dir.rmdir()
-        except OSError:
-            pass
 
 
 def _yaml(d: dict) -> str:

@@ -64,7 +64,7 @@ def criteria(stop) -> list[StoppingCriterion]:
         out.append(TargetAccuracy(stop.target_accuracy))
     if stop.tau is not None:
         out.append(Robust(stop.tau))
-    return out + [BudgetSpent(), MaxIterations(stop.max_iterations), PoolExhausted()]
+    return [*out, BudgetSpent(), MaxIterations(stop.max_iterations), PoolExhausted()]
 
 
 def stop_reason(campaign, iteration: int, metrics: dict, vuln: np.ndarray) -> str | None:

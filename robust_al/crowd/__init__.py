@@ -16,5 +16,13 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'robust_al.crowd' has no attribute {name!r}")
 
 
-__all__ = ["MODEL_WORKER", "TrustWeightedDS", "confidence_band", "model_worker", "CrowdClassifier", "NetworkTrainer",
-           "build_network", "pick_device"]
+__all__ = [
+    "MODEL_WORKER",
+    "CrowdClassifier",
+    "NetworkTrainer",
+    "TrustWeightedDS",
+    "build_network",
+    "confidence_band",
+    "model_worker",
+    "pick_device",
+]

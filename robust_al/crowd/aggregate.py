@@ -1,7 +1,7 @@
 """Truth inference from crowd labels: Dawid-Skene with Dirichlet-smoothed confusions and labeler weights."""
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -133,7 +133,7 @@ class TrustWeightedDS:
         self.alpha, self.prior_diag, self.tol, self.rho_strength = alpha, prior_diag, tol, rho_strength
 
     def fit(self, annotations: pd.DataFrame, weights: Callable[[str], float] | Mapping[str, float] | None = None,
-            known_counts: Mapping[str, np.ndarray] | None = None) -> "TrustWeightedDS":
+            known_counts: Mapping[str, np.ndarray] | None = None) -> TrustWeightedDS:
         """``known_counts``: for workers whose confusion was measured on trusted data (the model's on the
         secured set S), counts true x answered; their pi is that (Dirichlet-smoothed) and never re-estimated,
         so a confident but poor model cannot talk the EM into believing it (Laplace-smoothed, no

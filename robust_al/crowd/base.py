@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 import numpy as np
 import pandas as pd
@@ -63,7 +63,7 @@ def encode(X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None
     for r, w, l in zip(rows, wk, lab):
         pad_w[r, slot[r]], pad_l[r, slot[r]] = w, l
         slot[r] += 1
-    t = lambda a: torch.as_tensor(a, device=device)  # noqa: E731
+    t = lambda a: torch.as_tensor(a, device=device)
     return CrowdData(t(Xu), t(rows), t(wk), t(lab), workers, used, t(pad_w), t(pad_l))
 
 
@@ -197,7 +197,7 @@ class CrowdLearner(BaseEstimator):
         self.model.load_state_dict(dict(snapshot.weights))
 
     def fit(self, X: np.ndarray, annotations: pd.DataFrame, item_ids: np.ndarray | None = None,
-            prior_trust: dict[str, float] | None = None) -> "CrowdLearner":
+            prior_trust: dict[str, float] | None = None) -> CrowdLearner:
         """Fit on items ``X`` (rows named by ``item_ids``, default row numbers) and annotations in the long
         (task, worker, label) form. ``prior_trust`` (worker -> trust in [0, 1]) seeds each worker's confusion
         matrix with a Dirichlet prior worth ``prior_strength`` labels: trust on the diagonal, the rest spread.

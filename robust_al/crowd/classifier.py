@@ -4,7 +4,7 @@ Crowd-robust learners (A-LFC, MALC...) implement the same interface and plug int
 """
 from __future__ import annotations
 
-from typing import Callable, Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import pandas as pd
@@ -45,7 +45,7 @@ class CrowdClassifier:
     def fit(self, X: np.ndarray, item_ids: np.ndarray, annotations: pd.DataFrame,
             trust: Callable[[str], float] | Mapping[str, float] | None = None,
             extra_X: np.ndarray | None = None, extra_items: np.ndarray | None = None,
-            posteriors: pd.DataFrame | None = None, seed: int = 0) -> "CrowdClassifier":
+            posteriors: pd.DataFrame | None = None, seed: int = 0) -> CrowdClassifier:
         post = self.aggregate(annotations, trust) if posteriors is None else posteriors
         keep = np.isin(item_ids, post.index.to_numpy())
         X_all, ids = X[keep], item_ids[keep]
@@ -97,7 +97,7 @@ class CampaignLearner(CrowdClassifier):
     def fit(self, X: np.ndarray, item_ids: np.ndarray, annotations: pd.DataFrame,
             trust: Callable[[str], float] | Mapping[str, float] | None = None,
             extra_X: np.ndarray | None = None, extra_items: np.ndarray | None = None,
-            posteriors: pd.DataFrame | None = None, seed: int = 0) -> "CampaignLearner":
+            posteriors: pd.DataFrame | None = None, seed: int = 0) -> CampaignLearner:
         human = human_answers(annotations)
         human = human[human["task"].isin(item_ids)]
         table = dict(trust.table()) if hasattr(trust, "table") else (dict(trust) if isinstance(trust, Mapping) else None)

@@ -11,7 +11,8 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Iterator, Mapping, Protocol, runtime_checkable
+from typing import Protocol, runtime_checkable
+from collections.abc import Iterator, Mapping
 
 import numpy as np
 
@@ -21,16 +22,16 @@ class Snapshot:
     """The weights of one model, detached copies on the CPU in a read-only mapping (``weights``), plus its
     ``label`` (e.g. ``"F_3"``) for messages. Build with :meth:`of`; compare with :meth:`same_as`."""
 
-    weights: Mapping[str, "object"] = field(repr=False)
+    weights: Mapping[str, object] = field(repr=False)
     label: str = ""
 
     @classmethod
-    def of(cls, state: Mapping, label: str = "") -> "Snapshot":
+    def of(cls, state: Mapping, label: str = "") -> Snapshot:
         """A snapshot of ``state`` (a state_dict, or a stored checkpoint): copied, so later writes to the source
         tensors never reach it."""
         return cls(MappingProxyType({k: v.detach().cpu().clone() for k, v in state.items()}), label)
 
-    def same_as(self, other: "Snapshot") -> bool:
+    def same_as(self, other: Snapshot) -> bool:
         import torch
 
         return self.weights.keys() == other.weights.keys() and all(

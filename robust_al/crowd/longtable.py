@@ -61,7 +61,7 @@ class _Column:
     text: np.ndarray
     original: np.ndarray
 
-    def take(self, rows: np.ndarray) -> "_Column":
+    def take(self, rows: np.ndarray) -> _Column:
         codes = self.codes[rows]
         used = np.zeros(len(self.text), dtype=bool)
         used[codes] = True

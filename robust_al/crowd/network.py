@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import hashlib
-from typing import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -41,7 +41,7 @@ class Standardize(nn.Module):
         return (x - self.mean) / self.std
 
     @torch.no_grad()
-    def fit(self, X: np.ndarray) -> "Standardize":
+    def fit(self, X: np.ndarray) -> Standardize:
         """Mean and std of ``X`` per feature (per channel for images)."""
         X = np.asarray(X, dtype=np.float32)
         axes = (0,) if X.ndim == 2 else (0, 2, 3)
@@ -132,7 +132,7 @@ class FrozenFeatureNet(nn.Module):
             p.requires_grad_(False)
         self.head = nn.Sequential(nn.Dropout(dropout), nn.Linear(d, n_classes))
 
-    def train(self, mode: bool = True) -> "FrozenFeatureNet":
+    def train(self, mode: bool = True) -> FrozenFeatureNet:
         super().train(mode)
         self.features.eval()
         return self
@@ -333,7 +333,7 @@ class NetworkTrainer:
                                    self.backbone).to(self.device)
 
     @classmethod
-    def from_config(cls, input_shape: Sequence[int], n_classes: int, m, seed: int) -> "NetworkTrainer":
+    def from_config(cls, input_shape: Sequence[int], n_classes: int, m, seed: int) -> NetworkTrainer:
         """The network and training settings of a ``model:`` config section (``robust_al.config.ModelConfig``)."""
         return cls(input_shape, n_classes, m.network, m.hidden, m.dropout, m.epochs, m.batch_size, m.lr,
                    m.weight_decay, m.device, seed=seed, min_steps=m.min_steps, backbone=m.backbone,
@@ -363,7 +363,7 @@ class NetworkTrainer:
         if unexpected or any(not k.startswith("features.") for k in missing):
             raise ValueError(f"checkpoint does not fit the network: missing {missing[:3]}, unexpected {unexpected[:3]}")
 
-    def snapshot(self, label: str = "") -> "Snapshot":
+    def snapshot(self, label: str = "") -> Snapshot:
         """The current weights as an immutable value (:class:`robust_al.crowd.learner.Snapshot`), the trunk's
         left out as in :meth:`state_dict`."""
         from robust_al.crowd.learner import Snapshot
@@ -371,7 +371,7 @@ class NetworkTrainer:
         return Snapshot.of({k: v for k, v in self.model.state_dict().items()
                             if not (self._pretrained and k.startswith("features."))}, label)
 
-    def restore(self, snapshot: "Snapshot") -> None:
+    def restore(self, snapshot: Snapshot) -> None:
         """Put ``snapshot``'s weights into the network (copied: the snapshot stays as it was)."""
         self.load_state_dict(dict(snapshot.weights))
 

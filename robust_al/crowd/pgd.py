@@ -5,7 +5,7 @@ for training-size batches; ``pipelines/bench_lfc.py`` measures both on the same 
 """
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 

@@ -54,8 +54,16 @@ from robust_al.data.loaders import (
 )
 from robust_al.data.pool import UNKNOWN
 
-__all__ = ["CROWDS", "Crowd", "load_crowd", "load_zheng", "load_snow", "load_labelme_crowd",
-           "load_sentiment_crowd", "load_cifar10n_crowd"]
+__all__ = [
+    "CROWDS",
+    "Crowd",
+    "load_cifar10n_crowd",
+    "load_crowd",
+    "load_labelme_crowd",
+    "load_sentiment_crowd",
+    "load_snow",
+    "load_zheng",
+]
 
 SENTIMENT_CLASSES = ["negative", "positive"]
 ZHENG_FOLDERS = {"dog": "zheng_vldb17_dog", "duck": "zheng_vldb17_duck",
@@ -209,7 +217,7 @@ def _labelled_crowd(name: str, path: Path, task_ids: pd.Series, worker_ids: pd.S
     keep = _dedupe(task, worker, answers, path, lines, tasks, workers)
     task, worker, answers = task[keep], worker[keep], answers[keep]
     raw_of_task = pd.Series(task_ids.to_numpy()[keep]).groupby(task).first()  # original spelling per task code
-    raw_truth = np.array([truth_of.get(str(raw_of_task.iloc[t]), None) for t in range(len(tasks))], dtype=object)
+    raw_truth = np.array([truth_of.get(str(raw_of_task.iloc[t])) for t in range(len(tasks))], dtype=object)
     known = np.array([v is not None for v in raw_truth])
     values = np.unique(np.concatenate([answers, raw_truth[known].astype(np.int64)]))
     label = np.searchsorted(values, answers).astype(np.int64)

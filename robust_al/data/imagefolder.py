@@ -189,7 +189,7 @@ def featurize_inputs(options: Mapping[str, Any], path: str | Path) -> tuple[np.n
     size = _check_size(options.get("image_size", 32))
     ref = None
     if options.get("backbone") is not None:
-        ds, ref, net = _prepare(**{"image_size": 32, "class_names": None, "trusted_labels": None,
+        _ds, ref, net = _prepare(**{"image_size": 32, "class_names": None, "trusted_labels": None,
                                    "test_size": 0.0, "seed": 0, "backbone": None, **options})
     else:
         net = None

@@ -89,7 +89,7 @@ class Pool:
         except KeyError as e:
             raise KeyError(f"item id {e.args[0]} is not in the pool") from None
 
-    def extended(self, item_ids, X: np.ndarray, y: np.ndarray) -> "Pool":
+    def extended(self, item_ids, X: np.ndarray, y: np.ndarray) -> Pool:
         """This pool plus new items (e.g. injected poisons, which have no media); ids must be new."""
         item_ids = np.asarray(item_ids, np.int64)
         media = None if self.media is None else np.concatenate([self.media, np.full(len(item_ids), None, object)])
@@ -99,7 +99,7 @@ class Pool:
                     keys=np.concatenate([self.keys, np.array([str(i) for i in item_ids], dtype=object)]),
                     media=media, media_kind=self.media_kind, media_root=self.media_root)
 
-    def subset(self, item_ids) -> "Pool":
+    def subset(self, item_ids) -> Pool:
         p = self.positions(item_ids)
         return Pool(self.ids[p], self.X[p], self.y[p], self.n_classes, list(self.class_names), keys=self.keys[p],
                     media=None if self.media is None else self.media[p], media_kind=self.media_kind,
@@ -131,7 +131,7 @@ class Dataset:
                 )
 
     @staticmethod
-    def from_arrays(X, y=None, keys=None, class_names=None, test=None, name: str = "arrays") -> "Dataset":
+    def from_arrays(X, y=None, keys=None, class_names=None, test=None, name: str = "arrays") -> Dataset:
         """A Dataset from in-memory arrays (features or images in [0, 1]), e.g. in a notebook::
 
             ds = Dataset.from_arrays(X, y, keys=ids, class_names=["ham", "spam"])
@@ -143,7 +143,7 @@ class Dataset:
         return from_arrays(X, y, keys=keys, class_names=class_names, test=test, name=name)
 
     @staticmethod
-    def from_torch(torch_dataset, class_names=None, keys=None, test=None, name: str = "torch") -> "Dataset":
+    def from_torch(torch_dataset, class_names=None, keys=None, test=None, name: str = "torch") -> Dataset:
         """A Dataset from a torch ``Dataset`` yielding ``(x, y)``; see :func:`robust_al.data.arrays.from_torch`."""
         from robust_al.data.arrays import from_torch
 

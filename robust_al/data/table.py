@@ -129,7 +129,7 @@ def prepare(path, id_column="id", feature_columns=None, text_column=None, label_
         raise ValueError(f"{path}: no rows; expected one row per item")
     keys, order = sort_keys(_ids(frame, id_column, path, where), str(path))
     frame = frame.iloc[order].reset_index(drop=True)
-    here = lambda i: where(int(order[i]))  # noqa: E731  (rows are sorted; messages name the file's own rows)
+    here = lambda i: where(int(order[i]))
     labels = (_column(frame, label_column, path, "label (data.options.label_column)").tolist()
               if label_column is not None else [None] * len(frame))
     y, names = encode_labels(labels, class_names, str(path), here)

@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from typing import Any, Callable, Sequence
+from typing import Any
+from collections.abc import Callable, Sequence
 
 
 def best_time(fn: Callable[[], Any], repeat: int = 3) -> float:

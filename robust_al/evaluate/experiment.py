@@ -183,7 +183,7 @@ def run_all(jobs: list[dict], workers: int, ray_address: str | None, gpus_per_ru
         for j, ref in zip(jobs, refs):
             try:
                 r = ray.get(ref)
-            except Exception as e:  # noqa: BLE001 - reported per repetition below
+            except Exception as e:
                 outcomes.append((j, None, e))
                 progress(len(outcomes), len(jobs), j, None, e)
                 continue

@@ -94,7 +94,7 @@ def target_without_poisons(campaign) -> bool:
     c = campaign
     last = c.load_state() - 1
     meta = c.store.get_meta("poison")
-    poisons = set(int(i) for i in meta["item_ids"])
+    poisons = {int(i) for i in meta["item_ids"]}
     c.status = {i: s for i, s in c.status.items() if i not in poisons}
     c.train_model(last, 0, c.learner.snapshot())
     T = c.dataset.test

@@ -38,7 +38,7 @@ from torch import nn
 from robust_al.reproducible import seeded
 
 ATTACKS = ("fgsm", "pgd", "cw", "mim")
-ALL_ATTACKS = ATTACKS + ("cw-margin",)
+ALL_ATTACKS = (*ATTACKS, "cw-margin")
 EPS_GRID = (0.001, 0.0025, 0.005, 0.01, 0.015, 0.02, 0.025, 0.03)
 CW_PARAMS = {"max_iter": 10, "binary_search_steps": 5, "learning_rate": 0.01, "initial_const": 0.01, "confidence": 0.0}
 CW_BATCH = 500  # ART's C&W-L2 is numpy-bound per batch: larger batches are ~2x faster than 64

@@ -22,7 +22,8 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
-from typing import Any, Iterable, Sequence
+from typing import Any
+from collections.abc import Iterable, Sequence
 from xml.etree import ElementTree
 from xml.sax.saxutils import quoteattr
 
@@ -241,14 +242,14 @@ class LabelStudioClient:
                                  timeout=timeout)
 
     @classmethod
-    def for_server(cls, server, **kw) -> "LabelStudioClient":
+    def for_server(cls, server, **kw) -> LabelStudioClient:
         """A client for a running :class:`~robust_al.labelstudio.server.LabelStudioServer`, as its admin."""
         return cls(server.url, server.token, **kw)
 
     def close(self) -> None:
         self.http.close()
 
-    def __enter__(self) -> "LabelStudioClient":
+    def __enter__(self) -> LabelStudioClient:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -51,7 +51,7 @@ FILES_ROOT_FILE = "files_root"  # the local-files document root a data directory
 REMOVED_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG", "CI")
 
 
-_RUNNING: "weakref.WeakSet[LabelStudioServer]" = weakref.WeakSet()
+_RUNNING: weakref.WeakSet[LabelStudioServer] = weakref.WeakSet()
 
 
 @atexit.register
@@ -238,7 +238,7 @@ class LabelStudioServer:
     # -- lifecycle --------------------------------------------------------------------------------------
     def start(self, data_dir: str | Path, port: int | None = None, username: str | None = None,
               password: str | None = None, token: str | None = None, timeout: float | None = None,
-              files_root: str | Path | None = None) -> "LabelStudioServer":
+              files_root: str | Path | None = None) -> LabelStudioServer:
         """Start serving ``data_dir`` (created from the template when new); returns self once it answers.
 
         ``files_root``: serve files under this folder to logged-in members of projects that have a local-files
@@ -411,7 +411,7 @@ class LabelStudioServer:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
 
-    def restart(self, timeout: float = 120.0) -> "LabelStudioServer":
+    def restart(self, timeout: float = 120.0) -> LabelStudioServer:
         """Stop, then serve the same data directory again (on a fresh free port)."""
         data_dir, token, username = self.data_dir, self.token, self.username
         self.stop()
@@ -421,7 +421,7 @@ class LabelStudioServer:
     def running(self) -> bool:
         return self.proc is not None and self.proc.poll() is None
 
-    def __enter__(self) -> "LabelStudioServer":
+    def __enter__(self) -> LabelStudioServer:
         return self
 
     def __exit__(self, *exc) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import Sequence
+from collections.abc import Sequence
 
 import httpx
 
@@ -78,7 +78,7 @@ class SimulatedUsers:
                     log.warning("simulated users: %s; retrying", e)
                     self._stop.wait(1.0)
 
-    def start(self) -> "SimulatedUsers":
+    def start(self) -> SimulatedUsers:
         self._thread = threading.Thread(target=self.run, daemon=True, name="ls-simulated-users")
         self._thread.start()
         return self

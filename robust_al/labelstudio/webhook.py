@@ -126,7 +126,7 @@ class WebhookListener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self):  # noqa: N802 (http.server API)
+            def do_POST(self):
                 t = time.time()
                 n = int(self.headers.get("Content-Length") or 0)
                 body = self.rfile.read(n) if n else b""
@@ -179,7 +179,7 @@ class WebhookListener:
             except queue.Empty:
                 return out
 
-    def __enter__(self) -> "WebhookListener":
+    def __enter__(self) -> WebhookListener:
         self.start()
         return self
 

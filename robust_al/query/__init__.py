@@ -4,6 +4,18 @@ from robust_al.query.distance import MinDistance, min_sq_distances
 from robust_al.query.strategies import (STRATEGIES, ClusterMaxMin, CoreSet, EntropySampling, MarginSampling,
                                         QueryContext, QueryStrategy, RandomSampling, allocate, make_strategy)
 
-__all__ = ["cluster_pool", "MinDistance", "min_sq_distances", "STRATEGIES", "ClusterMaxMin", "CoreSet",
-           "EntropySampling", "MarginSampling", "QueryContext", "QueryStrategy", "RandomSampling", "allocate",
-           "make_strategy"]
+__all__ = [
+                                        "STRATEGIES",
+                                        "ClusterMaxMin",
+                                        "CoreSet",
+                                        "EntropySampling",
+                                        "MarginSampling",
+                                        "MinDistance",
+                                        "QueryContext",
+                                        "QueryStrategy",
+                                        "RandomSampling",
+                                        "allocate",
+                                        "cluster_pool",
+                                        "make_strategy",
+                                        "min_sq_distances",
+]

@@ -13,7 +13,8 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -185,7 +186,7 @@ class RunStore(LabelStudioTables):
         self.db.execute("COMMIT")
 
     @classmethod
-    def existing(cls, run_dir: str | Path) -> "RunStore":
+    def existing(cls, run_dir: str | Path) -> RunStore:
         """The store of a run directory that must already hold a campaign (never creates one)."""
         return cls(run_dir, create=False)
 

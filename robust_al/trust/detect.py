@@ -56,7 +56,7 @@ import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
 
-__all__ = ["spammer_scores", "colluding_blocs", "mmsr_skills", "pair_statistics", "PairStats"]
+__all__ = ["PairStats", "colluding_blocs", "mmsr_skills", "pair_statistics", "spammer_scores"]
 
 
 # --------------------------------------------------------------------------------------------------------
@@ -538,7 +538,7 @@ def _leading(L: sp.spmatrix) -> np.ndarray:
     """Eigenvector of the largest eigenvalue of a symmetric matrix (dense below 200 rows)."""
     n = L.shape[0]
     if n <= 200:
-        vals, vecs = np.linalg.eigh(L.toarray())
+        _vals, vecs = np.linalg.eigh(L.toarray())
         return vecs[:, -1]
     from scipy.sparse.linalg import eigsh
 

@@ -5,7 +5,7 @@ secured check's cuts, decides routing, and writes every change to the store."""
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -51,7 +51,7 @@ class TrustLedger:
         self.detect, self.random_state = detect, random_state
         self.flags: dict[str, str] = {}  # the detectors' ';'-joined flags per labeler ('' or absent: none)
         self.trust: dict[str, float] = {str(w): initial for w in workers}
-        self.score: dict[str, tuple[float, float]] = {w: (initial, 0.0) for w in self.trust}
+        self.score: dict[str, tuple[float, float]] = dict.fromkeys(self.trust, (initial, 0.0))
         self.bounds: dict[str, tuple[float, float, float]] = {}  # lower, upper, class_upper of the score
         self.tau = 0.0 if threshold is None else threshold
         if store is not None:
@@ -69,7 +69,7 @@ class TrustLedger:
 
     @classmethod
     def configured(cls, workers: Iterable[str], store: RunStore | None, trust_cfg: dict, k: int = 1,
-                   seed: int = 0) -> "TrustLedger":
+                   seed: int = 0) -> TrustLedger:
         """The ledger a campaign with config section ``trust`` (a dict or TrustConfig) keeps; rebuilt from
         ``store``'s events (reports read routing this way: the same rule, never a second copy of it)."""
         c = trust_cfg if isinstance(trust_cfg, dict) else trust_cfg.model_dump()

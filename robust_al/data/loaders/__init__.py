@@ -21,22 +21,22 @@ from robust_al.data.loaders.common import (ENV_VAR, TEST_ID_OFFSET, default_data
                                            is_number, load_int_matrix, load_npy, minmax_scale,
                                            read_answer_matrix, recorded_frame, require_file, split_train_test,
                                            stratified_choice, user_file)
-from robust_al.data.loaders.digits import load_digits_dataset  # noqa: F401
-from robust_al.data.loaders.generic import load_generic_crowd  # noqa: F401
+from robust_al.data.loaders.digits import load_digits_dataset
+from robust_al.data.loaders.generic import load_generic_crowd
 from robust_al.data.loaders.labelme import LABELME_CLASSES, load_labelme  # noqa: F401
 from robust_al.data.pool import Dataset
 
 __all__ = [
     "TEST_ID_OFFSET",
+    "check_options",
     "default_datasets_dir",
+    "get_loader",
+    "load_cifar2",
+    "load_cifar10n",
+    "load_dataset",
     "load_digits_dataset",
     "load_generic_crowd",
     "load_labelme",
-    "load_cifar10n",
-    "load_cifar2",
-    "load_dataset",
-    "get_loader",
-    "check_options",
 ]
 
 _LOADERS: dict[str, Callable[..., Dataset] | str] = {

@@ -109,7 +109,7 @@ def _header_index(header: list[str], path: Path, *alternatives: str) -> int:
 
 
 def _read_annotations(path: Path, known_ids: np.ndarray, n_classes: int | None) -> pd.DataFrame:
-    known = set(int(i) for i in known_ids)
+    known = {int(i) for i in known_ids}
     tasks, workers, labels = [], [], []
     seen: dict[tuple[int, str], tuple[int, int]] = {}
     with open(path, newline="") as f:
