@@ -34,6 +34,15 @@ def tiny_config(**over) -> dict:
     return cfg
 
 
+def pytest_collection_modifyitems(config, items):
+    """Fast tests first, slow ones (``@pytest.mark.slow``) last, so a broken build fails in minutes; every test
+    that needs the Label Studio server in one xdist group, so ``-n 2`` starts one server, not one per worker."""
+    for item in items:
+        if "ls" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.xdist_group("labelstudio"))
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)  # stable: file order kept within
+
+
 @pytest.fixture
 def tiny():
     return lambda **over: load_config(data=tiny_config(**over))

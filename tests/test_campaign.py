@@ -72,6 +72,7 @@ def _run_cli(args, **kw):
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+@pytest.mark.slow
 def test_kill_9_mid_iteration_then_resume_loses_nothing_and_asks_nothing_twice(tmp_path):
     cfg_path = tmp_path / "tiny.yaml"
     cfg_path.write_text(yaml.safe_dump(tiny_config(**{"holdout.refresh_every": 2})))

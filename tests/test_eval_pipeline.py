@@ -19,6 +19,7 @@ def jobs(tmp_path, out: str, config: Path) -> list[dict]:
             for r in range(2) for m in ("proposed",)]
 
 
+@pytest.mark.slow
 def test_ray_and_processes_give_identical_results(tmp_path):
     pytest.importorskip("ray")
     import yaml
@@ -40,6 +41,7 @@ def test_ray_and_processes_give_identical_results(tmp_path):
     assert local[0]["trust"] != local[1]["trust"]
 
 
+@pytest.mark.slow
 def test_a_failing_repetition_leaves_the_others_intact(tmp_path):
     import yaml
 

@@ -187,6 +187,7 @@ def test_report_writes_figures_and_the_trust_plot_draws_the_threshold(run, tmp_p
     assert write_campaign_report(copy, tmp_path / "elsewhere") == tmp_path / "elsewhere" / "index.html"
 
 
+@pytest.mark.slow
 def test_resumed_run_has_the_same_labels_table(run, tmp_path):
     # killed after the last iteration stored its inferred labels but before it completed: those derived rows
     # must be dropped and recomputed

@@ -22,6 +22,8 @@ from conftest import tiny_config
 from robust_al.campaign import VOLATILE_METRICS
 from robust_al.store import RunStore, progress
 
+pytestmark = pytest.mark.slow  # each test runs one to three whole campaigns in subprocesses
+
 # a liar on 90 % of its items and re-examination on any drop of S accuracy (so re-examinations happen), and
 # a budget that cuts the last iteration short. Seed 1: since training weighs labels by trust (model.targets
 # trust), seeds 0 and 3 no longer drop S accuracy at all (the liar's items count for little); 1 re-examines at

@@ -11,12 +11,13 @@ import json
 import socket
 import stat
 
-import httpx
 import numpy as np
 import pytest
 
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
+pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[labelstudio]')")
 
+import httpx
 from robust_al.labelstudio import server as ls_server
 from robust_al.labelstudio.client import (
     LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config,

@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import time
 
-import httpx
 import pytest
 
 pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
+pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[labelstudio]')")
 
+import httpx
 from robust_al.annotators.labelstudio import LabelStudioCrowd
 from robust_al.labelstudio.users import annotate
 from robust_al.store import RunStore
