@@ -4,8 +4,9 @@ What a campaign decides is compared exactly: every annotation (who was asked wha
 trust event and every item's status, and the discrete metrics (labels used, routing, the secured check's verdict,
 trust). What it computes through the network (final weights, minimal adversarial perturbations, accuracies) is
 compared within a tolerance, because float results of the same kernels differ in the last bits between CPU
-vendors: MKL takes its AVX2 code path on AMD and its AVX512 one on Intel, so a golden run recorded on one vendor
-differed bit for bit on the other while every decision was identical.
+vendors (MKL takes its AVX2 code path on AMD, measured: MKL_CBWR=AVX2 changes nothing there). The digests
+recorded on an Intel AVX512 CPU at 73a6caa and this suite's run on an AMD EPYC (AVX512) had identical
+annotations, trust events and statuses for both runs, and different final weights and metrics.
 
 Tolerances (``TOL``): the largest difference measured between two kernel sets, times a margin of about 20. On an
 AMD EPYC (AVX512), forcing torch's AVX2 kernels (``ATEN_CPU_CAPABILITY=avx2``) left every decision of both runs
