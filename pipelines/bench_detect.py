@@ -12,8 +12,8 @@ the real crowds hold near-chance and constant-answer workers of their own); the 
 real worker (low skill = adversary; crowd-kit's MMSR where it is feasible, the vectorised port otherwise, see
 mmsr_skills); seconds per call.  The bloc's recall / fpr are colluding_blocs' default (side="both": MMSR's choice,
 vetoed when the unanimity check disagrees); recall_mmsr / fpr_mmsr and recall_u / fpr_u: the figures had the
-adversarial side been chosen by MMSR alone (side="mmsr") or by the unanimity check alone (side="unanimity").  On the clean
-crowds it lists the flagged workers with their accuracy.
+adversarial side been chosen by MMSR alone (side="mmsr") or by the unanimity check alone (side="unanimity").
+On the clean crowds it lists the flagged workers with their accuracy.
 
     python pipelines/bench_detect.py                      # all crowds, seeds 0 1
     python pipelines/bench_detect.py --crowds duck dog --seeds 0 1 2

@@ -139,7 +139,7 @@ def main() -> None:
               f"{figures['export_batch_s']:.2f} s", flush=True)
         since = max(a.updated for a in anns)
         _, figures["since_nothing_new_s"] = timed(c.export_annotations, p, since=since)
-        for uid, tok in users:
+        for _uid, tok in users:
             annotate(srv.url, tok, task_ids[n_tasks], CLASSES[0])
         new, figures["since_pull_s"] = timed(c.export_annotations, p, since=since)
         assert len(new) == len(users), new

@@ -67,7 +67,7 @@ def main() -> None:
             figures["write_seconds"] += secs
             written = size
             scaling[size] = {"annotations_100_ids_s": best_time(lambda: store.annotations(probe)),
-                             "labels_before_s": best_time(lambda: store.labels_before(size // 10_000)),
+                             "labels_before_s": best_time(lambda size=size: store.labels_before(size // 10_000)),
                              "stored_labels_100_s": best_time(lambda: store.stored_labels(probe))}
             print(f"{size:>9,} answers: annotations(100 ids) {scaling[size]['annotations_100_ids_s'] * 1e3:.1f} ms, "
                   f"stored_labels(100) {scaling[size]['stored_labels_100_s'] * 1e3:.1f} ms, "

@@ -39,8 +39,8 @@ def main() -> None:
         for k in args.k:
             flag = deep_knn_flags(Z, y, k, c.pool.n_classes)
             per.setdefault(method, {}).setdefault(k, []).append(
-                {"seed": c.seed, "hit": int((flag & is_p).sum()), "flagged": int(flag.sum()), "poisons": int(is_p.sum()),
-                 "labeled": int(len(lab))})
+                {"seed": c.seed, "hit": int((flag & is_p).sum()), "flagged": int(flag.sum()),
+                 "poisons": int(is_p.sum()), "labeled": int(len(lab))})
     summary = {}
     for method, byk in per.items():
         for k, rows in byk.items():

@@ -105,7 +105,8 @@ def _run(units: list[dict], jobs: int, done: list[int], total: int, out: Path, a
 def _versions() -> dict:
     from robust_al.versions import git_commit, versions
 
-    return {**versions("numpy", "pandas", "scipy", "sklearn", "crowdkit"), "git_commit": git_commit(Path(__file__).parent)}
+    return {**versions("numpy", "pandas", "scipy", "sklearn", "crowdkit"),
+            "git_commit": git_commit(Path(__file__).parent)}
 
 
 def _plot(results: pd.DataFrame, out: Path) -> Path | None:

@@ -211,7 +211,8 @@ class TrustConfig(_Strict):
         "disagreed with out of sample (the rest stand), or all of them as in the paper (h x batch labels: one "
         "false alarm cost 600 of a 1500 budget on CIFAR-2)")
     p_h: float = Field(0.9995, gt=0, lt=1, description="P_h of eq. 3")
-    penalty: float = Field(0.05, ge=0, le=1, description="a at chance-level model confidence (one label's worth, not a verdict)")
+    penalty: float = Field(0.05, ge=0, le=1,
+                           description="a at chance-level model confidence (one label's worth, not a verdict)")
     high_confidence: float = Field(0.9, gt=0, le=1, description="model confidence that flags a labeler for a check")
     audit_size: int = Field(10, ge=0, description="past items of a flagged labeler re-examined at once")
 
@@ -269,7 +270,7 @@ class CampaignConfig(_Strict):
         if self.data.name == "labelstudio" and not attached:
             raise ValueError("data.name = 'labelstudio' takes its pool from an existing project: set "
                              "annotators.kind = 'labelstudio' and annotators.labelstudio.project_id")
-        if attached and self.data.name != "labelstudio":
+        if attached and ls is not None and self.data.name != "labelstudio":  # (attached: ls is not None)
             raise ValueError(f"annotators.labelstudio.project_id = {ls.project_id}: the project's tasks are the pool, "
                              f"so data.name must be 'labelstudio' (not {self.data.name!r})")
         return self

@@ -8,7 +8,7 @@ from typing import IO
 from collections.abc import Callable
 
 
-def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) -> None:
+def atomic_write(path: Path, write: Callable[[IO], object], binary: bool = False) -> None:
     """Write ``path`` through a temporary file in its folder, renamed into place when complete: a crash leaves
     the previous file (or none), never half of one."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
@@ -17,7 +17,7 @@ def atomic_write(path: Path, write: Callable[[IO], None], binary: bool = False) 
     try:
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes it private; the export is an ordinary file
         with os.fdopen(fd, "wb" if binary else "w", encoding=None if binary else "utf-8",
-                       **({} if binary else {"newline": ""})) as f:
+                       newline=None if binary else "") as f:
             write(f)
             f.flush()
             os.fsync(f.fileno())

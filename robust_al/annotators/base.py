@@ -21,6 +21,7 @@ class Annotator(ABC):
 
     worker_id: str
     kind: str = "annotator"
+    _known_cache: set[int]  # known_items() as a set, made on first use
 
     def can_answer(self, item_id: int) -> bool:
         """Whether this labeler can be asked about ``item_id`` (a replayed worker only knows what they saw)."""
@@ -33,7 +34,10 @@ class Annotator(ABC):
 
     def _known_set(self) -> set[int]:
         if not hasattr(self, "_known_cache"):
-            self._known_cache = {int(i) for i in self.known_items()}
+            known = self.known_items()
+            if known is None:  # can_answer asks only labelers with a list of known items
+                raise ValueError(f"{self.worker_id} can answer about any item: it has no set of known items")
+            self._known_cache = {int(i) for i in known}
         return self._known_cache
 
     @abstractmethod

@@ -52,8 +52,9 @@ class Crowd:
     """Sends queries to annotators and records every answer in the store the moment it arrives.
 
     Before asking worker w about item i the store is consulted: an answer stored by an earlier (killed) run
-    is reused, so no annotator is ever asked the same question twice. Who may be asked is the caller's decision, passed as ``allowed(worker) -> bool`` (the trust ledger's
-    routing: :meth:`robust_al.trust.TrustLedger.allowed`).
+    is reused, so no annotator is ever asked the same question twice. Who may be asked is the caller's
+    decision, passed as ``allowed(worker) -> bool`` (the trust ledger's routing:
+    :meth:`robust_al.trust.TrustLedger.allowed`).
     """
 
     def __init__(self, annotators: Sequence[Annotator], store: RunStore, seed: int = 0, k: int = 1):

@@ -27,8 +27,8 @@ come in task-id order. Labelers should therefore start labeling from the "robust
 What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler routed out by
 trust cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
 (0 by default) and are not returned as answers, though they do take one of the task's k slots (the server stops
-serving a task once it holds k annotations, so waiting for k *usable* answers could wait forever). Likewise a person cannot be excluded from
-re-examining an item they labeled; their re-examination answer is ignored.
+serving a task once it holds k annotations, so waiting for k *usable* answers could wait forever). Likewise a
+person cannot be excluded from re-examining an item they labeled; their re-examination answer is ignored.
 """
 from __future__ import annotations
 
@@ -37,6 +37,7 @@ import os
 import secrets
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -44,6 +45,10 @@ import numpy as np
 from robust_al.annotators.base import Answer
 from robust_al.annotators.crowd import HoldoutLeak
 from robust_al.store import RunStore
+
+if TYPE_CHECKING:
+    from robust_al.labelstudio.client import Project
+    from robust_al.labelstudio.webhook import WebhookListener
 
 log = logging.getLogger(__name__)
 
@@ -93,9 +98,9 @@ class LabelStudioCrowd:
         self.title = title
         self.forbidden: set[int] = set()
         self.asked = 0
-        self._projects: dict[str, object] = {}
+        self._projects: dict[str, Project] = {}
         self._webhook = webhook
-        self.listener = None
+        self.listener: WebhookListener | None = None
         self._member_ids: set[int] = set()
         self._members_at = 0.0
 
@@ -168,21 +173,22 @@ class LabelStudioCrowd:
     def _ensure_listener(self, proj) -> None:
         from robust_al.labelstudio.webhook import WebhookListener
 
-        if self.listener is None:
+        listener = self.listener
+        if listener is None:
             # a fresh secret per process, in the registered webhook's headers: nobody else on the machine can
             # post answers (measured: a plain curl stored an annotation for any user, item or holdout item)
-            self.listener = WebhookListener(secret=secrets.token_urlsafe(32))
-            self.listener.start()
+            listener = self.listener = WebhookListener(secret=secrets.token_urlsafe(32))
+            listener.start()
         hooks = self.store.get_meta("ls_webhooks", {})
         old = hooks.get(str(proj.id))
-        if not isinstance(old, dict) or old.get("url") != self.listener.url:
+        if not isinstance(old, dict) or old.get("url") != listener.url:
             if isinstance(old, dict) and old.get("id") is not None:  # an earlier process's: gone with its port
                 try:
                     self.client.delete_webhook(int(old["id"]))
                 except Exception as e:  # already deleted by hand: nothing to undo
                     log.info("old webhook %s of project %s not deleted (%s)", old.get("id"), proj.id, e)
-            wid = self.client.create_webhook(proj, self.listener.url, headers=self.listener.headers)
-            hooks[str(proj.id)] = {"id": wid, "url": self.listener.url}
+            wid = self.client.create_webhook(proj, listener.url, headers=listener.headers)
+            hooks[str(proj.id)] = {"id": wid, "url": listener.url}
             self.store.set_meta("ls_webhooks", hooks)
 
     def tasks_for(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
@@ -359,10 +365,12 @@ class LabelStudioCrowd:
         projects = {p.id: p for p in self._projects.values()}
         for ev in self.listener.drain():
             if ev.action == "ANNOTATIONS_DELETED":
+                if ev.project_id is None:
+                    raise ValueError(f"webhook {ev.action} names no project: {ev.payload}")
                 for aid in ev.annotation_ids:
                     self.store.cancel_external(self.external_id(ev.project_id, aid))
                 continue
-            proj = projects.get(ev.project_id)
+            proj = None if ev.project_id is None else projects.get(ev.project_id)
             if proj is None or ev.task is None:
                 continue
             asked = self._asked_in(proj.id)
@@ -421,6 +429,8 @@ class LabelStudioCrowd:
                 continue  # no assignment in open source: an excluded person's re-examination is ignored
             if not allowed(worker):
                 continue
+            if label is None:  # annotations.label is NOT NULL (a cancelled answer is stored as -1)
+                raise ValueError(f"stored answer of {worker} on item {item} has no label")
             out[int(item)].append(Answer(int(item), worker, int(label)))
         return out, held
 

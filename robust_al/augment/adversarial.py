@@ -7,6 +7,7 @@ attack failed to flip the prediction).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ class Augmenter:
     attacks always see the current weights)."""
 
     def __init__(self, model: nn.Module, input_shape: tuple[int, ...], n_classes: int,
-                 attacks: list[str] = ["deepfool"], eps: float = 0.3, noise_scale: float = 0.05,
+                 attacks: Sequence[str] = ("deepfool",), eps: float = 0.3, noise_scale: float = 0.05,
                  noise_copies: int = 1, batch_size: int = 256, cw_max_iter: int = 20, deepfool_max_iter: int = 100):
         from art.attacks.evasion import (BasicIterativeMethod, CarliniL2Method, DeepFool,
                                          ProjectedGradientDescent)
@@ -67,7 +68,7 @@ class Augmenter:
 
     def adversarial(self, item_ids: np.ndarray, X: np.ndarray, labels: np.ndarray) -> list[Augmented]:
         """One adversarial example per item and attack, against ``labels`` (the estimated labels)."""
-        out = []
+        out: list[Augmented] = []
         if len(X) == 0:
             return out
         X = np.asarray(X, dtype=np.float32)

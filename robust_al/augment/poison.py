@@ -11,10 +11,14 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable
 
 import numpy as np
 from torch import nn
+
+if TYPE_CHECKING:
+    from robust_al.crowd.network import ClassifierNet
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +75,7 @@ def collide(model: nn.Module, input_shape: tuple[int, ...], target_x: np.ndarray
     was_training = model.training
     model.eval()
     layer = getattr(model, feature_layer)
-    grabbed = {}
+    grabbed: dict[str, Any] = {}  # the feature layer's output of the last forward pass
     hook = layer.register_forward_hook(lambda m, i, o: grabbed.__setitem__("f", o))
 
     def feats(x: np.ndarray, grad: bool = False):
@@ -149,7 +153,7 @@ def _collide(feats, f_t, base: np.ndarray, lr0: float, similarity_coeff: float, 
     return old
 
 
-def feature_distance(model: nn.Module, target_x: np.ndarray, X: np.ndarray) -> float:
+def feature_distance(model: ClassifierNet, target_x: np.ndarray, X: np.ndarray) -> float:
     """Mean L2 distance of X's penultimate features to the target's, relative to the target's norm."""
     from robust_al.crowd.network import penultimate
 
@@ -157,7 +161,7 @@ def feature_distance(model: nn.Module, target_x: np.ndarray, X: np.ndarray) -> f
     return float(np.linalg.norm(p - t, axis=1).mean() / max(np.linalg.norm(t), 1e-8))
 
 
-def craft_verified(model: nn.Module, input_shape: tuple[int, ...], n_classes: int,
+def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes: int,
                    targets: list[tuple[np.ndarray, int]], base_X: np.ndarray, base_ids: np.ndarray,
                    base_class: int, watermarks: list[float], learning_rate: float, similarity_coeff: float,
                    max_iter: int, verify: Callable[[np.ndarray, np.ndarray, np.ndarray], bool] | None,

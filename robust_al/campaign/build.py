@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 from collections.abc import Callable
 
 from robust_al.annotators import Crowd
@@ -21,6 +22,9 @@ from robust_al.store.sqlite import abandoned_start
 from robust_al.versions import CAMPAIGN_MODULES
 from robust_al.versions import versions as _versions
 import contextlib
+
+if TYPE_CHECKING:
+    from robust_al.campaign.loop import Campaign  # the class these constructors build (it imports this module)
 
 
 def versions() -> dict[str, str | None]:

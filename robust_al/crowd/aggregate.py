@@ -125,6 +125,10 @@ class TrustWeightedDS:
     true class), ``priors_``.
     """
 
+    # what leave_one_out needs from the last fit: (annotations, row codes, labels, t_w per answer, log posteriors,
+    # each answer's pi_w[:, l] or None after a majority vote); None after a fit on no answers
+    _fit_rows: tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray | None] | None
+
     def __init__(self, n_classes: int, method: str = "ds", n_iter: int = 30, alpha: float = 5.0,
                  prior_diag: float = 0.7, tol: float = 1e-5, rho_strength: float = 1.0):
         if method not in ("ds", "mv"):
@@ -224,6 +228,8 @@ class TrustWeightedDS:
         measures a labeler without letting it vouch for itself, which matters when an item has one label.
         ``correct`` is the fitted posterior of the given label, P(y_i = l_wi | all labels): the chance that
         this answer is right, with the labeler's own confusion matrix counted."""
+        if self._fit_rows is None:
+            raise ValueError("leave_one_out needs a fit on at least one annotation")
         df, rows, labels, t, logq, own = self._fit_rows
         if own is None:  # majority vote: remove the worker's own (weighted) vote
             counts = np.exp(logq[rows]) * 0 + self._vote_counts(rows, labels, t)

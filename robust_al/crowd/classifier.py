@@ -50,6 +50,8 @@ class CrowdClassifier:
         keep = np.isin(item_ids, post.index.to_numpy())
         X_all, ids = X[keep], item_ids[keep]
         if extra_X is not None and len(extra_X):
+            if extra_items is None:
+                raise ValueError("extra_X needs extra_items (the item each extra row was made from)")
             ok = np.isin(extra_items, post.index.to_numpy())
             X_all, ids = np.concatenate([X_all, extra_X[ok]]), np.concatenate([ids, extra_items[ok]])
         T_all = post.loc[ids].to_numpy(dtype=np.float32)
@@ -100,7 +102,11 @@ class CampaignLearner(CrowdClassifier):
             posteriors: pd.DataFrame | None = None, seed: int = 0) -> CampaignLearner:
         human = human_answers(annotations)
         human = human[human["task"].isin(item_ids)]
-        table = dict(trust.table()) if hasattr(trust, "table") else (dict(trust) if isinstance(trust, Mapping) else None)
+        table: dict | None
+        if trust is not None and hasattr(trust, "table"):  # a TrustLedger: its current trust per labeler
+            table = dict(trust.table())
+        else:
+            table = dict(trust) if isinstance(trust, Mapping) else None
         self.learner.seed = seed
         self.learner.fit(X, human, item_ids, prior_trust=table)
         self.loss_history_ = self.learner.loss_history_

@@ -8,6 +8,7 @@ and label values.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,7 @@ class AggregateResult:
         out.mkdir(parents=True, exist_ok=True)
         written = []
         for name, frame in (("labels.csv", self.labels), ("workers.csv", self.workers)):
-            atomic_write(out / name, lambda f, frame=frame: frame.to_csv(f, index=False, lineterminator="\n"))
+            atomic_write(out / name, partial(frame.to_csv, index=False, lineterminator="\n"))
             written.append(out / name)
         return written
 

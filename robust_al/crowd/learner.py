@@ -11,10 +11,13 @@ from __future__ import annotations
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from types import MappingProxyType
-from typing import Protocol, runtime_checkable
+from typing import TYPE_CHECKING, Protocol, runtime_checkable
 from collections.abc import Iterator, Mapping
 
 import numpy as np
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -22,7 +25,7 @@ class Snapshot:
     """The weights of one model, detached copies on the CPU in a read-only mapping (``weights``), plus its
     ``label`` (e.g. ``"F_3"``) for messages. Build with :meth:`of`; compare with :meth:`same_as`."""
 
-    weights: Mapping[str, object] = field(repr=False)
+    weights: Mapping[str, torch.Tensor] = field(repr=False)
     label: str = ""
 
     @classmethod

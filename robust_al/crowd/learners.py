@@ -1,6 +1,8 @@
 """Crowd learners by name (for configs and pipelines)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import numpy as np
 
 from robust_al.crowd.base import CrowdLearner
@@ -9,7 +11,8 @@ from robust_al.crowd.names import LEARNER_NAMES
 from robust_al.crowd.neural_em import ALFC, MALC, AggNet
 from robust_al.crowd.two_stage import TwoStage
 
-LEARNERS = {
+# (n_classes, input_shape, **kw) -> learner
+LEARNERS: dict[str, Callable[..., CrowdLearner]] = {
     "mv": lambda C, shape, **kw: TwoStage(C, shape, method="mv", **kw),
     "ds": lambda C, shape, **kw: TwoStage(C, shape, method="ds", **kw),
     "crowdlayer-mw": lambda C, shape, **kw: CrowdLayer(C, shape, kind="MW", **kw),

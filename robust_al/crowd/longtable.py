@@ -106,7 +106,7 @@ class _Raw:
 
     def __init__(self, source, what: str, header: str):
         self.frame_input = isinstance(source, pd.DataFrame)
-        self._lines = None
+        self._lines: np.ndarray | None = None  # file line of each data row, counted on first use (where)
         if self.frame_input:
             self.name = f"{what} DataFrame"
             self.header = [str(c) for c in source.columns]

@@ -3,10 +3,14 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from torch import nn
+
+if TYPE_CHECKING:
+    from robust_al.crowd.learner import Snapshot
 
 
 # torchvision's pretrained classification weights, and robust-al's own pretraining, expect these statistics
@@ -32,6 +36,9 @@ class Standardize(nn.Module):
     ``robust_lfc.py --no-standardize``) leave the identity here, so eps means the same to every feature and to
     every learner, at the cost of slower training on badly scaled inputs."""
 
+    mean: torch.Tensor  # buffers (register_buffer), saved in the state_dict
+    std: torch.Tensor
+
     def __init__(self, shape: Sequence[int]):
         super().__init__()
         self.register_buffer("mean", torch.zeros(*shape))
@@ -54,7 +61,17 @@ class Standardize(nn.Module):
         return self
 
 
-class MLP(nn.Module):
+class ClassifierNet(nn.Module):
+    """What every network here is made of: ``standardize`` (inputs), ``features`` (up to the penultimate
+    layer: the query's embedding, and the layer ART's feature-collision attack reads) and ``head``;
+    forward(x) = head(features(standardize(x)))."""
+
+    standardize: Standardize  # submodules, set by each network's __init__
+    features: nn.Module
+    head: nn.Module
+
+
+class MLP(ClassifierNet):
     """Features -> hidden layers (ReLU, dropout) = ``features`` (the penultimate layer) -> ``head``."""
 
     def __init__(self, d_in: int, n_classes: int, hidden: Sequence[int] = (128,), dropout: float = 0.2):
@@ -71,7 +88,7 @@ class MLP(nn.Module):
         return self.head(self.features(self.standardize(x)))
 
 
-class SmallCNN(nn.Module):
+class SmallCNN(ClassifierNet):
     """Two conv blocks and a dense layer (``features``, penultimate) -> ``head``; for 32x32 or 8x8 images."""
 
     def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (128,),
@@ -90,7 +107,7 @@ class SmallCNN(nn.Module):
         return self.head(self.features(self.standardize(x)))
 
 
-class FrozenFeatureNet(nn.Module):
+class FrozenFeatureNet(ClassifierNet):
     """A frozen feature extractor and a trained head: the transfer-learning setting of the robust-active-learning
     paper (frozen ResNet50 features -> dropout 0.2 -> one dense output layer).
 
@@ -102,6 +119,10 @@ class FrozenFeatureNet(nn.Module):
     penultimate layer and a top-level child, as ART's feature-collision attack needs, it never trains and
     stays in eval mode (BatchNorm keeps its pretrained statistics), and ``head`` = dropout + linear is all that
     training changes. ``hidden`` is unused (kept for a uniform signature)."""
+
+    head: nn.Sequential  # dropout, linear
+    _key: bytes  # the trunk's digest (_trunk_key) and the tensor versions it was computed from
+    _key_stamp: tuple
 
     def __init__(self, in_shape: Sequence[int], n_classes: int, hidden: Sequence[int] = (128,),
                  dropout: float = 0.2, width: int = 32, trunk: nn.Module | None = None):
@@ -192,6 +213,8 @@ class FeatureCache:
     """Frozen-trunk features by (trunk digest, row digest), shared by every network of a process (the poison
     check and the target accuracy build their own); cleared when it would pass ``max_bytes``."""
 
+    _d: dict[tuple[bytes, bytes], np.ndarray]  # (trunk digest, row digest) -> features
+
     def __init__(self, max_bytes: int = 512 * 2**20):
         self.max_bytes, self.nbytes, self._d = max_bytes, 0, {}
 
@@ -225,7 +248,7 @@ TRUNK_BATCH = 128
 
 def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto",
                   hidden: Sequence[int] = (128,), dropout: float = 0.2, backbone: Mapping | None = None
-                  ) -> nn.Module:
+                  ) -> ClassifierNet:
     """The classifier network ``kind`` (``model.network``); ``pretrained`` reads ``backbone`` = {arch, weights}
     (``model.backbone``: a torchvision architecture and a local state_dict file; nothing is downloaded)."""
     if kind == "auto":
@@ -249,7 +272,7 @@ def build_network(input_shape: Sequence[int], n_classes: int, kind: str = "auto"
 
 
 @torch.no_grad()
-def penultimate(model: nn.Module, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
+def penultimate(model: ClassifierNet, X: np.ndarray, batch_size: int = 4096) -> np.ndarray:
     """Penultimate-layer features ``model.features(model.standardize(x))`` of X, in batches, in eval mode."""
     if isinstance(model, FrozenFeatureNet):
         return model.frozen_features(X)
@@ -386,7 +409,7 @@ class NetworkTrainer:
 
         Runs ``epochs`` epochs, and more if needed to make at least ``min_steps`` gradient steps: an active
         learner's first labeled sets are tiny, and 30 epochs of 50 items is only 30 steps."""
-        trained = self.model
+        trained: nn.Module = self.model
         if isinstance(self.model, FrozenFeatureNet):
             # only the head learns: its fixed inputs are computed once per fit, not once per epoch (the same
             # model, 4.3x faster on 4500 CIFAR images)
@@ -401,7 +424,8 @@ class NetworkTrainer:
         w = np.ones(len(X), np.float32) if weights is None else np.asarray(weights, np.float32)
         W_t = torch.as_tensor(w, device=self.device)
         gen = torch.Generator(device="cpu").manual_seed(seed)
-        opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr, weight_decay=self.weight_decay)
+        opt = torch.optim.Adam([p for p in self.model.parameters() if p.requires_grad], lr=self.lr,
+                               weight_decay=self.weight_decay)
         self.model.train()
         torch.manual_seed(seed)  # dropout masks
         n_epochs = (epochs_for(len(X_t), self.batch_size, self.epochs if epochs is None else epochs, self.min_steps)

@@ -28,6 +28,8 @@ class TwoStage(CrowdLearner):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             agg = (MajorityVote() if self.method == "mv" else DawidSkene(n_iter=100)).fit(df)
+        if agg.probas_ is None:  # crowd-kit types it Optional; fit always sets it
+            raise RuntimeError(f"crowd-kit's {type(agg).__name__}.fit left probas_ unset")
         probas = agg.probas_.reindex(index=range(data.n_items), columns=range(C), fill_value=0.0).to_numpy()
         rho = torch.as_tensor(probas / probas.sum(1, keepdims=True), dtype=torch.float32, device=self.torch_device)
         y = rho.argmax(1)

@@ -317,7 +317,8 @@ def load_cifar10n_crowd(root: str | Path | None = None) -> Crowd:
     rows).  Task code = CIFAR-10 training index (as in ``load_cifar10n``); worker code = sorted ``worker_id``.
     """
     folder = Path(root) if root is not None else default_datasets_dir() / "cifar10n"
-    path = require_file(folder / "cifar10n_worker_labels_long.csv", "the CSV image_index,slot,worker_id,label,clean_label")
+    path = require_file(folder / "cifar10n_worker_labels_long.csv",
+                        "the CSV image_index,slot,worker_id,label,clean_label")
     df = read_cifar10n_labels(path)
     if "clean_label" not in df.columns:
         raise ValueError(f"{path}: lacks column clean_label (the truth)")

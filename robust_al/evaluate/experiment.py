@@ -241,7 +241,8 @@ def labels_to_reach(curve: list, threshold: float) -> int | None:
 
 def table(results: list[dict], methods: list[str], threshold: float) -> str:
     """Table III layout: labels used when the test accuracy first reaches ``threshold``, over repetitions."""
-    rows = ["| Method | Mean | Std | Min | 25% | 50% | 75% | Max | never reached | final acc (mean) | final labels (mean) |",
+    rows = ["| Method | Mean | Std | Min | 25% | 50% | 75% | Max | never reached | final acc (mean) "
+            "| final labels (mean) |",
             "|---|" + "---:|" * 10]
     for s in methods:
         rs = [r for r in results if r["method"] == s]
@@ -296,7 +297,7 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
                 for d, v in r.get("detection", {}).items():
                     dets.setdefault(d, []).append(v)
         for d, vs in dets.items():
-            def mean(k):
+            def mean(k, vs=vs):
                 xs = [v[k] for v in vs if v.get(k) is not None]
                 return f"{np.mean(xs):.2f}" if xs else "-"
             rows.append(f"| {s} | {d} | {mean('precision')} | {mean('recall')} | {mean('flagged')} |")
@@ -323,7 +324,8 @@ def paired_table(results: list[dict], methods: list[str], threshold: float, base
     top = max((r["curve"][-1][0] for r in by.values()), default=0)
     never = top + 1 if never is None else never
     rows = [f"| Method vs {baseline} | seeds | labels: mean (method / {baseline}) | ratio | fewer / same / more | "
-            "Wilcoxon p (one-sided) | curve gap: worst (at) | ahead at budgets |", "|---|---:|---|---:|---|---:|---|---|"]
+            "Wilcoxon p (one-sided) | curve gap: worst (at) | ahead at budgets |",
+            "|---|---:|---|---:|---|---:|---|---|"]
     for m in [m for m in methods if m != baseline]:
         seeds = sorted(s for (mm, s) in by if mm == m and (baseline, s) in by)
         if not seeds:

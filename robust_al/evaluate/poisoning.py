@@ -14,11 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-from robust_al.crowd.network import FrozenFeatureNet, penultimate
+from robust_al.crowd.network import ClassifierNet, FrozenFeatureNet, penultimate
 from robust_al.reproducible import seeded
 
 
-def _penultimate_classifier(model: nn.Module, input_shape, n_classes: int, lr: float = 1e-3):
+def _penultimate_classifier(model: ClassifierNet, input_shape, n_classes: int, lr: float = 1e-3):
     """An ART PyTorchClassifier whose ``get_activations`` returns the penultimate layer (``features``)."""
     from art.estimators.classification import PyTorchClassifier
 
@@ -33,7 +33,7 @@ def _penultimate_classifier(model: nn.Module, input_shape, n_classes: int, lr: f
                        device_type="gpu" if device.type == "cuda" else "cpu")
 
 
-def _head_classifier(model: nn.Module, d: int, n_classes: int, lr: float = 1e-3):
+def _head_classifier(model: ClassifierNet, d: int, n_classes: int, lr: float = 1e-3):
     """An ART PyTorchClassifier over a frozen network's trained head, fed the fixed features: retraining it is
     retraining the whole network (nothing else learns), without the backbone's forward pass in every epoch."""
     from art.estimators.classification import PyTorchClassifier

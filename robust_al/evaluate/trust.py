@@ -149,7 +149,7 @@ def inject_adversaries(annotations: pd.DataFrame, truth, n_classes: int, kind: s
 
     if pd.api.types.is_integer_dtype(ann["worker"]):
         start = int(ann["worker"].max()) + 1 if M else 0
-        adv_ids = np.arange(start, start + n_adv, dtype=np.int64)
+        adv_ids: np.ndarray = np.arange(start, start + n_adv, dtype=np.int64)
     else:
         adv_ids = np.array([f"adv{i}" for i in range(n_adv)], dtype=object)
     inj = Injection(annotations=ann, adversaries=adv_ids, kind=kind, fraction=fraction, n_real=M,
@@ -279,7 +279,9 @@ def time_limit(seconds: float | None):
         yield
         return
     if not hasattr(signal, "SIGPROF") or threading.current_thread() is not threading.main_thread():
-        warnings.warn("time_limit needs SIGPROF in the main thread; running without a limit", RuntimeWarning)
+        # stacklevel 3: past this generator and contextlib's __enter__, to the caller's `with` line
+        warnings.warn("time_limit needs SIGPROF in the main thread; running without a limit", RuntimeWarning,
+                      stacklevel=3)
         yield
         return
 

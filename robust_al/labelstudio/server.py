@@ -341,14 +341,13 @@ class LabelStudioServer:
         if not _port_free(port):
             raise _PortTaken(f"port {port} on 127.0.0.1 is already in use")
         cmd = [str(self.exe), "start", "--no-browser", "--internal-host", "127.0.0.1", "--port", str(port)]
-        log = open(self.log_file, "ab")
-        self._log_offset = log.tell()
-        t0 = time.monotonic()
-        self.proc = subprocess.Popen(cmd, env=self._env(data_dir, port, username, password, token),
-                                     cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, start_new_session=True,
-                                     preexec_fn=_die_with_parent())
-        log.close()
+        with open(self.log_file, "ab") as log:  # the server writes to its own copy of the descriptor
+            self._log_offset = log.tell()
+            t0 = time.monotonic()
+            self.proc = subprocess.Popen(cmd, env=self._env(data_dir, port, username, password, token),
+                                         cwd=data_dir, stdout=log, stderr=subprocess.STDOUT,
+                                         stdin=subprocess.DEVNULL, start_new_session=True,
+                                         preexec_fn=_die_with_parent())
         self.port, self.url = port, f"http://127.0.0.1:{port}"
         _RUNNING.add(self)
         try:

@@ -164,7 +164,8 @@ class WebhookListener:
         if self._server is not None:
             self._server.shutdown()
             self._server.server_close()
-            self._thread.join(5)
+            if self._thread is not None:  # set together with _server by start
+                self._thread.join(5)
             self._server = self._thread = None
 
     def get(self, timeout: float = 10.0) -> WebhookEvent:

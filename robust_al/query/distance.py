@@ -36,6 +36,9 @@ class MinDistance:
     embedding (after the model's feature space was refreshed).
     """
 
+    E: np.ndarray  # set by reset
+    d: np.ndarray
+
     def __init__(self, E: np.ndarray, chunk: int = 65536):
         self.chunk = chunk
         self.reset(E, np.zeros((0, E.shape[1]), dtype=np.float32))

@@ -31,10 +31,24 @@ class QueryContext:
     vuln_norm: np.ndarray | None = None
     info: dict = field(default_factory=dict)
 
+    def need_proba(self) -> np.ndarray:
+        """``proba``, which a strategy with ``needs_proba`` reads (the caller computes it only then)."""
+        if self.proba is None:
+            raise ValueError("this query strategy needs the model's class probabilities (QueryContext.proba)")
+        return self.proba
+
+    def need_mind(self) -> MinDistance:
+        """``mind``, the distances to the labeled set that the farthest-first strategies read."""
+        if self.mind is None:
+            raise ValueError("this query strategy needs the distances to the labeled set (QueryContext.mind)")
+        return self.mind
+
 
 class QueryStrategy(ABC):
-    #: does ``query`` read ``ctx.proba``? (the caller computes the model's probabilities only then)
-    needs_proba: bool = False
+    @property
+    def needs_proba(self) -> bool:
+        """Does ``query`` read ``ctx.proba``? (the caller computes the model's probabilities only then)"""
+        return False
 
     @abstractmethod
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
@@ -58,7 +72,7 @@ class EntropySampling(QueryStrategy):
     needs_proba = True
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
-        p = np.clip(ctx.proba, 1e-12, 1.0)
+        p = np.clip(ctx.need_proba(), 1e-12, 1.0)
         score = -(p * np.log(p)).sum(axis=1)
         return np.argsort(-score, kind="stable")[:n]
 
@@ -67,7 +81,7 @@ class MarginSampling(QueryStrategy):
     needs_proba = True
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
-        return np.argsort(margin(ctx.proba), kind="stable")[:n]
+        return np.argsort(margin(ctx.need_proba()), kind="stable")[:n]
 
 
 def typicality(E: np.ndarray, k: int = 20, reference: int = 2000, rng: np.random.Generator | None = None
@@ -108,11 +122,12 @@ def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int, weight: np.
     more copies of the members' embeddings: 5.1x the pool's memory at 1M x 512, 10 GB.) A cluster (a small
     share of the pool) is gathered once; a pool-wide query multiplies the whole embedding in place.
     """
-    E, pos = ctx.mind.E, ctx.positions[members]
-    d = ctx.mind.d[pos].copy()
+    mind = ctx.need_mind()
+    E, pos = mind.E, ctx.positions[members]
+    d = mind.d[pos].copy()
     small = len(pos) * 4 < len(E)
     Em = E[pos] if small else None  # a gathered copy only when it is small
-    sq = np.einsum("ij,ij->i", Em, Em) if small else np.einsum("ij,ij->i", E, E)[pos]
+    sq = np.einsum("ij,ij->i", Em, Em) if Em is not None else np.einsum("ij,ij->i", E, E)[pos]
     picks: list[int] = []
     w2 = None if weight is None else np.asarray(weight, dtype=float) ** 2  # on squared distances
     for _ in range(min(n, len(members))):
@@ -123,7 +138,7 @@ def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int, weight: np.
             j = int(np.argmax(np.where(far, w2, -np.inf))) if far.any() else int(np.argmax(d * w2))
         picks.append(int(members[j]))
         p = E[pos[j]]
-        dot = Em @ p if small else (E @ p)[pos]
+        dot = Em @ p if Em is not None else (E @ p)[pos]
         np.minimum(d, np.maximum(sq + sq[j] - 2.0 * dot, 0.0), out=d)
         d[j] = -np.inf
     return picks
@@ -202,8 +217,8 @@ class ClusterMaxMin(QueryStrategy):
         if ctx.embed is not None:
             labels, centers = cluster_pool(ctx.embed, self.method, self.n_clusters, self.max_clusters, seed=seed)
         else:  # the candidates' rows of the pool's embedding, without copying them
-            labels, centers = cluster_pool(ctx.mind.E, self.method, self.n_clusters, self.max_clusters, seed=seed,
-                                           positions=ctx.positions)
+            labels, centers = cluster_pool(ctx.need_mind().E, self.method, self.n_clusters, self.max_clusters,
+                                           seed=seed, positions=ctx.positions)
         k = len(centers)
         sizes = np.bincount(labels, minlength=k)
         error = self._per_cluster(ctx.secured_embed, None if ctx.secured_correct is None
@@ -220,7 +235,8 @@ class ClusterMaxMin(QueryStrategy):
                 members = np.flatnonzero(labels == c)
                 weight = None
                 if self.typicality > 0:
-                    E = ctx.embed[members] if ctx.embed is not None else ctx.mind.E[ctx.positions[members]]
+                    E = (ctx.embed[members] if ctx.embed is not None
+                         else ctx.need_mind().E[ctx.positions[members]])
                     t = typicality(E, rng=np.random.default_rng(seed + c))
                     weight = (t / t.max()) ** self.typicality
                 if u is not None:

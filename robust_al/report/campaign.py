@@ -224,7 +224,8 @@ def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None
              "yes" if r.routed_out else "", r.flag_reasons or ""] for r in workers.itertuples()]
     whead = ["labeler"] + (["name"] if named else []) + ["trust", "labels", "routed out", "flags"]
     irows = [[m["iteration"], m["labels_used"], format_value(m["secured_acc"]), format_value(m["test_acc"]),
-              format_value(m.get("label_acc")), m.get("secured_check", "accepted"), m.get("stop") or ""] for m in metrics]
+              format_value(m.get("label_acc")), m.get("secured_check", "accepted"), m.get("stop") or ""]
+             for m in metrics]
     figs = "".join(f'<figure><img src="{n}" alt="{esc(n)}"><figcaption>{esc(c)}</figcaption></figure>'
                    for n, _, c in figures)
     generated = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M:%S %Z")

@@ -413,7 +413,8 @@ def _section_html(sec: Section, root: Path, out_dir: Path, index: int) -> tuple[
         det = f"{slug}-detection.png"
         det_methods = [m for m in sec.methods if any(m in v for v in means.values())]
         _plot_detection(means, det_methods, colors, out_dir / det)
-        rows = [[d, m, int(v["runs"] or 0), format_value(v["precision"]), format_value(v["recall"]), format_value(v["flagged"], 1)]
+        rows = [[d, m, int(v["runs"] or 0), format_value(v["precision"]), format_value(v["recall"]),
+                 format_value(v["flagged"], 1)]
                 for d, per in means.items() for m, v in per.items()]
         h.append("<h3>Poison detection</h3>" + f'<img src="{det}" alt="detection precision and recall">'
                  + table_html(["detector", "method", "runs", "mean precision", "mean recall", "mean flagged"], rows))

@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from contextlib import AbstractContextManager
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
@@ -24,6 +26,11 @@ CREATE TABLE IF NOT EXISTS ls_tasks (
 
 class LabelStudioTables:
     """The Label Studio tables of a :class:`~robust_al.store.RunStore` (its ``db`` and ``transaction``)."""
+
+    db: sqlite3.Connection  # set by RunStore.__init__
+
+    if TYPE_CHECKING:  # RunStore's; declared here for the type checker only, so nothing changes at run time
+        def transaction(self) -> AbstractContextManager[None]: ...
 
     def upsert_external(self, external_id: str, item_id: int, worker: str, label: int | None, cancelled: bool,
                         updated_at: str, iteration: int, purpose: str) -> str:

@@ -14,7 +14,7 @@ import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -48,7 +48,8 @@ CREATE TABLE IF NOT EXISTS iterations (
     checkpoint BLOB NOT NULL, completed_at REAL NOT NULL);
 CREATE INDEX IF NOT EXISTS ann_item ON annotations(item_id);
 CREATE INDEX IF NOT EXISTS ann_iter ON annotations(iteration, purpose);
-CREATE INDEX IF NOT EXISTS ann_worker_live ON annotations(worker) WHERE cancelled = 0;  -- labels per labeler from the index alone
+CREATE INDEX IF NOT EXISTS ann_worker_live ON annotations(worker) WHERE cancelled = 0;
+-- (ann_worker_live: labels per labeler from the index alone)
 CREATE UNIQUE INDEX IF NOT EXISTS ann_external ON annotations(external_id) WHERE external_id IS NOT NULL;
 CREATE INDEX IF NOT EXISTS trust_iter ON trust_events(iteration);
 CREATE TABLE IF NOT EXISTS label_counts (
@@ -166,7 +167,7 @@ class RunStore(LabelStudioTables):
         self.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
     @contextmanager
-    def transaction(self):
+    def transaction(self) -> Iterator[None]:
         """One SQLite transaction: every statement inside is durable together or not at all.
 
         The connection is in autocommit mode (``isolation_level=None``), where ``with connection:`` opens
@@ -227,7 +228,8 @@ class RunStore(LabelStudioTables):
     def labels_before(self, iteration: int, exclude_purpose: str | None = None) -> int:
         """Labels bought in iterations before ``iteration`` (late answers to no batch, iteration -1, included),
         optionally not counting one purpose."""
-        return int(self.db.execute("SELECT COALESCE(SUM(n), 0) FROM label_counts WHERE iteration < ? AND purpose IS NOT ?",
+        return int(self.db.execute("SELECT COALESCE(SUM(n), 0) FROM label_counts"
+                                   " WHERE iteration < ? AND purpose IS NOT ?",
                                    (int(iteration), exclude_purpose)).fetchone()[0])
 
     def labels_of_iteration(self, iteration: int) -> dict[str, int]:
@@ -305,7 +307,8 @@ class RunStore(LabelStudioTables):
 
     def labels_per_worker(self) -> pd.Series:
         """Answers (not cancelled) per labeler."""
-        rows = self.db.execute("SELECT worker, COUNT(*) FROM annotations WHERE cancelled = 0 GROUP BY worker").fetchall()
+        rows = self.db.execute(
+            "SELECT worker, COUNT(*) FROM annotations WHERE cancelled = 0 GROUP BY worker").fetchall()
         return pd.Series({str(w): int(n) for w, n in rows}, dtype="int64")
 
     def trust_summary(self) -> pd.DataFrame:

@@ -47,6 +47,8 @@ def _mmsr_posteriors(annotations: pd.DataFrame, n_classes: int, random_state: in
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = MMSR(n_iter=1000, random_state=random_state).fit(annotations[["task", "worker", "label"]])
+        if model.skills_ is None:  # crowd-kit types it Optional; fit always sets it
+            raise RuntimeError("crowd-kit's MMSR.fit left skills_ unset")
         if model.skills_.isna().all():
             raise ValueError("crowd-kit's MMSR cannot fit this crowd: every worker skill came out NaN (workers "
                              "share too few tasks for its covariance completion); use --method twds or ds")

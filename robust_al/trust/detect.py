@@ -52,6 +52,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 import scipy.sparse as sp
 from scipy import stats
@@ -132,10 +133,11 @@ def _item_variance(t, w, y, M: int, C: int):
     return tau, tau_bar
 
 
-def _check(tasks, workers, labels, n_classes: int, n_workers: int | None = None):
-    t = np.asarray(tasks).astype(np.int64, copy=False).ravel()
-    w = np.asarray(workers).astype(np.int64, copy=False).ravel()
-    y = np.asarray(labels).astype(np.int64, copy=False).ravel()
+def _check(tasks, workers, labels, n_classes: int, n_workers: int | None = None
+           ) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.int64], npt.NDArray[np.int64], int]:
+    t: npt.NDArray[np.int64] = np.asarray(tasks).astype(np.int64, copy=False).ravel()
+    w: npt.NDArray[np.int64] = np.asarray(workers).astype(np.int64, copy=False).ravel()
+    y: npt.NDArray[np.int64] = np.asarray(labels).astype(np.int64, copy=False).ravel()
     if not (len(t) == len(w) == len(y)):
         raise ValueError(f"tasks, workers, labels must have one entry per answer (got {len(t)}, {len(w)}, {len(y)})")
     if n_classes < 2:
@@ -220,7 +222,7 @@ def _lowrank(ps: PairStats, rank: int, random_state: int = 0, n_iter: int = 500,
     lam = 1e-3 * (np.median(deg[deg > 0]) if (deg > 0).any() else 1.0)
     rng = np.random.default_rng(random_state)
     level = np.sqrt(max(np.sum(wt[ok] * x[ok]) / max(np.sum(wt[ok]), 1e-12), 1e-3))
-    V = np.zeros((M, rank))
+    V: npt.NDArray[np.float64] = np.zeros((M, rank))
     V[:, 0] = level
     if rank > 1:
         V[:, 1:] = 0.1 * level * rng.standard_normal((M, rank - 1))
@@ -431,7 +433,7 @@ def _two_means(X: np.ndarray, weight: np.ndarray, random_state: int, n_init: int
         d = ((X - c0) ** 2).sum(axis=1) * weight
         c1 = X[rng.choice(len(X), p=d / d.sum())] if d.sum() > 0 else X[rng.integers(len(X))]
         cent = np.stack([c0, c1])
-        lab = None
+        lab: np.ndarray | None = None
         for _ in range(n_iter):
             d2 = ((X[:, None, :] - cent[None]) ** 2).sum(axis=2)
             new = d2.argmin(axis=1)
@@ -442,6 +444,8 @@ def _two_means(X: np.ndarray, weight: np.ndarray, random_state: int, n_init: int
                 wk = weight[lab == k]
                 if wk.sum() > 0:
                     cent[k] = (X[lab == k] * wk[:, None]).sum(axis=0) / wk.sum()
+        if lab is None:  # d2 was never computed either
+            raise ValueError(f"n_iter must be at least 1, got {n_iter}")
         sse = (d2[np.arange(len(X)), lab] * weight).sum()
         if sse < best_sse - 1e-12:
             best, best_sse = lab.copy(), sse
@@ -777,6 +781,8 @@ def mmsr_skills(tasks, workers, labels, n_classes: int, random_state: int = 0, *
         data = pd.DataFrame({"task": t, "worker": w, "label": y})
         with np.errstate(all="ignore"):
             sk = MMSR(n_iter=n_iter, random_state=random_state).fit(data).skills_
+        if sk is None:  # crowd-kit types it Optional; fit always sets it
+            raise RuntimeError("crowd-kit's MMSR.fit left skills_ unset")
         out[sk.index.to_numpy(dtype=np.int64)] = sk.to_numpy(dtype=float)
         if method == "crowdkit" or np.isfinite(out[present]).all():
             return out

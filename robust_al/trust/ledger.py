@@ -161,7 +161,9 @@ class TrustLedger:
             self.tau = routing_threshold(n_classes, float(table["prior"].iloc[0]), self.relative)
         outside = dict(flags or {})
         flags, rescored = self._detect(loo, n_classes) if self.detect else ({}, None)
-        if flags:  # a flagged labeler is judged against the evidence without the flagged, as assess_crowd does
+        # a flagged labeler is judged against the evidence without the flagged, as assess_crowd does (flags are
+        # only ever found by _detect, which always returns its rescored table)
+        if flags and rescored is not None:
             judged = [w for w in flags if w in table.index and w in rescored.index]
             table.loc[judged] = rescored.loc[judged, table.columns].to_numpy()
         for w, f in outside.items():  # judged on the usual evidence: the flag only lowers the bar to lower < tau

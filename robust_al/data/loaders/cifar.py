@@ -54,7 +54,8 @@ def read_cifar10n_labels(long_csv: Path) -> pd.DataFrame:
         raise ValueError(f"{long_csv}: not a readable CSV ({str(e).splitlines()[0]})") from None
     missing = {"image_index", "worker_id", "label"} - set(labels.columns)
     if missing:
-        raise ValueError(f"{long_csv}: lacks columns {sorted(missing)}; expected image_index,slot,worker_id,label,clean_label")
+        raise ValueError(f"{long_csv}: lacks columns {sorted(missing)}; expected "
+                         "image_index,slot,worker_id,label,clean_label")
     for col in ("image_index", "label", "clean_label"):
         if col in labels.columns and not pd.api.types.is_integer_dtype(labels[col]):
             vals = pd.to_numeric(labels[col], errors="coerce")
@@ -191,12 +192,14 @@ def load_cifar10n(
                 found[i] = True
     if not found.all():
         miss = index["path"][~found].iloc[0]
-        raise ValueError(f"{archive}: member {miss!r} (listed in {index_csv}) is missing; {int((~found).sum())} missing in all")
+        raise ValueError(f"{archive}: member {miss!r} (listed in {index_csv}) is missing; "
+                         f"{int((~found).sum())} missing in all")
 
     # ---- test: running ids over the whole test set, sample, decode
     all_test.sort()
     test_keys = [key for _, key in all_test if key in test_bytes]
-    test_ids = np.array([TEST_ID_OFFSET + r for r, (_, key) in enumerate(all_test) if key in test_bytes], dtype=np.int64)
+    test_ids = np.array([TEST_ID_OFFSET + r for r, (_, key) in enumerate(all_test) if key in test_bytes],
+                        dtype=np.int64)
     test_y = remap[np.array([CIFAR10_CLASSES.index(key.split("/")[1]) for key in test_keys], dtype=np.int64)]
     if not test_keys:
         raise ValueError(f"{archive}: no test/<class>/*.jpg members for classes {classes}")
