@@ -77,13 +77,13 @@ class AnnotatorsConfig(_Strict):
     k: int = Field(1, ge=1, description="labelers asked per query")
     overlap: float = Field(0.0, ge=0, le=1, description="share of each query batch that one more labeler answers "
                            "(beyond k), so that labelers' answers meet: with k = 1 on uncertain queries nothing "
-                           "else tells a colluding bloc from honest labelers (README, Q2)")
+                           "else tells a colluding bloc from honest labelers (docs: concepts/trust.md, overlap)")
     labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
     inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
     inject_items: int | Literal["median", "all"] = Field(
         "median", description="items each injected worker can be asked about: 'median' = as many as the median "
         "replayed worker recorded (a fixed random subset, like a real worker's), an integer, or 'all' (a "
-        "simulated worker who can answer everything takes a large share of the budget: 23 % in one replay)")
+        "simulated worker who can answer everything takes an outsized share of the budget)")
 
     @model_validator(mode="after")
     def _labelstudio_needs_its_section(self) -> AnnotatorsConfig:
@@ -100,13 +100,11 @@ class QueryConfig(_Strict):
     n_clusters: int | None = Field(None, ge=1, description="null = chosen by silhouette")
     max_clusters: int = Field(10, ge=2)
     typicality: float = Field(1.0, ge=0, description="maxmin: weigh the distance to the labeled set by "
-                              "(typicality within the cluster)^beta; 0 = the paper's pure max-min (behind "
-                              "random by up to 15 points at small budgets: README, 'A query never worse than "
-                              "random')")
+                              "(typicality within the cluster)^beta; 0 = the paper's pure max-min, which picks "
+                              "outliers first at small budgets (docs: concepts/query.md)")
     uncertainty: float = Field(1.0, ge=0, description="maxmin: weigh it also by (1 - the model's top-2 margin)"
-                               "^gamma, far *and* uncertain items first (default 1: 0.34x random's labels on "
-                               "CIFAR-2 transfer features, ahead of random at every budget on LabelMe; 0 = "
-                               "distance and typicality only: README)")
+                               "^gamma, far *and* uncertain items first; 0 = distance and typicality only "
+                               "(docs: concepts/query.md, results/query.md)")
     refresh_every: int = Field(1, ge=1, description="re-embed the pool in the model's feature space every r iterations")
     chunk_size: int = Field(65536, ge=1)
 
@@ -135,11 +133,10 @@ class ModelConfig(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     device: str = "auto"
     cpu_threads: int = Field(1, ge=0, description="torch CPU threads while a campaign runs. 1 (default) keeps a "
-                             "run bit-reproducible, so a resumed campaign equals the uninterrupted one: with 2 "
-                             "threads on a loaded machine about 1 fit in 140 came out different from the same "
-                             "inputs (robust_al.reproducible). 0 = torch's default (all cores): faster for large "
-                             "networks on a CPU (a frozen ResNet18 trunk in image space: 1 thread took 1.54x the "
-                             "time of 2), at the cost of that reproducibility")
+                             "run bit-reproducible, so a resumed campaign equals the uninterrupted one: with "
+                             "more threads on a loaded machine a fit can come out different from the same inputs "
+                             "(robust_al.reproducible). 0 = torch's default (all cores): faster for large "
+                             "networks on a CPU, at the cost of that reproducibility")
     warm_start: bool = True
     learner: str = Field("two-stage", description="'two-stage' (trust-weighted DS, then the network) or a crowd "
                          "learner: mv, ds, crowdlayer-mw/-vw/-vwb, aggnet, alfc, malc, alfc-clpm, malc-clpm")
@@ -151,9 +148,8 @@ class ModelConfig(_Strict):
         "trust", description="two-stage: what the network trains on. trust (default): the inferred labels, each "
         "weighted by how sure its labelers' trust makes it (one-coin, a_w = trust; "
         "robust_al.crowd.aggregate.trusted_certainty): with one label per item, Dawid-Skene is as sure of a "
-        "colluder's item as of an honest one's (CIFAR-2, 3 of 11 colluding, k = 1: 27/30 runs reached 0.97 x "
-        "target vs 25/30 with hard). hard: the inferred labels, weight 1. soft: the DS posteriors (with one label "
-        "per item they are DS's prior, ~0.69; 0.845 soft vs 0.882 hard on 100 CIFAR-2 items). weighted: the "
+        "colluder's item as of an honest one's. hard: the inferred labels, weight 1. soft: the DS posteriors "
+        "(with one label per item they are little more than DS's prior). weighted: the "
         "inferred labels weighted by the posterior's margin over chance (needs overlap to tell labelers apart)")
 
     @model_validator(mode="after")
@@ -180,8 +176,8 @@ class ModelConfig(_Strict):
 class AggregationConfig(_Strict):
     method: Literal["ds", "mv"] = "ds"
     model_as_worker: bool = Field(False, description="enter F_{i-1}'s prediction at query time as one more worker "
-                                  "(off by default: with one label per item the model outvoted the humans on the "
-                                  "hard queried items, LabelMe -3.6 points behind random at 150 labels: README)")
+                                  "(off by default: with one label per item the model outvotes the humans on the "
+                                  "hard items the query picks; docs: concepts/query.md)")
     untrusted_weight: float = Field(0.0, ge=0, le=1, description="weight of labels by labelers under trust.threshold")
 
 
@@ -208,8 +204,8 @@ class TrustConfig(_Strict):
                                           "(one-sided exact McNemar test on S at this level); null = any drop")
     reexamine: Literal["suspicious", "all"] = Field(
         "suspicious", description="items of a failing batch that h labelers relabel: those whose label F_{i-1} "
-        "disagreed with out of sample (the rest stand), or all of them as in the paper (h x batch labels: one "
-        "false alarm cost 600 of a 1500 budget on CIFAR-2)")
+        "disagreed with out of sample (the rest stand), or all of them as in the paper (h x batch labels, spent "
+        "on every false alarm too)")
     p_h: float = Field(0.9995, gt=0, lt=1, description="P_h of eq. 3")
     penalty: float = Field(0.05, ge=0, le=1,
                            description="a at chance-level model confidence (one label's worth, not a verdict)")
