@@ -2,7 +2,7 @@
 inferred label is not the plurality of its k nearest labeled items in the penultimate space; precision and recall
 on the injected poisons, per method and k. Writes deep_knn.json (figures, k values, versions) next to the runs.
 
-    python pipelines/q3_deep_knn.py results/s13_q3/eval-cifar2-transfer/q3-config
+    python pipelines/q3_deep_knn.py results/q3/eval-cifar2-transfer/q3-config
 """
 from __future__ import annotations
 

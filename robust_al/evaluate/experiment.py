@@ -30,7 +30,7 @@ METHODS = {
     "proposed-model-vote": ["aggregation.model_as_worker=true"],  # F_{i-1} votes on labels as one more worker
     # a second labeler on a fifth of each batch, neediest labelers first, and labels weighted by how sure they are
     "proposed-overlap": ["annotators.overlap=0.2", "model.targets=weighted"],
-    # before model.targets: trust became the default (session 12): every inferred label with weight 1
+    # before model.targets: trust became the default (commit cfd279a): every inferred label with weight 1
     "proposed-hard": ["model.targets=hard"],
 }
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
