@@ -287,6 +287,7 @@ def test_restart_keeps_annotations(ls, annotators):
 
 
 # -- a whole campaign against the real server --------------------------------------------------------------
+@pytest.mark.slow
 def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatch):
     """Simulated users (4 benign, 1 malicious that calls every 1 a 7) sign up and annotate through the API
     while a campaign runs against the server; the server is restarted mid-campaign."""
