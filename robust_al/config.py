@@ -318,4 +318,6 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             got = err.get("input")
             lines.append(f"  {key or '(top level)'} = {got!r}: {err['msg']}")
         where = f" in {path}" if path else ""
+        if len(lines) == 1:  # one bad key: one line (docs/reference/outputs.md)
+            raise ConfigError(f"invalid config{where}: {lines[0].strip()}") from None
         raise ConfigError(f"invalid config{where}:\n" + "\n".join(lines)) from None

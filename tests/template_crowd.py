@@ -45,6 +45,20 @@ class CrowdContract:
         assert not crowd.answerable(items[:1], lambda w: True)[0]
 
     def test_nothing_pending_at_the_start_or_the_end(self, tmp_path):
-        crowd, _ = self.make_crowd(tmp_path, 1)
-        assert crowd.sync() == 0 and crowd.adopt_existing() == []
+        # sync pulls answers given while no campaign ran, adopt_existing the labels a pool came with, finish
+        # stores answers still on their way: a crowd that answers when asked has none of those, so each stores
+        # nothing, and what ask returned is in the store exactly once before and after finish
+        crowd, items = self.make_crowd(tmp_path, 1)
+        store = RunStore(tmp_path / "run")
+        assert crowd.sync() == 0 and crowd.adopt_existing() == [] and store.annotations().empty
+        answers = crowd.ask(items[:3], 0, "query", lambda w: True)
+        assert sorted(a.item_id for a in answers) == sorted(items[:3])
+        asked = sorted((a.item_id, a.worker, a.label) for a in answers)
+
+        def stored():
+            s = store.annotations()
+            return sorted(zip(s["task"], s["worker"], s["label"]))
+
+        assert stored() == asked
         crowd.finish()
+        assert stored() == asked and crowd.sync() == 0 and stored() == asked

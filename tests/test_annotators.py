@@ -115,10 +115,186 @@ class TestReplayedCrowd(CrowdContract):
         return Crowd(replayed_crowd(recorded), RunStore(tmp_path / "run"), seed=0, k=k), items
 
 
-def test_the_label_studio_crowd_offers_every_call_of_the_protocol():
-    # its behaviour under the contract needs a server and people: tests/test_labelstudio.py runs a campaign there
+class _LosesAnswersAtTheEnd(Crowd):
+    def finish(self):  # stores an answer nobody gave
+        self.store.add_annotations([(9, "b0", 0)], 0, "query")
+
+
+class _SyncsForever(Crowd):
+    def sync(self):
+        return 1
+
+
+@pytest.mark.parametrize("broken", [_LosesAnswersAtTheEnd, _SyncsForever])
+def test_the_contract_refuses_a_crowd_that_stores_or_pulls_what_nobody_asked(tmp_path, broken):
+    class Broken(CrowdContract):
+        def make_crowd(self, tmp_path, k):
+            workers = [BenignAnnotator(f"b{i}", TRUTH, C, pr=0.1) for i in range(5)]
+            return broken(workers, RunStore(tmp_path / "run"), seed=0, k=k), list(ITEMS[:10])
+
+    with pytest.raises(AssertionError):
+        Broken().test_nothing_pending_at_the_start_or_the_end(tmp_path)
+
+
+class _FakeLabelStudio:
+    """The parts of ``LabelStudioClient`` a ``LabelStudioCrowd`` without webhooks, media or an attached project
+    calls, in memory, with people in it: ``people`` maps a user id to how that person labels an item. Every
+    person ``at_work`` annotates each task they are served, in a per-task rotation, until the task holds its
+    project's ``maximum_annotations`` (the server then stops serving it); ``work()`` lets them go through every
+    open task again (answers given while no batch waits)."""
+
+    def __init__(self, people: dict[int, object]):
+        self.people, self.at_work = people, list(people)
+        self.projects, self.tasks, self.annotations = {}, {}, []  # tasks: id -> (project id, item id)
+        self.exports = 0
+
+    def create_project(self, title, class_names, maximum_annotations=1, **_):
+        from robust_al.labelstudio.client import Project
+
+        proj = Project(len(self.projects) + 1, title, tuple(class_names), int(maximum_annotations))
+        self.projects[proj.id] = proj
+        return proj
+
+    def get_project(self, project_id, attached=False):
+        return self.projects[int(project_id)]
+
+    def task_items(self, proj, after_task=0):
+        return {item: t for t, (pid, item) in self.tasks.items() if pid == proj.id and t > after_task}
+
+    def import_tasks(self, proj, items, model_version=""):
+        ids = []
+        for it in items:
+            ids.append(len(self.tasks) + 1)
+            self.tasks[ids[-1]] = (proj.id, int(it["item_id"]))
+        self.work()
+        return ids
+
+    def work(self):
+        from robust_al.labelstudio.client import LSAnnotation
+
+        for tid, (pid, item) in self.tasks.items():
+            held = [a.user_id for a in self.annotations if a.task_id == tid]
+            turn = tid % max(len(self.at_work), 1)
+            for uid in self.at_work[turn:] + self.at_work[:turn]:
+                if len(held) < self.projects[pid].maximum_annotations and uid not in held:
+                    held.append(uid)
+                    self.annotations.append(LSAnnotation(item, uid, int(self.people[uid](item)),
+                                                         len(self.annotations) + 1, "2024-01-01T00:00:00+00:00",
+                                                         False, tid, uid))
+
+    def export_annotations(self, proj, task_ids=None, since=None):  # the whole history: storing must dedupe
+        self.exports += 1
+        return [a for a in self.annotations if self.tasks[a.task_id][0] == proj.id
+                and (task_ids is None or a.task_id in set(task_ids))]
+
+    def list_users(self):
+        return [{"id": u, "email": f"u{u}@example.com", "username": f"u{u}"} for u in self.people]
+
+
+def _label_studio_crowd(tmp_path, people, k):
+    pytest.importorskip("label_studio_sdk", reason="the labelstudio extra is not installed")
     from robust_al.annotators.labelstudio import LabelStudioCrowd
 
-    for name in ("ask", "eligible_workers", "answerable", "sync", "adopt_existing", "finish"):
-        assert callable(getattr(LabelStudioCrowd, name)), name
-    assert isinstance(LabelStudioCrowd.workers, property)
+    store = RunStore(tmp_path / "run")
+    crowd = LabelStudioCrowd(store, "http://127.0.0.1:9", "token", [str(c) for c in range(C)], k=k,
+                             webhook=False, poll_seconds=0.0, wait_seconds=5.0)
+    crowd.client = server = _FakeLabelStudio(people)
+    return crowd, server, store
+
+
+def test_the_label_studio_crowd_asks_k_people_per_item_and_stores_each_answer_once(tmp_path):
+    # its behaviour against a real server and people: tests/test_labelstudio.py; here the crowd's own logic
+    people = {1: lambda i: TRUTH[i], 2: lambda i: TRUTH[i], 3: lambda i: (TRUTH[i] + 1) % C}
+    crowd, server, store = _label_studio_crowd(tmp_path, people, k=2)
+    assert crowd.workers == [] and crowd.adopt_existing() == [] and crowd.sync() == 0
+    answers = crowd.ask(range(6), 0, "query", lambda w: True)
+    # one task per item in a project that takes k answers; k different people per item, as they answered
+    assert len(server.tasks) == 6 and [p.maximum_annotations for p in server.projects.values()] == [2]
+    by_item = pd.DataFrame([a.__dict__ for a in answers]).groupby("item_id")["worker"].agg(list)
+    assert sorted(by_item.index) == list(range(6)) and all(len(set(ws)) == 2 for ws in by_item)
+    assert all(a.label == people[int(a.worker[2:])](a.item_id) for a in answers)
+    assert crowd.workers == ["ls1", "ls2", "ls3"] and crowd.asked == 12
+    stored = store.annotations()
+    assert sorted(zip(stored["task"], stored["worker"], stored["label"])) == \
+        sorted((a.item_id, a.worker, a.label) for a in answers)
+    # asked again (a resumed campaign): no new task, nothing stored twice, the same answers
+    again = crowd.ask(range(6), 0, "query", lambda w: True)
+    assert len(server.tasks) == 6 and len(store.annotations()) == 12
+    assert sorted(again, key=str) == sorted(answers, key=str)
+
+
+def test_the_label_studio_crowd_keeps_but_does_not_return_what_it_must_not_use(tmp_path):
+    people = {1: lambda i: TRUTH[i], 2: lambda i: TRUTH[i], 3: lambda i: (TRUTH[i] + 1) % C}
+    crowd, server, store = _label_studio_crowd(tmp_path, people, k=2)
+    answers = crowd.ask(range(6), 0, "query", lambda w: w != "ls3")
+    # a routed-out person cannot be kept away from a task: their answer is stored, takes one of its k slots
+    # (the server stops serving the task), and is not returned
+    assert "ls3" not in {a.worker for a in answers} and "ls3" in set(store.annotations()["worker"])
+    got = pd.Series([a.item_id for a in answers]).value_counts().reindex(range(6), fill_value=0)
+    by_ls3 = set(store.annotations().query("worker == 'ls3'")["task"])
+    assert by_ls3 and got.to_dict() == {i: 2 - (i in by_ls3) for i in range(6)}
+    # re-examination (a project taking 3 answers, where everyone answers): a person cannot be excluded from an
+    # item, nor kept from answering it twice; such answers are not used (a second answer on an item is kept in
+    # the store's change log only)
+    before = set(zip(store.annotations()["task"], store.annotations()["worker"]))
+    crowd.wait_seconds = 0.5  # see test_a_reexamination_task_the_server_holds_full_ends_the_wait
+    reexam = crowd.ask([0, 1], 1, "reexam", lambda w: True, n_per_item=3, exclude={0: {"ls1"}})
+    assert sum(pid == 2 for pid, _ in server.tasks.values()) == 2 and len(server.annotations) == 12 + 6
+    fresh = {(i, w) for i in (0, 1) for w in ("ls1", "ls2", "ls3") if (i, w) not in before} - {(0, "ls1")}
+    assert {(a.item_id, a.worker) for a in reexam} == fresh and fresh
+    # nobody allowed: the queue must stay coverable, so everyone is eligible
+    assert crowd.eligible_workers(lambda w: False) == crowd.workers == ["ls1", "ls2", "ls3"]
+
+
+def test_the_label_studio_crowd_never_shows_a_holdout_item(tmp_path):
+    crowd, server, store = _label_studio_crowd(tmp_path, {1: lambda i: TRUTH[i]}, k=1)
+    crowd.forbidden = {5}
+    assert crowd.answerable(np.array([4, 5, 6]), lambda w: True).tolist() == [True, False, True]
+    with pytest.raises(HoldoutLeak):
+        crowd.ask([4, 5], 0, "query", lambda w: True)
+    assert server.tasks == {} and store.annotations().empty  # refused before anything reached the server
+
+
+def test_the_label_studio_crowd_pulls_answers_given_after_its_batch_closed(tmp_path):
+    people = {1: lambda i: TRUTH[i], 2: lambda i: (TRUTH[i] + 2) % C}
+    crowd, server, store = _label_studio_crowd(tmp_path, people, k=2)
+    crowd.wait_seconds = 0.0
+    server.at_work = [1]  # person 2 is away: the batch closes with one answer per item
+    answers = crowd.ask(range(4), 0, "query", lambda w: True)
+    assert {a.worker for a in answers} == {"ls1"} and len(answers) == 4
+    server.at_work = [1, 2]
+    server.work()  # person 2 answers while no batch waits
+    assert crowd.sync() == 4 and crowd.sync() == 0  # pulled once
+    late = store.annotations()
+    late = late[late["worker"] == "ls2"]
+    assert sorted(zip(late["task"], late["label"])) == [(i, people[2](i)) for i in range(4)]
+    assert set(late["iteration"]) == {0} and set(late["purpose"]) == {"query"}  # filed under the batch asked
+    assert store.late_answers() == 4
+    # finish stores what is still on its way too, once
+    server.tasks[len(server.tasks) + 1] = (1, 7)
+    server.work()
+    crowd.finish()
+    assert len(store.annotations()) == 10 and crowd.sync() == 0
+
+
+def test_a_reexamination_task_the_server_holds_full_ends_the_wait(tmp_path):
+    people = {1: lambda i: TRUTH[i], 2: lambda i: TRUTH[i], 3: lambda i: TRUTH[i]}
+    crowd, server, _ = _label_studio_crowd(tmp_path, people, k=2)
+    crowd.ask(range(3), 0, "query", lambda w: True)
+    crowd.wait_seconds, server.exports = 2.0, 0
+    crowd.ask(range(3), 1, "reexam", lambda w: True, n_per_item=3)
+    # every re-examination task holds its 3 answers after the first poll: Label Studio serves it to nobody else
+    assert all(sum(a.task_id == t for a in server.annotations) == 3 for t, (p, _) in server.tasks.items() if p == 2)
+    assert server.exports == 1
+
+
+def test_an_answer_delivered_again_adds_no_change_row(tmp_path):
+    people = {1: lambda i: TRUTH[i], 2: lambda i: TRUTH[i]}
+    crowd, _, store = _label_studio_crowd(tmp_path, people, k=2)
+    crowd.ask([0], 0, "query", lambda w: True)
+    crowd.wait_seconds = 0.0
+    crowd.ask([0], 1, "reexam", lambda w: True, n_per_item=2)  # both answer again: two repeats
+    for _ in range(3):
+        crowd.poll_answers(crowd.project("reexam", 2), {0: 2}, 1, "reexam")
+    rows = store.db.execute("SELECT external_id, COUNT(*) FROM annotation_changes GROUP BY external_id").fetchall()
+    assert len(rows) == 4 and {n for _, n in rows} == {1}, rows

@@ -39,11 +39,25 @@ def crowd():
     return synthetic()
 
 
+def _learner(name, **kw):
+    return make_learner(name, C, (D,), epochs=8, **kw, **({"pgd_steps": 3} if "alfc" in name or "malc" in name else {}))
+
+
+def _near_bayes(X, y, predicted):
+    """The bound a crowd learner must reach on ``synthetic``'s separable classes: within 0.05 of the Bayes rate
+    (here the nearest true centroid's accuracy, 1.0 on the fixture: the classes do not overlap). Measured on the
+    fixture, 8 epochs, learner seeds 0-5: every learner 0.983-1.0 (the same learners on clean labels: 1.0), while
+    the crowd's majority vote labels only 0.742 of the items right (the adversary shifts every class, the
+    spammer guesses): the learners learn the classes, not the vote. Labels shuffled across answers: 0.30-0.53."""
+    centroids = np.stack([X[y == c].mean(axis=0) for c in range(C)])
+    bayes = (((X[:, None] - centroids[None]) ** 2).sum(-1).argmin(1) == y).mean()
+    return (predicted == y).mean() >= bayes - 0.05
+
+
 @pytest.mark.parametrize("name", sorted(LEARNERS))
 def test_every_learner_fits_predicts_and_exposes_fitted_attributes(crowd, name):
     X, y, ann, _ = crowd
-    learner = make_learner(name, C, (D,), epochs=8, pgd_steps=3) if "alfc" in name or "malc" in name \
-        else make_learner(name, C, (D,), epochs=8)
+    learner = _learner(name)
     learner.fit(X, ann)
     proba = learner.predict_proba(X)
     assert proba.shape == (len(X), C) and np.allclose(proba.sum(1), 1, atol=1e-5)
@@ -52,7 +66,17 @@ def test_every_learner_fits_predicts_and_exposes_fitted_attributes(crowd, name):
     assert learner.posteriors_.shape == (len(X), C)
     assert len(learner.loss_history_) == 8
     assert learner.embed(X).shape == (len(X), 128)
-    assert (learner.predict(X) == y).mean() > 0.6
+    assert _near_bayes(X, y, learner.predict(X)), (learner.predict(X) == y).mean()
+    vote = ann.groupby("task")["label"].agg(lambda s: s.value_counts().sort_index().idxmax()).sort_index()
+    assert (learner.predict(X) == y).mean() > (vote.to_numpy() == y).mean() + 0.15  # better than the crowd's vote
+
+
+@pytest.mark.parametrize("name", sorted(LEARNERS))
+def test_the_accuracy_bound_fails_a_learner_taught_shuffled_labels(crowd, name):
+    # the check above must say no to a learner that learned nothing about the classes
+    X, y, ann, _ = crowd
+    shuffled = ann.assign(label=np.random.default_rng(0).permutation(ann["label"].to_numpy()))
+    assert not _near_bayes(X, y, _learner(name, seed=0).fit(X, shuffled).predict(X))
 
 
 def test_em_recovers_the_true_confusion_matrices(crowd):

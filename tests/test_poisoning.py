@@ -22,6 +22,13 @@ def blobs(seed: int = 0) -> Dataset:
     return Dataset("blobs", Pool(np.arange(600), X, y, 2), Pool(np.arange(600, 800), Xt, yt, 2))
 
 
+def _tiny(**over):  # the conftest fixture ``tiny``, for module-scoped fixtures
+    from conftest import tiny_config
+    from robust_al.config import load_config
+
+    return load_config(data=tiny_config(**over))
+
+
 def poisoned_config(tiny, **over):
     # step size 0.001: on these 10-d blobs, clipped to [0, 1], larger steps overshoot (relative feature distance
     # to the target 0.94-1.06 at 0.003-0.05, 0.77 at 0.001, 0.90 for the watermark alone). ART's own loop hid
@@ -38,10 +45,21 @@ def poisoned_config(tiny, **over):
     return tiny(**base)
 
 
-def test_injected_poisons_are_caught_by_the_secured_check(tmp_path, tiny):
-    cfg = poisoned_config(tiny)
-    c = Campaign.create(cfg, tmp_path / "run", dataset=blobs(), echo=None)
+@pytest.fixture(scope="module")
+def checked_run(tmp_path_factory):
+    """The campaign of poisoned_config, run once for the tests that read it: (campaign, run dir)."""
+    run = tmp_path_factory.mktemp("checked") / "run"
+    c = Campaign.create(poisoned_config(_tiny), run, dataset=blobs(), echo=None)
     c.run(progress=False)
+    return c, run
+
+
+def test_injected_poisons_are_caught_by_the_secured_check(checked_run):
+    # A toy setting in which the check fires: the crafting step size (0.001) was chosen on these blobs so that
+    # the poisons collide, and they then cost S enough accuracy to trip trust.epsilon = 0.02. It shows the
+    # machinery (roll back, re-examine, quarantine, bookkeeping) works when the check fires; it is not evidence
+    # that the check catches real clean-label poisons (on the Q3 runs its recall was 0.00: README)
+    c, run = checked_run
     meta = c.store.get_meta("poison")
     assert meta["crafted"] and len(meta["item_ids"]) == 60
     poisons = set(meta["item_ids"])
@@ -63,19 +81,21 @@ def test_injected_poisons_are_caught_by_the_secured_check(tmp_path, tiny):
     from robust_al.evaluate.poisoning import detection_report
 
     entered = {i for i in poisons if c.status.get(i) in ("labeled", "quarantined", "discarded")}
-    rep = detection_report(Campaign.resume(tmp_path / "run", dataset=blobs(), echo=None))
+    rep = detection_report(Campaign.resume(run, dataset=blobs(), echo=None))
     sc = rep["secured check"]
     assert sc["flagged"] == len(quarantined) and sc["poisons"] == len(entered)
     assert sc["precision"] == len(quarantined & poisons) / len(quarantined)
     assert {"activation clustering", "spectral signature", "provenance (labelers as sources)"} <= set(rep)
     for name in ("activation clustering", "spectral signature"):
         assert rep[name]["poisons"] == len(poisons & set(c.ids_with("labeled").tolist()))
-    # the control retrains without the poisons in memory only: what the run stored stays as it was
+    # the control retrains without the poisons in memory only: what the run stored stays as it was (what it
+    # retrains: the tests of target_without_poisons below)
     from robust_al.evaluate.poisoning import target_without_poisons
 
-    stored = (c.store.statuses(), c.store.annotations().to_dict(), c.store.metrics())
-    assert isinstance(target_without_poisons(Campaign.resume(tmp_path / "run", dataset=blobs(), echo=None)), bool)
-    assert (c.store.statuses(), c.store.annotations().to_dict(), c.store.metrics()) == stored
+    stored = (c.store.statuses(), c.store.annotations().to_dict(), c.store.metrics(), c.store.trust_events())
+    target_without_poisons(Campaign.resume(run, dataset=blobs(), echo=None))
+    assert (c.store.statuses(), c.store.annotations().to_dict(), c.store.metrics()) == stored[:3]
+    assert c.store.trust_events().equals(stored[3])
 
 
 def test_a_resumed_poisoned_campaign_keeps_its_pool(tmp_path, tiny):
@@ -85,6 +105,95 @@ def test_a_resumed_poisoned_campaign_keeps_its_pool(tmp_path, tiny):
     again = Campaign.resume(tmp_path / "run", dataset=blobs(), echo=None)
     ids = c.store.get_meta("poison")["item_ids"]
     np.testing.assert_array_equal(again.pool.X[again.pool.positions(ids)], c.pool.X[c.pool.positions(ids)])
+
+
+# -- Q3's control, target_without_poisons: "retrain the campaign's last model the same way without the poisons;
+# does the target fall anyway?" Correct, it is the final model's own training (same start F_{i-1}, same seed,
+# the same trust and augmentations) less the poisons, so (a) with the poisons left in it gives the final model
+# back, and (b) without them it gives the model of a campaign that never had them.
+
+@pytest.fixture(scope="module")
+def poisoned_and_clean(tmp_path_factory):
+    """Two campaigns alike but for the poisons: B has none; A has them crafted against F_0 and labeled in
+    iteration 1, the last. The query of iteration 1 takes the whole pool, so A's final training set is B's plus
+    the poisons; the secured check cannot fire (epsilon 1), noisy copies are on (augmentations). Here the
+    poisons flip the target (A's final model: p(base) 0.93; B's: 0.001)."""
+    root = tmp_path_factory.mktemp("control")
+    over = {"trust.epsilon": 1.0, "stop.max_iterations": 2, "query.batch": 600, "augment.enabled": True,
+            "augment.attacks": [], "augment.noise_copies": 1}
+    runs = {}
+    for name, poisons in (("A", True), ("B", False)):
+        c = Campaign.create(poisoned_config(_tiny, **over, **{"poison.enabled": poisons}), root / name,
+                            dataset=blobs(), echo=None)
+        c.run(progress=False)
+        runs[name] = root / name
+    return runs
+
+
+def _final_proba(run):
+    c = Campaign.resume(run, dataset=blobs(), echo=None)
+    c.load_state()
+    return c.learner.predict_proba(c.dataset.test.X)
+
+
+def _control(run, **meta_edit):
+    """target_without_poisons on the finished campaign in ``run`` (its poison record edited by ``meta_edit``, in
+    memory): its verdict and the retrained model's probabilities on the test set."""
+    from robust_al.evaluate.poisoning import target_without_poisons
+
+    c = Campaign.resume(run, dataset=blobs(), echo=None)
+    if meta_edit:
+        real = c.store.get_meta
+        c.store.get_meta = lambda key, *a: {**real(key), **meta_edit} if key == "poison" else real(key, *a)
+    verdict = target_without_poisons(c)
+    return verdict, c.learner.predict_proba(c.dataset.test.X)
+
+
+def _gap(P, Q):
+    """How far two models' test-set predictions are: (largest probability difference, items classed apart).
+    The same training on the same machine gives (0, 0); 1e-4 leaves room for a thread count's rounding."""
+    return float(np.abs(P - Q).max()), int((P.argmax(1) != Q.argmax(1)).sum())
+
+
+def test_the_control_with_the_poisons_left_in_gives_the_final_model_back(poisoned_and_clean):
+    A = poisoned_and_clean["A"]
+    verdict, P = _control(A, item_ids=[])  # nothing to leave out: the final model's training, redone
+    gap = _gap(P, _final_proba(A))
+    assert gap[0] < 1e-4 and gap[1] == 0, gap
+    assert verdict is True  # the final model's own verdict: the target fell (poison_success)
+
+
+def test_the_control_is_the_campaign_that_never_had_the_poisons(poisoned_and_clean):
+    verdict, P = _control(poisoned_and_clean["A"])
+    clean = _final_proba(poisoned_and_clean["B"])
+    gap = _gap(P, clean)
+    assert gap[0] < 1e-4 and gap[1] == 0, gap
+    meta = Campaign.resume(poisoned_and_clean["A"], dataset=blobs(), echo=None).store.get_meta("poison")
+    assert verdict is bool(clean[meta["target_test_index"]].argmax() == meta["base_class"])  # B's verdict
+
+
+def test_when_every_poison_was_quarantined_the_control_retrains_the_final_model(checked_run):
+    # the secured check's run: its last model was retrained after the quarantine (attempt 2) without a poison
+    c, run = checked_run
+    assert c.store.metrics()[-1]["quarantined"] and c.store.metrics()[-1]["poisons_labeled"] == 0
+    _, P = _control(run)
+    gap = _gap(P, _final_proba(run))
+    assert gap[0] < 1e-4 and gap[1] == 0, gap
+
+
+def test_the_control_says_whether_the_target_falls_without_the_poisons(poisoned_and_clean):
+    A, B = poisoned_and_clean["A"], poisoned_and_clean["B"]
+    meta = Campaign.resume(A, dataset=blobs(), echo=None).store.get_meta("poison")
+    T, clean = blobs().test, _final_proba(B)
+    base = meta["base_class"]
+    # False: the poisons made the target fall (A's final model misses it), the clean model gets it right
+    final = _final_proba(A)
+    assert final[meta["target_test_index"]].argmax() == base and clean[meta["target_test_index"], base] < 0.1
+    assert _control(A)[0] is False
+    # True: a target-class item the clean model misses with confidence falls anyway, poisons or not
+    anyway = int(np.argmax(np.where(T.y == meta["target_class"], clean[:, base], -1)))
+    assert clean[anyway, base] > 0.9
+    assert _control(A, target_test_index=anyway)[0] is True
 
 
 def test_the_provenance_filter_removes_the_same_rows_as_arts():

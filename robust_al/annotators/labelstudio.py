@@ -103,6 +103,9 @@ class LabelStudioCrowd:
         self.listener: WebhookListener | None = None
         self._member_ids: set[int] = set()
         self._members_at = 0.0
+        # project -> item -> ids of annotations by someone who had answered the item already (kept in the store's
+        # change log only): not usable, but they fill the task, and the server serves it to nobody else
+        self._repeats: dict[int, dict[int, set[int]]] = {}
 
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
@@ -353,6 +356,9 @@ class LabelStudioCrowd:
                                                 worker_name(a.user_id), a.label, a.was_cancelled, a.updated_at,
                                                 iteration, purpose)
             new += status == "new"
+            if status == "repeat":
+                repeats = self._repeats.setdefault(int(project_id), {}).setdefault(int(a.item_id), set())
+                repeats.add(int(a.annotation_id))
         return new
 
     def drain_webhooks(self) -> None:
@@ -432,6 +438,9 @@ class LabelStudioCrowd:
             if label is None:  # annotations.label is NOT NULL (a cancelled answer is stored as -1)
                 raise ValueError(f"stored answer of {worker} on item {item} has no label")
             out[int(item)].append(Answer(int(item), worker, int(label)))
+        for item, repeats in self._repeats.get(proj.id, {}).items():
+            if item in held:
+                held[item] += len(repeats)
         return out, held
 
     def poll_answers(self, proj, tasks: dict[int, int], iteration: int, purpose: str) -> None:

@@ -121,7 +121,9 @@ class LabelsMixin:
         if isinstance(self.learner, CampaignLearner):  # crowd learners make their own adversarial examples
             aug_ids, aug_X = np.zeros(0, np.int64), np.zeros((0, *self.pool.input_shape), np.float32)
         else:
-            aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape)
+            # made before this iteration: all a live run has here (its own come after training), and what a
+            # retraining of F_iteration after the fact (evaluate.poisoning.target_without_poisons) must use
+            aug_ids, aug_X, _, _ = self.store.augmentations(self.pool.input_shape, before=iteration)
         keep = np.isin(aug_ids, labeled)
         kill_point("training", iteration)
         self.learner.fit(self.pool.X[self.pool.positions(labeled)], labeled, ann, self.ledger,

@@ -16,6 +16,7 @@ from torch import nn
 
 from robust_al.crowd.network import ClassifierNet, FrozenFeatureNet, penultimate
 from robust_al.reproducible import seeded
+from robust_al.trust.ledger import AGREEMENT
 
 
 def _penultimate_classifier(model: ClassifierNet, input_shape, n_classes: int, lr: float = 1e-3):
@@ -84,19 +85,43 @@ def deep_knn_flags(Z: np.ndarray, y: np.ndarray, k: int, n_classes: int) -> np.n
     return plural != y
 
 
+class _TrustAsTrained:
+    """The store as the ledger reads it, without the last iteration's agreement update (its events' reasons
+    start with trust.ledger.AGREEMENT), which came after F_last was trained: the trust that training weighted
+    its items by (model.targets 'trust') and routed by."""
+
+    def __init__(self, store, last: int):
+        self.store, self.last = store, last
+
+    def trust_events(self):
+        ev = self.store.trust_events()
+        return ev[(ev["iteration"] < self.last)
+                  | ((ev["iteration"] == self.last) & ~ev["reason"].astype(str).str.startswith(AGREEMENT + " "))]
+
+
 def target_without_poisons(campaign) -> bool:
     """Q3's control: does the last model, retrained the same way without the poisons, misclassify the target
     too? Then the poisons did not cause the miss (a target near the boundary can fall on its own).
 
-    On a finished campaign (resumed, not run): the last iteration's labeled items less the injected ones, their
-    annotations, trust as the campaign ended, their stored augmentations and the same training seed. Nothing
-    is written: the poisons leave the labeled set in memory only."""
+    On a finished campaign (resumed, not run): F_last's own training less the injected items: from F_{last-1}
+    (warm start) or the initial network, with the seed of the attempt that made F_last (0; 1 after a
+    re-examination; 2 when a quarantine was kept), the trust F_last was trained with and the augmentations made
+    before it. With the poisons left in, this gives F_last back. Nothing is written: the poisons leave the
+    labeled set in memory only."""
+    from robust_al.crowd.learner import Snapshot
+    from robust_al.trust import TrustLedger
+
     c = campaign
     last = c.load_state() - 1
     meta = c.store.get_meta("poison")
     poisons = {int(i) for i in meta["item_ids"]}
+    m = c.prev_metrics
+    attempt = 0 if m.get("secured_check", "accepted") == "accepted" else 2 if m.get("quarantined") else 1
+    start = None if last == 0 else Snapshot.of(c.store.iteration_state(last - 1)[2], f"F_{last - 1}")
+    c.ledger = TrustLedger.configured(c.crowd.workers, _TrustAsTrained(c.store, last), c.cfg.trust,
+                                      c.cfg.annotators.k, c.cfg.seed)
     c.status = {i: s for i, s in c.status.items() if i not in poisons}
-    c.train_model(last, 0, c.learner.snapshot())
+    c.train_model(last, attempt, start)
     T = c.dataset.test
     return bool(int(c.learner.predict(T.X[[meta["target_test_index"]]])[0]) == meta["base_class"])
 

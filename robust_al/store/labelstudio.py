@@ -53,7 +53,12 @@ class LabelStudioTables:
                         (int(item_id), worker, lab, int(iteration), purpose, time.time(), external_id,
                          int(bool(cancelled or label is None)), updated_at))
                     status = "new"
-                except sqlite3.IntegrityError:
+                except sqlite3.IntegrityError:  # this person answered the item already (another project)
+                    last = self.db.execute("SELECT label, cancelled, updated_at FROM annotation_changes WHERE "
+                                           "external_id=? ORDER BY rowid DESC LIMIT 1", (external_id,)).fetchone()
+                    if last is not None and (last[0], bool(last[1]), last[2]) == (
+                            lab, bool(cancelled or label is None), updated_at):
+                        return "repeat"  # delivered again: nothing new to keep
                     status = "repeat"
             elif (row[0], bool(row[1]), row[2]) == (lab, bool(cancelled or label is None), updated_at) or \
                     (row[2] is not None and updated_at is not None and updated_at < row[2]):

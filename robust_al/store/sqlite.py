@@ -412,9 +412,11 @@ class RunStore(LabelStudioTables):
                 [(int(iteration), int(i), method, X[k].tobytes(), float(n))
                  for k, (i, n) in enumerate(zip(item_ids, norms))])
 
-    def augmentations(self, input_shape: tuple[int, ...]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
-        """(item_ids, X, methods, norms) of every stored augmentation."""
-        rows = self.db.execute("SELECT item_id, method, x, norm FROM augmentations ORDER BY rowid").fetchall()
+    def augmentations(self, input_shape: tuple[int, ...], before: int | None = None
+                      ) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+        """(item_ids, X, methods, norms) of every stored augmentation (made before iteration ``before``)."""
+        rows = self.db.execute("SELECT item_id, method, x, norm FROM augmentations WHERE iteration < ? ORDER BY rowid",
+                               (2**62 if before is None else int(before),)).fetchall()
         if not rows:
             return (np.zeros(0, np.int64), np.zeros((0, *input_shape), np.float32), [], np.zeros(0))
         ids = np.array([r[0] for r in rows], dtype=np.int64)

@@ -14,6 +14,10 @@ from robust_al.faults import kill_point
 from robust_al.store import RunStore
 from robust_al.trust.model import routing_threshold, safe_route, worker_accuracy
 
+# the reason every agreement_update event starts with: a re-training after the fact tells the trust a model
+# was trained with (before its iteration's agreement update) from the events that came after it
+AGREEMENT = "accuracy"
+
 
 def independent_labelers(p1: float, ph: float = 0.9995) -> int:
     """Eq. 3 solved for h: the fewest independent labelers so that at least one is right with prob. ``ph``.
@@ -182,7 +186,7 @@ class TrustLedger:
         for worker, delta, row in moved:
             flag = f", flagged {self.flags[worker]}" if self.flags[worker] else ""
             self._record(iteration, worker, delta,
-                         f"accuracy {row['accuracy']:.3f} [{row['lower']:.2f}, {row['upper']:.2f}] over "
+                         f"{AGREEMENT} {row['accuracy']:.3f} [{row['lower']:.2f}, {row['upper']:.2f}] over "
                          f"{int(row['n'])} labels, worst class {int(row['worst_class'])} <= "
                          f"{row['class_upper']:.2f}{flag}")
         self._route()
