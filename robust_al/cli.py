@@ -15,10 +15,12 @@ def _run(args: argparse.Namespace) -> int:
     from robust_al.campaign import Campaign
 
     if args.resume:
-        if args.config or args.set:
-            print("error: --resume takes the run directory only; its stored config is used", file=sys.stderr)
+        if args.config:
+            print("error: --resume takes the run directory only; its stored config is used (--set may change "
+                  "the Label Studio connection: annotators.labelstudio.url, token_env, token_file, ...)",
+                  file=sys.stderr)
             return 2
-        campaign = Campaign.resume(args.resume)
+        campaign = Campaign.resume(args.resume, overrides=args.set)
     else:
         if not args.config:
             print("error: give a CONFIG file or --resume RUN_DIR", file=sys.stderr)
@@ -33,6 +35,10 @@ def _run(args: argparse.Namespace) -> int:
 
         print(f"error: {campaign.store.path}: {describe_sqlite_error(e)} (robust-al run --resume {campaign.run_dir})",
               file=sys.stderr)
+        return 2
+    except Exception as e:  # Label Studio went away (past the crowd's own retries): one line, no traceback
+        if not _unreachable(e, campaign):
+            raise
         return 2
     except KeyboardInterrupt:  # Ctrl-C or SIGTERM: the current write finished (each is one transaction)
         code = 143 if _terminated else 130
@@ -50,6 +56,22 @@ def _run(args: argparse.Namespace) -> int:
 _terminated = False
 
 
+def _unreachable(e: BaseException, campaign) -> bool:
+    """A Label Studio campaign's server stopped answering: print one line naming its URL (no transport
+    traceback) and return True; any other error: False."""
+    if not type(e).__module__.startswith("httpx"):
+        return False
+    import httpx
+
+    if not isinstance(e, httpx.TransportError):
+        return False
+    from robust_al.labelstudio.server import unreachable_message
+
+    ls = campaign.cfg.annotators.labelstudio
+    print(f"error: {unreachable_message(ls.url if ls else '?', campaign.run_dir)}", file=sys.stderr)
+    return True
+
+
 def _on_sigterm(signum, frame) -> None:
     """SIGTERM stops a campaign as Ctrl-C does: between two writes, with a resume hint, exit 143."""
     global _terminated
@@ -58,9 +80,26 @@ def _on_sigterm(signum, frame) -> None:
 
 
 def _status(args: argparse.Namespace) -> int:
+    """The run's progress; for an unfinished Label Studio campaign, whether its server answers (one line on
+    stderr naming the URL and exit 2 when it does not)."""
     from robust_al.report import status_text
+    from robust_al.store import RunStore
 
     print(status_text(Path(args.run_dir)))
+    store = RunStore(Path(args.run_dir), create=False)
+    cfg = store.get_meta("config", {}) or {}
+    metrics = store.metrics()
+    store.close()
+    ann = cfg.get("annotators", {}) or {}
+    url = (ann.get("labelstudio") or {}).get("url")
+    if ann.get("kind") == "labelstudio" and url and not (metrics and metrics[-1].get("stop")):
+        from robust_al.labelstudio.server import LabelStudioError, check_reachable
+
+        try:
+            check_reachable(url, args.run_dir)
+        except LabelStudioError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     return 0
 
 
@@ -127,9 +166,22 @@ def _labelstudio(args: argparse.Namespace) -> int:
     if args.ls_command == "sync":
         from robust_al.campaign import Campaign
 
-        camp = Campaign.resume(args.run_dir, echo=None)
-        with camp.lock:
-            new = camp.crowd.sync()
+        # --url: the server moved (stored as the campaign's URL, as run --resume --set annotators.labelstudio.url)
+        camp = Campaign.resume(args.run_dir, echo=None,
+                               overrides=[f"annotators.labelstudio.url={args.url}"] if args.url else None)
+        if camp.cfg.annotators.kind != "labelstudio":
+            print(f"error: {args.run_dir} is not a Label Studio campaign (annotators.kind = "
+                  f"{camp.cfg.annotators.kind!r}): nothing to sync", file=sys.stderr)
+            return 2
+        try:
+            with camp.lock:
+                new = camp.crowd.sync()
+        except Exception as e:
+            if not _unreachable(e, camp):
+                raise
+            return 2
+        finally:
+            camp.crowd.close()
         print(f"pulled {new} new annotation(s) into {camp.store.path}")
         return 0
     return _simulate(args)
@@ -150,10 +202,28 @@ def _simulate(args: argparse.Namespace) -> int:
     if cfg.annotators.kind != "labelstudio" or ls is None:
         print("error: the config's annotators.kind must be 'labelstudio'", file=sys.stderr)
         return 2
-    pool = load_dataset(cfg.data.name, **cfg.data.options).train
+    from robust_al.labelstudio.server import check_reachable
+
+    check_reachable(ls.url)
+    token = read_token(ls.token_env, ls.token_file)
+    if ls.project_id is not None:  # an attached project: its tasks are the pool, its truth_field the truth
+        import tempfile
+
+        from robust_al.labelstudio.client import LabelStudioClient
+        from robust_al.labelstudio.project_pool import dataset_from_project
+
+        with LabelStudioClient(ls.url, token) as client, tempfile.TemporaryDirectory() as media:
+            pool = dataset_from_project(client, ls.project_id, media, **cfg.data.options).dataset.train
+        if not (pool.y >= 0).any():
+            print(f"error: project {ls.project_id} has no known truth for simulated labelers to answer from: "
+                  "give data.options.truth_field (a task data field holding the true class)", file=sys.stderr)
+            return 2
+    else:
+        pool = load_dataset(cfg.data.name, **cfg.data.options).train
     behaviours = simulated_labelers(cfg.annotators.labelers, truth_map(pool.ids, pool.y), pool.n_classes, cfg.seed)
-    users = SimulatedUsers(ls.url, read_token(ls.token_env, ls.token_file), behaviours, pool.class_names,
-                           password=args.password, title_prefix=f"{ls.title} {cfg.name}").start()
+    users = SimulatedUsers(ls.url, token, behaviours, pool.class_names,
+                           password=args.password, title_prefix=f"{ls.title} {cfg.name}",
+                           attached=ls.project_id).start()
     print(f"{len(users.users)} simulated users answering at {ls.url}: "
           + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)")
     try:
@@ -171,7 +241,9 @@ def main(argv: list[str] | None = None) -> int:
     run = sub.add_parser("run", help="run (or --resume) a campaign")
     run.add_argument("config", nargs="?", help="campaign YAML config")
     run.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                     help="override a config key, e.g. --set query.batch=20 (repeatable)")
+                     help="override a config key, e.g. --set query.batch=20 (repeatable); with --resume only the "
+                          "Label Studio connection: annotators.labelstudio.url, token_env, token_file, "
+                          "poll_seconds, status_seconds, webhook")
     run.add_argument("--run-dir", help="where to write the run (default: runs/<name>-seed<seed>)")
     run.add_argument("--resume", metavar="RUN_DIR", help="continue a killed or stopped campaign")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -215,14 +287,17 @@ def main(argv: list[str] | None = None) -> int:
     lsp = sub.add_parser("labelstudio", help="Label Studio: install | serve RUN_DIR | sync RUN_DIR | simulate CONFIG")
     ls_sub = lsp.add_subparsers(dest="ls_command", required=True)
     ls_sub.add_parser("install", help="create ~/.cache/robust-al/labelstudio-venv (or $ROBUST_AL_LS_VENV)")
-    sv = ls_sub.add_parser("serve", help="serve RUN_DIR/labelstudio on 127.0.0.1 until Ctrl-C")
+    sv = ls_sub.add_parser("serve", help="serve RUN_DIR/labelstudio on 127.0.0.1 until Ctrl-C, on the same port at "
+                                         "every start")
     sv.add_argument("run_dir")
-    sv.add_argument("--port", type=int, help="default: a free port")
+    sv.add_argument("--port", type=int, help="default: the port RUN_DIR/labelstudio was served on before (kept in "
+                    "RUN_DIR/labelstudio/port), a free one at the first start; a given port is kept for the next")
     sv.add_argument("--files-root", metavar="DIR", help="serve image files under DIR to the projects' labelers "
                     "(annotators.labelstudio.media: local-files with files_root: DIR; the images must be in a "
                     "subfolder of DIR)")
     sy = ls_sub.add_parser("sync", help="pull annotations made while the campaign was not running")
     sy.add_argument("run_dir")
+    sy.add_argument("--url", help="the server's URL when it moved (stored as annotators.labelstudio.url)")
     sm = ls_sub.add_parser("simulate", help="sign up the config's simulated labelers as users and let them annotate")
     sm.add_argument("config")
     sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")

@@ -61,6 +61,8 @@ class LabelStudioConfig(_Strict):
     project_id: int | None = Field(None, ge=1, description="attach to this existing project: its tasks are the "
                                       "pool (data.name: labelstudio), its annotations labels already collected")
     status_seconds: float = Field(10.0, gt=0, description="print a 'waiting: n/N answers' line at most this often")
+    show_keys: bool = Field(False, description="show each item's key (e.g. its file name) to labelers; off: an "
+                            "opaque stable id, since a key like airplane/0001.jpg names the answer")
 
     @model_validator(mode="after")
     def _media_settings(self) -> LabelStudioConfig:

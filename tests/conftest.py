@@ -81,7 +81,7 @@ def ls():
 def client(ls):
     from robust_al.labelstudio.client import LabelStudioClient
 
-    with LabelStudioClient.for_server(ls) as c:  # per test: the URL changes when the server restarts
+    with LabelStudioClient.for_server(ls) as c:  # per test: the server may have been restarted
         yield c
 
 

@@ -271,7 +271,9 @@ def test_the_label_studio_crowd_pulls_answers_given_after_its_batch_closed(tmp_p
     assert set(late["iteration"]) == {0} and set(late["purpose"]) == {"query"}  # filed under the batch asked
     assert store.late_answers() == 4
     # finish stores what is still on its way too, once
-    server.tasks[len(server.tasks) + 1] = (1, 7)
+    tid = len(server.tasks) + 1
+    server.tasks[tid] = (1, 7)
+    store.set_ls_tasks(1, [7], [tid], 0, "query")  # the campaign's task (answers on anyone else's are not read)
     server.work()
     crowd.finish()
     assert len(store.annotations()) == 10 and crowd.sync() == 0

@@ -153,6 +153,14 @@ def labeling_view(browser, key: str, n_choices: int, image: bool) -> dict:
     return browser.wait_stable(ready, timeout=150)
 
 
+def no_answer_in_text(snapshot: dict, pool, items) -> None:
+    """No class name in the page's text but the choices' own labels, and no item's key anywhere."""
+    text = snapshot["text"]
+    for c in pool.class_names:
+        assert text.count(c) == sum(ch["label"] == c for ch in snapshot["choices"]), (c, text)
+    assert not any(str(pool.keys[i]) in text for i in items), text
+
+
 def check_choices(snapshot: dict, class_names) -> None:
     """Radio buttons labeled exactly with the class names, none pre-selected (no pre-annotation shown)."""
     choices = snapshot["choices"]
@@ -193,14 +201,18 @@ def test_labeler_sees_the_image_and_radio_choices(server, labeler, browser, tmp_
     with LabelStudioClient.for_server(server) as c:
         assert c.http.get("/api/predictions/", params={"task": tasks[15]}).json() == []  # no guess imported
         data = c.get(f"/api/tasks/{tasks[15]}/")["data"]
-    assert data["key"] == pool.keys[15] and data["item_id"] == 15
+    # nothing in the task tells the answer: the key (airplane/0001.jpg) is shown as an opaque display key
+    shown = crowd.display_key(15)
+    assert data["key"] == shown != pool.keys[15] and data["item_id"] == 15
     assert data["image"].startswith("data:image/" if media == "data-url" else "/data/local-files/?d=")
+    assert not any(c in json.dumps(data) for c in [*CLASSES, pool.keys[15]])  # the image's URL included
 
     open_task(browser, server, labeler, proj.id, tasks[15])
-    # the header shows the item's key; the image loaded (a broken image has naturalWidth 0)
-    view = labeling_view(browser, pool.keys[15], len(CLASSES), image=True)
+    # the header shows the display key; the image loaded (a broken image has naturalWidth 0)
+    view = labeling_view(browser, shown, len(CLASSES), image=True)
     assert view["image"] > 0 and "Pool item" not in view["text"]
     check_choices(view, CLASSES)
+    no_answer_in_text(view, pool, items)
     save_shot(browser, tmp_path / "run", f"image-task-{media}")
 
     # the labeler answers in the page: pick the true class, submit; the campaign's store gets it
@@ -234,7 +246,8 @@ def test_labeler_sees_the_text(server, labeler, browser, tmp_path):
     proj, tasks = put(crowd, store, [0, 1, 2])
     open_task(browser, server, labeler, proj.id, tasks[1])
     # the header with the key is only in the labeling view (the Data Manager's list beside it shows the texts)
-    view = labeling_view(browser, "review-b", 2, image=False)
+    view = labeling_view(browser, crowd.display_key(1), 2, image=False)
     assert view["text"].count(texts[1]) >= 2  # in the Data Manager's list and in the labeling view
     check_choices(view, ["negative", "positive"])
+    assert "review-b" not in view["text"]  # keys are not shown (annotators.labelstudio.show_keys)
     save_shot(browser, tmp_path / "run", "text-task")

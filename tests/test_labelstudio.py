@@ -23,7 +23,7 @@ from robust_al.labelstudio.client import (
     LabelStudioClient, annotation_from_payload, annotations_from_export, class_names_from_config, label_config,
     parse_label_config)
 from robust_al.labelstudio.users import annotate
-from robust_al.labelstudio.webhook import Deduplicator, WebhookListener, parse_event
+from robust_al.labelstudio.webhook import TokenBucket, WebhookListener, parse_event
 
 CLASSES = ["zero", "one", "two", "three"]
 
@@ -123,18 +123,26 @@ def test_convert_export_rows():
     assert (a.item_id, a.user_id, a.label, a.annotation_id, a.task_id) == (42, 5, 1, 3, 7)
 
 
-def test_parse_and_deduplicate_events():
+def test_rings_are_parsed_coalesced_and_bounded():
+    """A webhook is a doorbell: only the annotation ids it names are kept, each once, at most max_pending."""
     created = {"action": "ANNOTATION_CREATED", "project": {"id": 1}, "task": {"id": 7, "data": {"item_id": 42}},
                "annotation": {"id": 3, "updated_at": "t1", "completed_by": 5}}
     ev = parse_event(created)
-    assert (ev.action, ev.annotation_ids, ev.item_id, ev.project_id) == ("ANNOTATION_CREATED", [3], 42, 1)
-    dedup = Deduplicator()
-    assert not dedup.is_duplicate(ev) and len(dedup.fresh(ev)) == 1
-    assert dedup.is_duplicate(parse_event(json.loads(json.dumps(created)))) and dedup.fresh(ev) == []
-    updated = dict(created, action="ANNOTATION_UPDATED", annotation={"id": 3, "updated_at": "t2"})
-    assert not dedup.is_duplicate(parse_event(updated))
+    assert (ev.action, ev.annotation_ids, ev.project_id, ev.deleted) == ("ANNOTATION_CREATED", [3], 1, False)
     deleted = parse_event({"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 3}], "project": {"id": 1}})
-    assert deleted.annotation_ids == [3] and deleted.item_id is None
+    assert deleted.annotation_ids == [3] and deleted.deleted
+    with pytest.raises(ValueError):
+        parse_event({"action": "ANNOTATION_CREATED", "annotation": {"id": 1.5}})
+    hook = WebhookListener(max_pending=3)
+    for e in (ev, parse_event(json.loads(json.dumps(created))), deleted):  # the same id three times: one entry
+        hook.ring(e)
+    assert hook.take() == ([(3, True)], False) and hook.take() == ([], False)
+    for i in range(10):  # a flood: three are kept, the rest only say "look at the server yourself"
+        hook.ring(parse_event({"action": "ANNOTATION_CREATED", "annotation": {"id": 100 + i}}))
+    assert hook.take(2) == ([(100, False), (101, False)], True) and hook.take() == ([(102, False)], False)
+    assert hook.headers == {}  # no secret: a labeler can read every webhook's headers
+    bucket = TokenBucket(rate=1.0, burst=5)
+    assert bucket.take(100) == 5 and bucket.take(100) == 0
 
 
 # -- a real server (fixtures ls, client, annotators: tests/conftest.py) ---------------------------------
@@ -233,38 +241,28 @@ def test_foreign_writes_are_visible(client, annotators):
 def test_webhook_delivers_annotation_and_duplicates_are_detected(client, annotators):
     p = client.create_project("webhook test", CLASSES, maximum_annotations=2)
     task_ids = client.import_tasks(p, [{"item_id": 500 + i} for i in range(3)])
-    with WebhookListener(secret="not-a-real-secret") as hook:
+    with WebhookListener() as hook:
         client.create_webhook(p, hook.url, headers=hook.headers)
         uid, token = annotators[2]
         ann = annotate(client.url, token, task_ids[1], CLASSES[1])
-        ev = hook.get(timeout=10)  # sent synchronously while the annotation request is handled
-        assert ev.action == "ANNOTATION_CREATED" and ev.project_id == p.id
-        assert ev.annotation_ids == [ann["id"]] and ev.item_id == 501
-        conv = annotation_from_payload(ev.annotations[0], ev.task, p)
+        assert hook.wait(10)  # sent synchronously while the annotation request is handled
+        assert hook.take() == ([(ann["id"], False)], False)
+        held = client.annotation(ann["id"])  # what the ring names is read back from the server
+        conv = annotation_from_payload(held, {"id": held["task"], "data": {"item_id": 501}}, p)
         assert (conv.item_id, conv.user_id, conv.label, conv.annotation_id) == (501, uid, 1, ann["id"])
-        assert conv.updated_by == uid and not conv.foreign_write
+        assert conv.updated_by == uid and not conv.foreign_write and held["project"] == p.id
+        assert client.annotation(10 ** 9) is None
 
-        dedup = Deduplicator()
-        assert dedup.fresh(ev) == ev.annotations
-        # the same delivery again (a retry, or a replay by a proxy) is recognised by its annotation id
-        r = httpx.post(hook.url, json=ev.payload, headers=hook.headers)
-        assert r.status_code == 200
-        again = hook.get(timeout=5)
-        assert again.annotation_ids == ev.annotation_ids and dedup.is_duplicate(again) and not dedup.fresh(again)
-        # a forged delivery without the shared secret is refused
-        assert httpx.post(hook.url, json=ev.payload).status_code == 403 and hook.rejected == 1
-
-        # an edit is a new state of the same annotation, not a duplicate
+        # an edit rings again; a deletion rings with its flag
         r = httpx.patch(f"{client.url}/api/annotations/{ann['id']}/", headers={"Authorization": f"Token {token}"},
                         json={"result": [{"from_name": "label", "to_name": "item", "type": "choices",
                                           "value": {"choices": [CLASSES[2]]}}]})
         r.raise_for_status()
-        upd = hook.get(timeout=10)
-        assert upd.action == "ANNOTATION_UPDATED" and upd.annotation_ids == [ann["id"]]
-        assert not dedup.is_duplicate(upd)
+        assert hook.wait(10) and hook.take() == ([(ann["id"], False)], False)
         client.http.delete(f"/api/annotations/{ann['id']}/").raise_for_status()
-        gone = hook.get(timeout=10)
-        assert gone.action == "ANNOTATIONS_DELETED" and gone.annotation_ids == [ann["id"]]
+        assert hook.wait(10) and hook.take() == ([(ann["id"], True)], False)
+        assert client.annotation(ann["id"]) is None
+        assert hook.rings == 3 and hook.rejected == 0
 
 
 def test_restart_keeps_annotations(ls, annotators):
@@ -360,7 +358,7 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
     assert len(store.annotations()) == before
     # an annotation made while the campaign is not running arrives with `sync` (a filtered pull, not a walk)
     free = next(int(i) for i in ds.train.ids if int(i) not in store.statuses())
-    (tid,) = client.import_tasks(proj, [{"item_id": free}])
+    tid = camp.crowd.tasks_for(proj, [free], 0, "query")[free]  # a task of the campaign (no other one counts)
     annotate(ls.url, users.users[0][2], tid, ds.train.class_names[0])
     assert camp.crowd.sync() == 1 and camp.crowd.sync() == 0
     assert (store.annotations()["task"] == free).sum() == 1

@@ -1,15 +1,26 @@
 """A live Label Studio project as the campaign's crowd.
 
 Each query becomes a task (its data carries the pool item id; the current model's prediction goes in as a
-pre-annotation with its score). Answers arrive by webhook (a listener on loopback) and, as a fallback, by
-polling a filtered export of the batch's tasks; each annotation's ``completed_by`` user becomes a labeler
-(``ls<user id>``) in the trust ledger, and each annotation is stored exactly once (keyed on its Label Studio
-id), edits and cancellations included. Re-examination by h labelers uses a second project whose tasks allow
-h annotations (``maximum_annotations``), so h different people answer.
+pre-annotation with its score). **The server is the source of truth.** A webhook only rings
+(:mod:`robust_al.labelstudio.webhook`): each annotation id it names is read back from Label Studio with the
+campaign's own token, and only what the server holds, on a task the campaign created (the item is the one the
+campaign put to that task, never what a payload or the task's data claims), outside the secured holdout, is
+stored; polling a filtered export of the batch's tasks is the fallback and applies the same rules. Each
+annotation is stored exactly once (keyed on its Label Studio id), edits and cancellations included.
 
-What a labeler sees: the item itself (the pool's image or text, :mod:`robust_al.labelstudio.media`) under its key,
-and one radio button per class; the model's guess only with ``show_predictions`` (a visible guess biases
-labelers who should answer independently).
+Who answered: the account that *wrote* the annotation. Open-source Label Studio lets any member post an
+annotation with another user's ``completed_by``; the server records the writer in ``updated_by`` (the token's
+user; a client cannot set it). An annotation whose ``completed_by`` is not its writer is stored as the
+writer's answer (labeler ``ls<writer id>``), and the writer gets an *impersonation* flag (the store's flags,
+shown by ``robust-al trust`` and the report); the impersonated person's stored answers never change (an edit
+of their annotation by someone else is not applied to it). Re-examination by h labelers uses a second project
+whose tasks allow h annotations (``maximum_annotations``), so h different people answer.
+
+What a labeler sees: the item itself (the pool's image or text, :mod:`robust_al.labelstudio.media`) under an
+opaque display key (a salted hash of the item's key, stable per item; the key itself only with
+``annotators.labelstudio.show_keys``: an image folder's key names its class folder, i.e. the answer), and one
+radio button per class; the model's guess only with ``show_predictions`` (a visible guess biases labelers who
+should answer independently).
 
 Attached to an existing project (``project_id``), the project's tasks are the pool (item id = task id) and its
 settings, tasks and annotations are never changed: its annotations are stored as labels already collected
@@ -32,6 +43,7 @@ person cannot be excluded from re-examining an item they labeled; their re-exami
 """
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 import secrets
@@ -80,7 +92,7 @@ class LabelStudioCrowd:
                  poll_seconds: float = 2.0, webhook: bool = True, title: str = "robust-al", pool=None,
                  media: str = "data-url", media_url: str | None = None, files_root: str | None = None,
                  show_predictions: bool = False, attached=None, echo: Callable[[str], None] | None = None,
-                 status_seconds: float = 10.0):
+                 status_seconds: float = 10.0, show_keys: bool | None = None, reads_per_second: float = 20.0):
         from robust_al.labelstudio.client import LabelStudioClient
 
         self.store, self.url, self.k = store, url.rstrip("/"), k
@@ -89,6 +101,7 @@ class LabelStudioCrowd:
         self.pool = pool  # what the tasks show (keys, images, texts); None: the bare item ids
         self.media, self.media_url, self.files_root = media, media_url, files_root
         self.show_predictions = show_predictions
+        self._show_keys = show_keys  # None: the campaign's stored config says (see show_keys)
         self.attached = attached  # an AttachedProject (robust_al.labelstudio.project_pool) or None
         self.echo = echo
         self.status_seconds = status_seconds
@@ -106,6 +119,11 @@ class LabelStudioCrowd:
         # project -> item -> ids of annotations by someone who had answered the item already (kept in the store's
         # change log only): not usable, but they fill the task, and the server serves it to nobody else
         self._repeats: dict[int, dict[int, set[int]]] = {}
+        from robust_al.labelstudio.webhook import TokenBucket
+
+        self._reads = TokenBucket(reads_per_second, int(2 * reads_per_second))  # read-backs of rung ids
+        self._flooded = False  # rings were dropped: poll (one export of the batch) instead of reading back each
+        self._warned: set[tuple[str, int]] = set()  # (store key, writer) of foreign writes already logged
 
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
@@ -121,6 +139,20 @@ class LabelStudioCrowd:
         return ~np.isin(item_ids, np.fromiter(self.forbidden, dtype=np.int64, count=len(self.forbidden)))
 
     def close(self) -> None:
+        """Stop listening and remove the campaign's webhooks from the server (a webhook whose listener is gone
+        would make Label Studio try to reach a dead port during every annotation). One the server cannot remove
+        now stays recorded, and the next start of the campaign replaces it."""
+        hooks = self.store.get_meta("ls_webhooks", {})
+        for pid, hook in sorted(hooks.items()):
+            if not isinstance(hook, dict) or hook.get("id") is None:
+                hooks.pop(pid)
+                continue
+            try:
+                self.client.delete_webhook(int(hook["id"]))
+                hooks.pop(pid)
+            except Exception as e:  # the server is down: the next start deletes it
+                log.warning("webhook %s of project %s not removed (%s)", hook.get("id"), pid, e)
+        self.store.set_meta("ls_webhooks", hooks)
         if self.listener is not None:
             self.listener.stop()
             self.listener = None
@@ -162,7 +194,10 @@ class LabelStudioCrowd:
         done = self.store.get_meta("ls_storages", {})
         if str(proj.id) in done:
             return
-        path = str(self.pool.media_root.resolve())
+        links = self._links_dir()
+        if links is not None:  # the folder of opaque links the tasks use (robust_al.labelstudio.media)
+            links.mkdir(parents=True, exist_ok=True)
+        path = str(links or self.pool.media_root.resolve())
         have = [st for st in self.client.local_storages(proj) if st.get("path") == path]
         try:
             sid = have[0]["id"] if have else self.client.create_local_storage(proj, path, "robust-al pool images")
@@ -178,9 +213,9 @@ class LabelStudioCrowd:
 
         listener = self.listener
         if listener is None:
-            # a fresh secret per process, in the registered webhook's headers: nobody else on the machine can
-            # post answers (measured: a plain curl stored an annotation for any user, item or holdout item)
-            listener = self.listener = WebhookListener(secret=secrets.token_urlsafe(32))
+            # no secret: any labeler can read a webhook's headers (GET /api/webhooks/), and a ring carries no
+            # authority anyway: what it names is read back from the server (robust_al.labelstudio.webhook)
+            listener = self.listener = WebhookListener()
             listener.start()
         hooks = self.store.get_meta("ls_webhooks", {})
         old = hooks.get(str(proj.id))
@@ -234,18 +269,61 @@ class LabelStudioCrowd:
         pred = self.store.predictions().set_index("item_id")
         return {int(i): (int(r.label), float(r.score)) for i, r in pred.iterrows()}
 
+    @property
+    def show_keys(self) -> bool:
+        """Show the pool's keys to labelers (``annotators.labelstudio.show_keys``)? Unless given to the
+        constructor, read from the campaign's config in the store once it is there (hidden until then)."""
+        if self._show_keys is None:
+            raw = self.store.get_meta("config")
+            if not isinstance(raw, dict):
+                return False
+            self._show_keys = bool(((raw.get("annotators") or {}).get("labelstudio") or {}).get("show_keys", False))
+        return bool(self._show_keys)
+
+    def display_key(self, item_id: int) -> str | None:
+        """What the task shows as the item's name: the pool's key with ``show_keys``, else an opaque salted hash
+        of it (stable per item for the campaign: the salt is kept in the store). None without a pool."""
+        if self.pool is None:
+            return None
+        key = str(self.pool.keys[self.pool.positions([item_id])[0]])
+        if self.show_keys:
+            return key
+        from robust_al.labelstudio.media import opaque_key
+
+        return opaque_key(self._salt(), key)
+
+    def _salt(self) -> str:
+        """The campaign's secret for display keys (kept in the store: names stay the same across restarts)."""
+        salt = self.store.get_meta("ls_display_salt")
+        if not salt:
+            salt = secrets.token_hex(16)
+            self.store.set_meta("ls_display_salt", salt)
+        return str(salt)
+
+    def _links_dir(self) -> Path | None:
+        """With media = local-files and keys hidden: the folder under the server's files root whose opaque links
+        the tasks show (an image's own path names its class folder); None otherwise."""
+        if self.show_keys or self.media != "local-files" or not self.files_root or self.pool is None \
+                or self.pool.media_root is None:
+            return None
+        from robust_al.labelstudio.media import opaque_key
+
+        root = Path(self.files_root).expanduser().resolve()
+        return root / "robust-al-media" / opaque_key(self._salt(), str(Path(self.pool.media_root).resolve()))
+
     def _shown(self, item_id: int) -> dict:
-        """The task data that shows one item: its key and its image URL or text."""
+        """The task data that shows one item: its display key (:meth:`display_key`) and its image URL or text."""
         if self.attached is not None:  # a re-examination project: the original task's image URL or text
             value = self.attached.values.get(int(item_id))
             if value is not None:
                 field = "image" if self.attached.project.image else "text"
-                return {"key": str(self.pool.keys[self.pool.positions([item_id])[0]]), field: value}
+                return {"key": self.display_key(item_id), field: value}
         if self.pool is None:
             return {}
         from robust_al.labelstudio.media import task_fields
 
-        return task_fields(self.pool, int(item_id), self.media, self.files_root, self.media_url)
+        return task_fields(self.pool, int(item_id), self.media, self.files_root, self.media_url,
+                           shown_key=self.display_key(item_id), links_dir=self._links_dir())
 
     # -- an attached project: labels already there, robust-al's queue written back ---------------------------
     def adopt_existing(self) -> list[int]:
@@ -346,14 +424,33 @@ class LabelStudioCrowd:
         return f"{int(project_id)}:{int(annotation_id)}"
 
     def ingest(self, project_id: int, annotations, iteration: int, purpose: str) -> int:
-        """Store Label Studio annotations (from a webhook or an export) exactly once; returns how many were new."""
+        """Store Label Studio annotations (read from the server) exactly once, each as the answer of the account
+        that wrote it; returns how many were new.
+
+        A foreign write (``completed_by`` is not the writer, ``updated_by``) is the writer's evidence: stored
+        under the writer, who is flagged for impersonation (once per annotation; logged once per process), never
+        under the person it names. A version written by someone else than the labeler an annotation is already
+        stored under is not applied: nobody's stored answer changes by another's hand."""
         new = 0
         for a in annotations:
+            ext = self.external_id(project_id, a.annotation_id)
+            worker = worker_name(a.writer)
+            stored = self.store.external_worker(ext)
+            applied = stored is None or stored == worker
             if a.foreign_write:
-                log.warning("annotation %s attributed to user %s was written by user %s", a.annotation_id,
-                            a.user_id, a.updated_by)
-            status = self.store.upsert_external(self.external_id(project_id, a.annotation_id), a.item_id,
-                                                worker_name(a.user_id), a.label, a.was_cancelled, a.updated_at,
+                self._impersonation(project_id, a)
+            if (a.foreign_write or not applied) and (ext, a.writer) not in self._warned:
+                self._warned.add((ext, a.writer))  # said once per annotation and writer, not at every poll
+                if applied:
+                    log.warning("annotation %s attributed to user %s was written by user %s: stored as %s's, "
+                                "who is flagged for impersonation", a.annotation_id, a.user_id, a.writer, worker)
+                else:
+                    log.warning("annotation %s, stored as %s's, was changed by user %s: the change is not applied"
+                                "%s", a.annotation_id, stored, a.writer,
+                                " (flagged for impersonation)" if a.foreign_write else "")
+            if not applied:
+                continue
+            status = self.store.upsert_external(ext, a.item_id, worker, a.label, a.was_cancelled, a.updated_at,
                                                 iteration, purpose)
             new += status == "new"
             if status == "repeat":
@@ -361,33 +458,77 @@ class LabelStudioCrowd:
                 repeats.add(int(a.annotation_id))
         return new
 
+    def _impersonation(self, project_id: int, a) -> None:
+        """Flag the writer of an annotation made in another person's name (once per annotation)."""
+        reason = (f"impersonation: wrote Label Studio annotation {int(a.annotation_id)} (project {int(project_id)}) "
+                  f"in the name of {worker_name(a.user_id)}")
+        self.store.flag_once(-1, worker_name(a.writer), reason)
+
     def drain_webhooks(self) -> None:
-        """Store what the webhooks delivered, for every project of the run: an answer to an earlier batch (or
-        to the other project, while this one waits) is kept under the iteration and purpose it was asked for."""
+        """Read back from the server the annotations the webhooks rang about, and store what it holds, for every
+        project of the run: an answer to an earlier batch (or to the other project, while this one waits) is
+        kept under the iteration and purpose it was asked for. Nothing of a delivery's payload is stored; at
+        most ``reads_per_second`` read-backs (a flood of rings is dropped by the listener and becomes one poll)."""
+        import httpx
+
         from robust_al.labelstudio.client import annotation_from_payload
 
         if self.listener is None:
             return
+        rung, flooded = self.listener.take(self._reads.take(len(self.listener.pending)))
+        if flooded:
+            log.warning("webhook rings arrived faster than they can be read back: polling instead")
+            self._flooded = True
         projects = {p.id: p for p in self._projects.values()}
-        for ev in self.listener.drain():
-            if ev.action == "ANNOTATIONS_DELETED":
-                if ev.project_id is None:
-                    raise ValueError(f"webhook {ev.action} names no project: {ev.payload}")
-                for aid in ev.annotation_ids:
-                    self.store.cancel_external(self.external_id(ev.project_id, aid))
+        for n, (aid, _deleted) in enumerate(rung):
+            try:
+                held = self.client.annotation(aid)
+            except httpx.HTTPError as e:  # unreachable (a restart): ring again later, the poll catches up
+                log.warning("could not read annotation %s back from Label Studio (%s)", aid, e)
+                self.listener.put_back(rung[n:])
+                return
+            if held is None:  # the server holds no such annotation: a deletion of one we stored, or a forgery
+                for pid in projects:
+                    ext = self.external_id(pid, aid)
+                    if self.store.external_worker(ext) is not None:
+                        self.store.cancel_external(ext)
                 continue
-            proj = None if ev.project_id is None else projects.get(ev.project_id)
-            if proj is None or ev.task is None:
+            proj = projects.get(int(held.get("project") or -1))
+            if proj is None or held.get("task") is None:
+                log.info("annotation %s is not in a project of this campaign", aid)
                 continue
+            task_id = int(held["task"])
             asked = self._asked_in(proj.id)
-            for a in ev.annotations:
-                ann = annotation_from_payload(a, ev.task, proj)
-                refused = self._refuse(proj.id, ann, asked)
-                if refused:
-                    log.warning("webhook annotation %s refused: %s", ann.annotation_id, refused)
-                    continue
-                iteration, purpose = asked.get(ann.item_id, (None, -1, self._unasked(proj, "late")))[1:]
-                self.ingest(proj.id, [ann], iteration, purpose)
+            attached = self.attached is not None and proj.id == self.attached.project.id
+            item = task_id if attached else {t: i for i, (t, _, _) in asked.items()}.get(task_id)
+            if item is None:
+                log.warning("webhook annotation %s refused: task %s is not a task of this campaign", aid, task_id)
+                continue
+            data = {} if proj.item_field is None else {proj.item_field: item}
+            ann = annotation_from_payload(held, {"id": task_id, "data": data}, proj)
+            refused = self._refuse(proj.id, ann, asked)
+            if refused:
+                log.warning("webhook annotation %s refused: %s", ann.annotation_id, refused)
+                continue
+            iteration, purpose = asked.get(ann.item_id, (None, -1, self._unasked(proj, "late")))[1:]
+            self.ingest(proj.id, [ann], iteration, purpose)
+
+    def _own(self, proj, annotations) -> list:
+        """The annotations (read from the server) that lie on this campaign's tasks, each with the item the
+        campaign put to its task (never what the task's data says: a member can edit task data), holdout items
+        left out."""
+        attached = self.attached is not None and proj.id == self.attached.project.id
+        if attached:  # its tasks are the pool: the task id is the item
+            return [a for a in annotations if a.item_id not in self.forbidden]
+        t = self.store.ls_tasks(proj.id)
+        by_task = dict(zip(t["task_id"].astype(int), t["item_id"].astype(int)))
+        out = []
+        for a in annotations:
+            item = by_task.get(int(a.task_id)) if a.task_id is not None else None
+            if item is None or item in self.forbidden:
+                continue
+            out.append(a if a.item_id == item else dataclasses.replace(a, item_id=item))
+        return out
 
     def _refuse(self, project_id: int, ann, asked: dict[int, tuple[int, int, str]]) -> str | None:
         """Why a delivered answer is not stored: its task is not one the campaign created (with that item;
@@ -398,8 +539,8 @@ class LabelStudioCrowd:
         attached = self.attached is not None and project_id == self.attached.project.id  # its tasks are the pool
         if not attached and ann.task_id is not None and asked.get(ann.item_id, (None,))[0] != ann.task_id:
             return f"task {ann.task_id} with item {ann.item_id} is not a task of this campaign"
-        if not self._is_member(ann.user_id):
-            return f"user {ann.user_id} is not a member of the server's organization"
+        if not self._is_member(ann.writer):
+            return f"user {ann.writer} is not a member of the server's organization"
         return None
 
     def _is_member(self, user_id: int) -> bool:
@@ -444,7 +585,9 @@ class LabelStudioCrowd:
         return out, held
 
     def poll_answers(self, proj, tasks: dict[int, int], iteration: int, purpose: str) -> None:
-        self.ingest(proj.id, self.client.export_annotations(proj, task_ids=list(tasks.values())), iteration, purpose)
+        """Store the batch's answers from a filtered export (the full JSON export: it carries ``updated_by``)."""
+        anns = self._own(proj, self.client.export_annotations(proj, task_ids=list(tasks.values())))
+        self.ingest(proj.id, anns, iteration, purpose)
 
     def retry_until(self, fn, deadline: float):
         """Call ``fn`` until it gets through: a server restart must not cost the campaign its batch."""
@@ -477,7 +620,8 @@ class LabelStudioCrowd:
         last_poll = 0.0
         while True:
             self.drain_webhooks()
-            if time.time() - last_poll >= self.poll_seconds:
+            if self._flooded or time.time() - last_poll >= self.poll_seconds:
+                self._flooded = False
                 try:
                     self.poll_answers(proj, tasks, iteration, purpose)
                 except Exception as e:  # the server may be restarting: keep what we have, try again
@@ -492,7 +636,10 @@ class LabelStudioCrowd:
             if done or time.time() > deadline:
                 break
             self._status(proj, held, n)
-            time.sleep(min(0.2, self.poll_seconds))
+            if self.listener is not None and not self.listener.pending:
+                self.listener.wait(min(0.2, self.poll_seconds))  # a ring wakes the loop at once
+            else:
+                time.sleep(min(0.2, self.poll_seconds))
         if self.attached is not None and proj.id == self.attached.project.id:
             finished = [tasks[i] for i, h in held.items() if h >= n]
             self.retry_until(lambda: self._unqueue(finished), deadline + 60)
@@ -510,7 +657,7 @@ class LabelStudioCrowd:
             attached = self.attached is not None and int(pid) == self.attached.project.id
             proj = self.attached.project if attached else self.client.get_project(int(pid))
             asked = self._asked_in(proj.id)
-            for a in self.client.export_annotations(proj, since=since):
+            for a in self._own(proj, self.client.export_annotations(proj, since=since)):
                 iteration, purpose = asked.get(a.item_id, (None, -1, self._unasked(proj, key.split(":")[0])))[1:]
                 new += self.ingest(proj.id, [a], iteration, purpose)
         self.store.set_meta("ls_last_sync", started)

@@ -27,6 +27,43 @@ if TYPE_CHECKING:
     from robust_al.campaign.loop import Campaign  # the class these constructors build (it imports this module)
 
 
+# config keys a resumed campaign may change: where its Label Studio server is and how it is reached and watched.
+# Nothing here changes which items are asked, which answers count, or how labels, trust and models are computed.
+RESUME_SAFE_KEYS = ("annotators.labelstudio.url", "annotators.labelstudio.token_env",
+                    "annotators.labelstudio.token_file", "annotators.labelstudio.poll_seconds",
+                    "annotators.labelstudio.status_seconds", "annotators.labelstudio.webhook")
+
+
+def resume_overrides(raw: dict, overrides: list[str]) -> tuple[dict, list[str]]:
+    """The stored config ``raw`` with ``--set key=value`` overrides applied, refusing (a one-line
+    :class:`ConfigError` naming the key) any key outside :data:`RESUME_SAFE_KEYS`; returns the new config and
+    the keys whose value changed."""
+    import copy
+
+    import yaml
+
+    new = copy.deepcopy(raw)
+    changed = []
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"--set {item!r}: expected key=value, e.g. --set annotators.labelstudio.url=http://...")
+        key, value = (x.strip() for x in item.split("=", 1))
+        if key not in RESUME_SAFE_KEYS:
+            raise ConfigError(f"--set {key}: cannot be changed on --resume (it would change the campaign's results); "
+                              f"only {', '.join(RESUME_SAFE_KEYS)} can")
+        node = new
+        parts = key.split(".")
+        for part in parts[:-1]:
+            if not isinstance(node.get(part), dict):
+                raise ConfigError(f"--set {key}: the stored campaign has no {part} section")
+            node = node[part]
+        parsed = yaml.safe_load(value)
+        if node.get(parts[-1]) != parsed:
+            node[parts[-1]] = parsed
+            changed.append(key)
+    return new, changed
+
+
 def versions() -> dict[str, str | None]:
     """The versions a campaign records with its results."""
     return _versions(*CAMPAIGN_MODULES)
@@ -47,7 +84,7 @@ class CampaignBuild:
         self.dataset = dataset or load_dataset(cfg.data.name, **cfg.data.options)
         self.annotators = ([] if cfg.annotators.kind == "labelstudio"
                            else build_annotators(cfg.annotators, self.dataset, cfg.seed))
-        check_startable(cfg, self.dataset, self.annotators)
+        check_startable(cfg, self.dataset, self.annotators, self.run_dir)
         if cfg.annotators.kind == "labelstudio" and self.attached is None:
             from robust_al.labelstudio.media import check_media
 
@@ -95,7 +132,10 @@ class CampaignBuild:
         from robust_al.labelstudio.client import LabelStudioClient, ProjectNotFound
         from robust_al.labelstudio.project_pool import dataset_from_project
 
+        from robust_al.labelstudio.server import check_reachable
+
         ls = cfg.annotators.labelstudio
+        check_reachable(ls.url, self.run_dir)  # one line naming the URL, not a transport traceback
         opts = dict(cfg.data.options)
         unknown = set(opts) - {"image_size", "truth_field", "key_field"}
         if unknown:
@@ -146,7 +186,10 @@ class CampaignBuild:
         return self
 
     @classmethod
-    def resume(cls, run_dir: str | Path, **kw) -> Campaign:
+    def resume(cls, run_dir: str | Path, overrides: list[str] | None = None, **kw) -> Campaign:
+        """The campaign stored in ``run_dir``. ``overrides`` (``--set key=value``) may change only
+        :data:`RESUME_SAFE_KEYS` (e.g. the Label Studio URL after the server moved); the changed config is
+        stored, so later commands (``status``, ``sync``, the next resume) use it too."""
         run_dir = Path(run_dir)
         store = RunStore(run_dir, create=False)
         raw = store.get_meta("config")
@@ -154,11 +197,22 @@ class CampaignBuild:
         if raw is None:
             raise ConfigError(f"{run_dir}/campaign.sqlite has no stored config: the campaign never started; "
                               f"start it again with robust-al run CONFIG --run-dir {run_dir}")
-        return cls(load_config(data=raw), run_dir, **kw)
+        changed: list[str] = []
+        if overrides:
+            raw, changed = resume_overrides(raw, overrides)
+        cfg = load_config(data=raw)
+        self = cls(cfg, run_dir, **kw)
+        if changed:
+            with self.lock:  # not while another process runs the campaign (RunDirBusy)
+                self.store.set_meta("config", cfg.model_dump(mode="json"))
+                (run_dir / "config.yaml").write_text(_yaml(cfg.model_dump(mode="json")))
+            self.echo(f"changed on resume: {', '.join(changed)}")
+        return self
 
 
-def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list) -> None:
-    """Refuse, with one line naming the key, a campaign that could not run as configured."""
+def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list, run_dir: Path | None = None) -> None:
+    """Refuse, with one line naming the key, a campaign that could not run as configured (a Label Studio
+    campaign whose server does not answer: one line naming its URL)."""
     k, budget = cfg.annotators.k, cfg.stop.budget
     if cfg.poison.enabled and cfg.annotators.kind == "labelstudio":
         raise ConfigError("poison.enabled: poisons are injected into a simulated or replayed campaign's pool, "
@@ -175,8 +229,10 @@ def check_startable(cfg: CampaignConfig, dataset: Dataset, annotators: list) -> 
                           "data.options.trusted_labels) or lower holdout.size")
     if cfg.annotators.kind == "labelstudio":
         from robust_al.labelstudio import require_labelstudio
+        from robust_al.labelstudio.server import check_reachable
 
         require_labelstudio()
+        check_reachable(cfg.annotators.labelstudio.url, run_dir)
 
 
 def _remove_failed_start(run_dir: Path, made_dir: bool) -> None:

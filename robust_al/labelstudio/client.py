@@ -151,9 +151,17 @@ class LSAnnotation:
         """Last written by someone else than the annotator it is attributed to.
 
         Open-source Label Studio lets any member post an annotation with another user's ``completed_by``
-        and edit or delete anyone's annotation; ``updated_by`` is set by the server to the real writer.
+        and edit anyone's annotation; ``updated_by`` is set by the server to the real writer (measured on 1.23:
+        the user of the token that made the POST or the last PATCH; an ``updated_by`` in the request body is
+        ignored). The full ``JSON`` export and ``GET /api/annotations/{id}/`` carry it; ``JSON_MIN`` does not
+        (its ``annotator`` is ``completed_by``), and 1.23 Community has no annotation-history endpoint.
         """
         return self.updated_by is not None and self.updated_by != self.user_id
+
+    @property
+    def writer(self) -> int:
+        """The account that wrote this version (``updated_by``; ``completed_by`` when the source lacks it)."""
+        return self.user_id if self.updated_by is None else self.updated_by
 
     @property
     def external_id(self) -> str:
@@ -496,6 +504,15 @@ class LabelStudioClient:
                 out.setdefault(int(item), int(t["id"]))  # the first copy, should there be two
         return out
 
+    def annotation(self, annotation_id: int) -> dict | None:
+        """One annotation as the server holds it (``GET /api/annotations/{id}/``: ``project``, ``task``,
+        ``completed_by``, ``updated_by``, ``result``, ...); None when the server holds no such annotation."""
+        r = self.http.get(f"/api/annotations/{int(annotation_id)}/")
+        if r.status_code == 404:
+            return None
+        r.raise_for_status()
+        return r.json()
+
     def task_annotations(self, task_id: int, project: Project) -> list[LSAnnotation]:
         """Annotations of one task (``GET /api/tasks/{id}/annotations/``)."""
         task = self.get(f"/api/tasks/{int(task_id)}/")
@@ -522,5 +539,13 @@ class LabelStudioClient:
             kw["headers"] = headers
         return int(self.sdk.webhooks.create(**kw).id)
 
+    def webhooks(self, project: Project | int | None = None) -> list[dict]:
+        """The organization's webhooks (of one project, when given)."""
+        params = {} if project is None else {"project": project.id if isinstance(project, Project) else int(project)}
+        return self.get("/api/webhooks/", **params)
+
     def delete_webhook(self, webhook_id: int) -> None:
-        self.sdk.webhooks.delete(int(webhook_id))
+        """Remove a webhook (one already gone is fine)."""
+        r = self.http.delete(f"/api/webhooks/{int(webhook_id)}/")
+        if r.status_code != 404:
+            r.raise_for_status()

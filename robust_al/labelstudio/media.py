@@ -14,11 +14,22 @@
   with a local-files storage whose path contains the file's folder (``io_storages/localfiles/views.py``).
 - ``url-template``: the images are already on a web server; ``media_url: "https://host/path/{key}"``
   makes each task's URL from the item's key.
+
+**Nothing in a task tells the answer.** An image folder's item key (``airplane/0001.jpg``) names its class,
+and every task data field is a Data Manager column a labeler sees (the key is also the labeling page's
+header). So a task shows an opaque display key (:func:`opaque_key`: a salted hash of the key, stable per item)
+unless ``annotators.labelstudio.show_keys`` is on, and a bare feature pool's text is that display key too.
+With ``local-files`` the image's URL is a path under the server's files root (Label Studio serves files by
+path), so the campaign serves each image through an opaque symbolic link (:func:`opaque_link`) in a folder of
+its own under the files root (``robust-al-media/<opaque>/``, the folder its local-files storage grants), never
+by its own path. What this cannot hide: with ``url-template`` the URL is made from the key (use ``data-url``,
+the default, or ``local-files`` when the file names or folders tell the class).
 """
 from __future__ import annotations
 
 import base64
 import mimetypes
+import os
 from pathlib import Path
 from urllib.parse import quote
 
@@ -43,14 +54,38 @@ def data_url(path: str | Path, limit: int = MAX_DATA_URL_BYTES) -> str:
     return f"data:{mime};base64,{base64.b64encode(p.read_bytes()).decode()}"
 
 
-def local_files_url(path: str | Path, files_root: str | Path) -> str:
-    """``/data/local-files/?d=...`` for a file under the server's document root."""
-    rel = Path(path).resolve().relative_to(Path(files_root).resolve())
+def local_files_url(path: str | Path, files_root: str | Path, follow_links: bool = True) -> str:
+    """``/data/local-files/?d=...`` for a file under the server's document root (``follow_links=False``: the
+    path of a link itself, not of the file it points to)."""
+    p = Path(path).resolve() if follow_links else Path(os.path.abspath(path))
+    rel = p.relative_to(Path(files_root).resolve())
     return "/data/local-files/?d=" + quote(rel.as_posix())
+
+
+def opaque_link(path: str | Path, links_dir: Path, name: str) -> Path:
+    """A symbolic link ``links_dir/<name><suffix>`` to the image ``path`` (made once; Label Studio's local-files
+    view opens it without resolving it, so the browser only ever sees the opaque name)."""
+    target = Path(path).resolve()
+    links_dir.mkdir(parents=True, exist_ok=True)
+    link = links_dir / (str(name) + target.suffix.lower())
+    if link.is_symlink() and Path(os.readlink(link)) != target:
+        link.unlink()
+    if not link.is_symlink():
+        link.symlink_to(target)
+    return link
 
 
 def template_url(template: str, key: str) -> str:
     return template.replace("{key}", quote(str(key)))
+
+
+def opaque_key(salt: str, key: str, length: int = 12) -> str:
+    """A short, stable stand-in for an item key that tells nothing about it without the salt (a plain hash of
+    ``airplane/0001.jpg`` could be recomputed by anyone who guesses the folder layout)."""
+    import hashlib
+    import hmac
+
+    return hmac.new(salt.encode(), str(key).encode(), hashlib.sha256).hexdigest()[:length]
 
 
 def check_media(pool, mode: str, files_root: str | None = None, template: str | None = None) -> None:
@@ -88,20 +123,30 @@ def check_media(pool, mode: str, files_root: str | None = None, template: str | 
 
 
 def task_fields(pool, item_id: int, mode: str, files_root: str | None = None,
-                template: str | None = None) -> dict:
-    """``{"key": ..., "image": url}`` or ``{"key": ..., "text": ...}`` for one pool item."""
+                template: str | None = None, shown_key: str | None = None, links_dir: Path | None = None) -> dict:
+    """``{"key": ..., "image": url}`` or ``{"key": ..., "text": ...}`` for one pool item; ``shown_key``: what
+    the task calls the item (default: its key; a campaign passes an opaque one, see the module docstring);
+    ``links_dir`` (local-files): serve the image through an opaque link there, named ``shown_key``."""
     pos = int(pool.positions([item_id])[0])
     key = str(pool.keys[pos])
+    shown = key if shown_key is None else str(shown_key)
     media = None if pool.media is None else pool.media[pos]
     if pool.media_kind == "image" and media is not None:
         if mode == "data-url":
-            return {"key": key, "image": data_url(media)}
+            return {"key": shown, "image": data_url(media)}
         if mode == "local-files":
-            return {"key": key, "image": local_files_url(media, files_root)}
-        return {"key": key, "image": template_url(template, key)}
+            if files_root is None:
+                raise MediaError("annotators.labelstudio.files_root must be set when media = local-files")
+            if links_dir is not None:
+                link = opaque_link(media, links_dir, shown)
+                return {"key": shown, "image": local_files_url(link, files_root, follow_links=False)}
+            return {"key": shown, "image": local_files_url(media, files_root)}
+        if not template:
+            raise MediaError("annotators.labelstudio.media_url must be set when media = url-template")
+        return {"key": shown, "image": template_url(template, key)}
     if pool.media_kind == "text" and media is not None:
-        return {"key": key, "text": str(media)}
-    return {"key": key, "text": key}  # a bare feature vector (or an injected item): its key is all there is
+        return {"key": shown, "text": str(media)}
+    return {"key": shown, "text": shown}  # a bare feature vector (or an injected item): its name is all there is
 
 
 def pool_kind(pool) -> str | None:

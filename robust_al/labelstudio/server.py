@@ -32,8 +32,10 @@ import urllib.error
 import urllib.request
 import venv
 import weakref
+from collections.abc import Callable
 from pathlib import Path
 
+from robust_al.config import ConfigError
 from robust_al.store.labelstudio import set_server_admin
 
 CACHE = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "robust-al"
@@ -46,6 +48,8 @@ TOKEN_FILE = "admin_token"
 PASSWORD_FILE = "admin_password"
 LOG_FILE = "server.log"
 FILES_ROOT_FILE = "files_root"  # the local-files document root a data directory is served with (kept for restarts)
+PORT_FILE = "port"  # the port a data directory is served on (kept for restarts: the campaign's URL stays valid)
+PROGRESS_SECONDS = 10.0  # a progress line at most this often while a start or an install takes long
 
 # unprefixed variables Label Studio (Django settings, its CLI) would read from the parent environment
 REMOVED_ENV = ("HOST", "PORT", "USERNAME", "PASSWORD", "DEBUG", "CI")
@@ -69,6 +73,30 @@ class _PortTaken(LabelStudioError):
     """Our port was taken between choosing it and the server binding it (the server then moves on)."""
 
 
+class LabelStudioUnreachable(LabelStudioError, ConfigError):
+    """Nothing answers at a campaign's Label Studio URL (a one-line error: what to do, no traceback)."""
+
+
+def unreachable_message(url: str, run_dir: str | Path | None = None) -> str:
+    """The one line saying that nothing answers at ``url`` and what to do about it."""
+    here = run_dir is not None and (Path(run_dir) / "labelstudio").is_dir()
+    serve = f"robust-al labelstudio serve {run_dir if here else 'DIR'}"
+    return (f"Label Studio at {url.rstrip('/')} is unreachable: start it ({serve}) or pass --url / "
+            f"--set annotators.labelstudio.url=...")
+
+
+def check_reachable(url: str, run_dir: str | Path | None = None, timeout: float = 10.0) -> None:
+    """Raise :class:`LabelStudioUnreachable` unless an HTTP server answers at ``url`` (any status counts:
+    a refused token is a different, later error)."""
+    try:
+        with urllib.request.urlopen(f"{url.rstrip('/')}/health", timeout=timeout):
+            return
+    except urllib.error.HTTPError:
+        return
+    except (urllib.error.URLError, OSError, ValueError):
+        raise LabelStudioUnreachable(unreachable_message(url, run_dir)) from None
+
+
 def default_venv_dir() -> Path:
     return Path(os.environ.get("ROBUST_AL_LS_VENV") or DEFAULT_VENV).expanduser()
 
@@ -86,11 +114,15 @@ def installed(venv_path: Path | None = None) -> bool:
     return executable(venv_path).exists()
 
 
-def install(venv_dir: Path | None = None, requirement: str = LS_REQUIREMENT, quiet: bool = True) -> Path:
+def install(venv_dir: Path | None = None, requirement: str = LS_REQUIREMENT, quiet: bool = True,
+            progress: Callable[[str], None] | None = None) -> Path:
     """Create a separate virtualenv and ``pip install label-studio`` into it; returns the executable.
 
-    Idempotent: nothing is done when ``venv_dir/bin/label-studio`` already exists (~1 GB, ~1 min otherwise).
+    Idempotent: nothing is done when ``venv_dir/bin/label-studio`` already exists (~1 GB; 1 min on an idle
+    machine with a fast network, 5-7 min measured on a loaded 2-core one). ``progress`` receives one line per
+    step and, during a long step, one every 30 s with the elapsed seconds.
     """
+    say = progress or (lambda line: None)
     vdir = Path(venv_dir or default_venv_dir()).expanduser()
     exe = executable(vdir)
     if exe.exists():
@@ -101,18 +133,47 @@ def install(venv_dir: Path | None = None, requirement: str = LS_REQUIREMENT, qui
             return exe
         if vdir.exists():  # a half-built venv from an interrupted install
             shutil.rmtree(vdir)
-        venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
-        pip = [str(vdir / "bin" / "python"), "-m", "pip"]
-        flags = ["-q"] if quiet else []
-        env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_USER")}
-        try:
-            subprocess.run([*pip, "install", *flags, "--upgrade", "pip"], check=True, env=env)
-            subprocess.run([*pip, "install", *flags, requirement], check=True, env=env)
-        except subprocess.CalledProcessError as e:
-            raise LabelStudioError(f"installing {requirement} into {vdir} failed: {e}") from e
+        t0 = time.monotonic()
+        with _Ticker(say, t0, 30.0):
+            say(f"[1/3] creating the virtualenv {vdir} ...")
+            venv.EnvBuilder(with_pip=True, clear=True).create(vdir)
+            pip = [str(vdir / "bin" / "python"), "-m", "pip"]
+            flags = ["-q"] if quiet else []
+            env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV", "PIP_USER")}
+            try:
+                say(f"[2/3] upgrading pip ({time.monotonic() - t0:.0f} s elapsed) ...")
+                subprocess.run([*pip, "install", *flags, "--upgrade", "pip"], check=True, env=env)
+                say(f"[3/3] pip install {requirement} (~1 GB; {time.monotonic() - t0:.0f} s elapsed) ...")
+                subprocess.run([*pip, "install", *flags, requirement], check=True, env=env)
+            except subprocess.CalledProcessError as e:
+                raise LabelStudioError(f"installing {requirement} into {vdir} failed: {e}") from e
+        say(f"installed in {time.monotonic() - t0:.0f} s")
         if not exe.exists():
             raise LabelStudioError(f"{requirement} installed into {vdir} but {exe} is missing")
     return exe
+
+
+class _Ticker:
+    """While in the ``with`` block, ``say`` an elapsed-seconds line every ``every`` seconds (a thread)."""
+
+    def __init__(self, say: Callable[[str], None], t0: float, every: float, what: str = "still working"):
+        self.say, self.t0, self.every, self.what = say, t0, every, what
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every):
+            self.say(f"  ... {self.what}: {time.monotonic() - self.t0:.0f} s elapsed")
+
+    def __enter__(self) -> _Ticker:
+        self._thread = threading.Thread(target=self._run, daemon=True, name="robust-al-progress")
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 class _locked:
@@ -209,7 +270,7 @@ class LabelStudioServer:
     """
 
     def __init__(self, exe: str | Path | None = None, template: str | Path | None = None,
-                 use_template: bool = True):
+                 use_template: bool = True, progress: Callable[[str], None] | None = None):
         self.exe = Path(exe) if exe else executable()
         self.template = Path(template) if template else default_template_dir()
         self.use_template = use_template
@@ -221,6 +282,7 @@ class LabelStudioServer:
         self.data_dir: Path | None = None
         self.files_root: Path | None = None
         self.startup_seconds: float | None = None
+        self.progress = progress  # receives a line per start-up step and, while waiting, one every ~10 s
 
     # -- paths ------------------------------------------------------------------------------------------
     @property
@@ -257,9 +319,17 @@ class LabelStudioServer:
             raise LabelStudioError(
                 f"label-studio is not installed at {self.exe}: run `robust-al labelstudio install` "
                 "(or robust_al.labelstudio.server.install())")
-        if port is not None and not _port_free(port):
-            raise LabelStudioError(f"port {port} on 127.0.0.1 is already in use")
         data_dir = Path(data_dir).expanduser().resolve()
+        stored_port = self.stored_port(data_dir)
+        if port is not None and not _port_free(port):
+            raise LabelStudioError(f"port {port} on 127.0.0.1 is already in use: choose another with --port")
+        if port is None and stored_port is not None:
+            if not _port_free(stored_port):  # never move silently: the campaign's URL names this port
+                raise LabelStudioError(
+                    f"port {stored_port} (where {data_dir} was served before) is in use by another process: stop "
+                    f"it, or serve on another port with --port N (then resume the campaign with --set "
+                    f"annotators.labelstudio.url=http://127.0.0.1:N)")
+            port = stored_port
         self.data_dir = data_dir
         fresh = not (data_dir / DB_NAME).exists()
         if fresh:
@@ -290,7 +360,17 @@ class LabelStudioServer:
         if timeout is None:
             timeout = 300.0 if (fresh and not self.use_template) else 120.0
         self._launch(data_dir, port, username, password, token, timeout)
+        (data_dir / PORT_FILE).write_text(f"{self.port}\n")  # the next start serves the same URL
         return self
+
+    @staticmethod
+    def stored_port(data_dir: str | Path) -> int | None:
+        """The port ``data_dir`` was last served on (None: never served, or served before ports were kept)."""
+        f = Path(data_dir) / PORT_FILE
+        try:
+            return int(f.read_text().strip())
+        except (OSError, ValueError):
+            return None
 
     @staticmethod
     def _files_root(data_dir: Path, files_root: str | Path | None) -> Path | None:
@@ -351,7 +431,8 @@ class LabelStudioServer:
         self.port, self.url = port, f"http://127.0.0.1:{port}"
         _RUNNING.add(self)
         try:
-            self._wait_ready(timeout)
+            with _Ticker(self._progress_line, t0, PROGRESS_SECONDS, "starting"):
+                self._wait_ready(timeout)
         except BaseException:
             self.stop()
             raise
@@ -384,6 +465,21 @@ class LabelStudioServer:
         raise LabelStudioError(f"label-studio did not answer on {self.url} within {timeout:.0f} s\n"
                                f"{self.log_tail()}")
 
+    def _progress_line(self, line: str) -> None:
+        """A waiting line, with the server log's last line (which migration, ...) as the step."""
+        if self.progress is None:
+            return
+        try:
+            with open(self.log_file, "rb") as f:
+                f.seek(max(self._log_offset, f.seek(0, 2) - 4096))
+                last = [ln for ln in f.read().decode(errors="replace").splitlines() if ln.strip()]
+        except OSError:
+            last = []
+        step = last[-1].strip()[:100] if last else ""
+        if self.token:
+            step = step.replace(self.token, "<token>")
+        self.progress(f"{line}" + (f" | {step}" if step else ""))
+
     def log_tail(self, n: int = 40) -> str:
         try:
             lines = self.log_file.read_text(errors="replace").splitlines()[-n:]
@@ -411,7 +507,7 @@ class LabelStudioServer:
             proc.wait()
 
     def restart(self, timeout: float = 120.0) -> LabelStudioServer:
-        """Stop, then serve the same data directory again (on a fresh free port)."""
+        """Stop, then serve the same data directory again (on the same port: its URL stays valid)."""
         data_dir, token, username = self.data_dir, self.token, self.username
         self.stop()
         return self.start(data_dir, username=username, token=token, timeout=timeout)  # files_root: remembered
@@ -437,10 +533,13 @@ class LabelStudioServer:
             build = self.template.with_name(self.template.name + f".build-{os.getpid()}")
             shutil.rmtree(build, ignore_errors=True)
             build.mkdir(parents=True)
-            boot = LabelStudioServer(self.exe, use_template=False)
+            if self.progress is not None:
+                self.progress("first start ever: building a migrated template data directory (Django migrations: "
+                              "40-60 s on an idle 2-core machine, up to ~3 min on a loaded one; later starts: ~5 s)")
+            boot = LabelStudioServer(self.exe, use_template=False, progress=self.progress)
             boot.start(build, username=DEFAULT_USERNAME)  # migrations: ~40 s on 2 cores
             boot.stop()
-            for name in (TOKEN_FILE, PASSWORD_FILE, "admin_username", LOG_FILE):
+            for name in (TOKEN_FILE, PASSWORD_FILE, "admin_username", LOG_FILE, PORT_FILE):
                 (build / name).unlink(missing_ok=True)
             (build / ".ready").write_text(json.dumps({"created": time.time(), "exe": str(self.exe)}))
             shutil.rmtree(self.template, ignore_errors=True)
@@ -448,7 +547,7 @@ class LabelStudioServer:
 
     def _copy_template(self, data_dir: Path, username: str, password: str, token: str) -> None:
         for src in self.template.iterdir():
-            if src.name == ".ready":
+            if src.name in (".ready", PORT_FILE):
                 continue
             dst = data_dir / src.name
             if src.is_dir():
@@ -467,19 +566,27 @@ class LabelStudioServer:
 def main_serve(run_dir: str | Path, port: int | None = None, files_root: str | Path | None = None) -> int:
     """``robust-al labelstudio serve RUN_DIR [--files-root DIR]``: serve ``RUN_DIR/labelstudio`` until Ctrl-C."""
     data_dir = Path(run_dir) / "labelstudio"
-    srv = LabelStudioServer()
+    t0 = time.monotonic()
+    srv = LabelStudioServer(progress=lambda line: print(line, flush=True))
 
     def on_term(signum, frame):  # `kill` of this process: stop the server like Ctrl-C does
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, on_term)
-    print("starting Label Studio (the first start ever runs migrations, ~40 s) ...", flush=True)
+    stored = LabelStudioServer.stored_port(data_dir)
+    fresh = not (data_dir / DB_NAME).exists()
+    print(f"starting Label Studio for {data_dir} "
+          + ("(new data directory: ~5 s from the migrated template; the first start ever builds that template "
+             "first, 40 s to ~3 min)" if fresh else
+             f"(existing data directory, {'port ' + str(stored) if stored and port is None else 'port given'}: "
+             "~5-15 s)") + " ...", flush=True)
     try:
         srv.start(data_dir, port=port, files_root=files_root)
     except LabelStudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    print(f"Label Studio: {srv.url}\n  admin user: {srv.username}\n  password file: {srv.password_file}\n"
+    print(f"Label Studio: {srv.url} (up in {time.monotonic() - t0:.0f} s; the port is kept for the next start)")
+    print(f"  admin user: {srv.username}\n  password file: {srv.password_file}\n"
           f"  API token file: {srv.token_file}\n  server log: {srv.log_file}\n"
           f"  local files served from: {srv.files_root or '(none: start with --files-root DIR)'}\n"
           "Ctrl-C to stop.", flush=True)
@@ -497,8 +604,13 @@ def main_serve(run_dir: str | Path, port: int | None = None, files_root: str | P
 
 def main_install() -> int:
     """``robust-al labelstudio install``: build the separate virtualenv (idempotent)."""
+    if installed():
+        print(f"label-studio: {executable()} (already installed)")
+        return 0
+    print("installing Label Studio into its own virtualenv: ~1 GB; 1-2 min on an idle machine with a fast "
+          "network, 5-7 min measured on a loaded 2-core one", flush=True)
     try:
-        exe = install(quiet=False)
+        exe = install(quiet=True, progress=lambda line: print(line, flush=True))
     except LabelStudioError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2

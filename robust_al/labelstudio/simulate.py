@@ -5,6 +5,11 @@ as a real user through the invite link, gets its own API token, and annotates th
 server for its next task (``/api/projects/{id}/next``, which honours the task overlap and never serves a
 user a task it already annotated) and answers with its behaviour's label for the item in the task's data.
 So a whole campaign runs against a real server, with a malicious user whose trust must fall.
+
+Attached to an existing project (``attached``: its id; a campaign with ``annotators.labelstudio.project_id``),
+the users answer that project too, where the item is the task id: they take their next task from the
+campaign's "robust-al queue" tab (``/next?view=<tab id>``), as a person told to label from that tab would,
+and answer in the project's own ``<Choices>`` (its ``from_name`` / ``to_name``).
 """
 from __future__ import annotations
 
@@ -26,11 +31,13 @@ class SimulatedUsers:
 
     def __init__(self, url: str, admin_token: str, behaviours: Sequence[SimulatedAnnotator],
                  class_names: Sequence[str], password: str = "simulated-pw-1", delay: float = 0.0,
-                 title_prefix: str | None = None):
+                 title_prefix: str | None = None, attached: int | None = None):
         self.url, self.admin_token = url.rstrip("/"), admin_token
         self.title_prefix = title_prefix  # only projects whose title starts with it (one campaign's projects)
         self.class_names = [str(c) for c in class_names]
         self.delay = delay
+        self.attached = attached
+        self._names: dict[int, tuple[str, str]] = {}  # attached project -> (from_name, to_name) of its choices
         self.users: list[tuple[SimulatedAnnotator, int, str]] = []
         for b in behaviours:
             uid, token = create_annotator((self.url, admin_token), f"{b.worker_id}@simulated.local", password)
@@ -45,23 +52,68 @@ class SimulatedUsers:
                       params={"page_size": 1000}, timeout=60)
         r.raise_for_status()
         body = r.json()
-        return sorted(int(p["id"]) for p in (body["results"] if isinstance(body, dict) else body)
-                      if self.title_prefix is None or str(p.get("title", "")).startswith(self.title_prefix))
+        found = {int(p["id"]) for p in (body["results"] if isinstance(body, dict) else body)
+                 if self.title_prefix is None or str(p.get("title", "")).startswith(self.title_prefix)}
+        if self.attached is not None:
+            found.add(int(self.attached))
+        return sorted(found)
+
+    def _queue_view(self, client: httpx.Client, project: int) -> int | None:
+        """The attached project's "robust-al queue" tab (None until the campaign has made it)."""
+        from robust_al.annotators.labelstudio import QUEUE_VIEW_TITLE
+
+        r = client.get("/api/dm/views/", params={"project": project},
+                       headers={"Authorization": f"Token {self.admin_token}"})
+        r.raise_for_status()
+        for v in r.json():
+            if (v.get("data") or {}).get("title") == QUEUE_VIEW_TITLE:
+                return int(v["id"])
+        return None
+
+    def _choice_names(self, client: httpx.Client, project: int) -> tuple[str, str]:
+        if project not in self._names:
+            from robust_al.labelstudio.client import parse_label_config
+
+            r = client.get(f"/api/projects/{project}/", headers={"Authorization": f"Token {self.admin_token}"})
+            r.raise_for_status()
+            schema = parse_label_config(r.json()["label_config"])
+            self._names[project] = (schema.from_name, schema.to_name)
+        return self._names[project]
 
     def step(self, client: httpx.Client) -> int:
         """Every user answers at most one task of each project; returns how many annotations were posted."""
+        from robust_al.labelstudio.client import choice_result
+
         posted = 0
         for project in self.projects():
+            attached = project == self.attached
+            params = {}
+            if attached:  # only what the campaign queued, never the project's other tasks
+                view = self._queue_view(client, project)
+                if view is None:
+                    continue
+                params["view"] = view
             for behaviour, _, token in self.users:
-                r = client.get(f"/api/projects/{project}/next", headers={"Authorization": f"Token {token}"})
+                r = client.get(f"/api/projects/{project}/next", params=params,
+                               headers={"Authorization": f"Token {token}"})
                 if r.status_code != 200:
                     continue
                 task = r.json()
                 item = task.get("data", {}).get("item_id")
+                if item is None and attached:
+                    item = task.get("id")  # an attached project: the task id is the item id
                 if item is None or not behaviour.can_answer(int(item)):
                     continue
                 (answer,) = behaviour.annotate([int(item)])
-                annotate(self.url, token, int(task["id"]), self.class_names[answer.label], client=client)
+                label = self.class_names[answer.label]
+                if attached:
+                    from_name, to_name = self._choice_names(client, project)
+                    a = client.post(f"/api/tasks/{int(task['id'])}/annotations/",
+                                    json={"result": choice_result(label, from_name, to_name), "was_cancelled": False},
+                                    headers={"Authorization": f"Token {token}"})
+                    a.raise_for_status()
+                else:
+                    annotate(self.url, token, int(task["id"]), label, client=client)
                 posted += 1
                 if self.delay:
                     time.sleep(self.delay)

@@ -1,31 +1,50 @@
-"""A loopback HTTP listener for Label Studio webhooks (stdlib ``http.server`` in a thread).
+"""A loopback HTTP listener for Label Studio webhooks (stdlib ``http.server`` in a thread): a doorbell.
 
-Label Studio POSTs webhooks synchronously while it handles the API call that caused them, with a 1 s
-timeout and no retry, so the handler only parses and enqueues. Webhooks are a low-latency hint, not the
-source of truth: a missed one is caught by the next export, and a redelivered one is recognised by its
-annotation id and ``updated_at`` (:class:`Deduplicator`).
+**The server is the source of truth; a webhook only rings.** Label Studio POSTs webhooks synchronously while it
+handles the API call that caused them (1 s timeout, no retry, payloads not signed). Nothing of a delivery is
+believed: the listener keeps only *which annotation ids* a delivery names (and whether it announces a deletion),
+and the campaign reads each of those annotations back from Label Studio with its own (admin) token
+(:meth:`robust_al.annotators.labelstudio.LabelStudioCrowd.drain_webhooks`): what the server does not hold, on a
+task the campaign did not create, or on a secured-holdout item is never stored, whoever rang.
+
+**No shared secret.** Measured on Label Studio 1.23 Community: every member's token can read every webhook of
+the organization (``GET /api/webhooks/`` and ``GET /api/webhooks/{id}/`` return its ``headers``), so a secret
+in a webhook header is readable by any labeler, and Label Studio has no way to sign a delivery. A secret would
+therefore only pretend to authenticate. Since a ring carries no authority (the worst a forged ring can do is
+make the campaign read back an annotation, which it may do anyway), the webhook is registered with no headers
+at all, and the listener accepts a ring from anyone who can reach its loopback port.
+
+**A flood cannot make the campaign hammer the server.** Rings are coalesced: pending ids are kept in a set
+(a repeated id is one read-back), the set is bounded (``max_pending``; beyond it the listener only remembers
+that it overflowed, and the campaign falls back to one filtered export of its batch, which sees everything a
+read-back would), bodies over ``max_body`` bytes are refused unread, and the campaign reads back at most a
+few annotations per second (:class:`TokenBucket`). A missed ring costs nothing but latency: the next poll
+(export) finds the answer.
 """
 from __future__ import annotations
 
-import hmac
 import json
 import logging
-import queue
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 ANNOTATION_ACTIONS = ("ANNOTATION_CREATED", "ANNOTATIONS_CREATED", "ANNOTATION_UPDATED", "ANNOTATIONS_DELETED")
+MAX_PENDING = 1000  # distinct annotation ids waiting to be read back; a flood beyond it becomes one export
+MAX_BODY = 4 * 1024 * 1024  # bytes; a bulk ANNOTATIONS_CREATED of a few thousand choice annotations fits
 
 
 log = logging.getLogger(__name__)
 
+
 @dataclass
 class WebhookEvent:
-    """One delivery. ``annotations`` are the annotation objects of the payload (for ANNOTATIONS_DELETED,
-    objects with at least an ``id``); ``task`` is the task of a single-annotation event, when sent."""
+    """What one delivery *claims* (never stored as such): its action, the annotation ids it names, the project
+    it names. ``annotations`` are the payload's annotation objects (for ANNOTATIONS_DELETED, objects with at
+    least an ``id``); ``task`` is the task of a single-annotation event, when sent."""
     action: str
     annotations: list[dict]
     task: dict | None
@@ -38,15 +57,8 @@ class WebhookEvent:
         return [int(a["id"]) for a in self.annotations if a.get("id") is not None]
 
     @property
-    def item_id(self) -> int | None:
-        """``task.data.item_id`` of a single-annotation event (pool item id), if the payload has it."""
-        data = (self.task or {}).get("data") or {}
-        return None if data.get("item_id") is None else int(data["item_id"])
-
-    def keys(self) -> list[tuple[str, int, str]]:
-        """Identity of each annotation state this event announces: (kind, annotation id, updated_at)."""
-        kind = "deleted" if self.action == "ANNOTATIONS_DELETED" else "saved"
-        return [(kind, int(a["id"]), str(a.get("updated_at", ""))) for a in self.annotations if "id" in a]
+    def deleted(self) -> bool:
+        return self.action == "ANNOTATIONS_DELETED"
 
 
 def parse_event(payload: dict, received_at: float | None = None) -> WebhookEvent:
@@ -59,49 +71,44 @@ def parse_event(payload: dict, received_at: float | None = None) -> WebhookEvent
     project = payload.get("project")
     pid = project.get("id") if isinstance(project, dict) else project
     task = payload.get("task") if isinstance(payload.get("task"), dict) else None
-    return WebhookEvent(action, [a if isinstance(a, dict) else {"id": a} for a in anns], task,
-                        None if pid is None else int(pid),
+    annotations = [a if isinstance(a, dict) else {"id": a} for a in anns]
+    for a in annotations:  # an id must be an integer (a bool or a float is a forgery, not an id)
+        if a.get("id") is not None and (isinstance(a["id"], bool) or int(a["id"]) != a["id"]):
+            raise ValueError(f"annotation id {a['id']!r} is not an integer")
+    return WebhookEvent(action, annotations, task, None if pid is None else int(pid),
                         time.time() if received_at is None else received_at, payload)
 
 
-class Deduplicator:
-    """Remembers which annotation states were already handled.
+class TokenBucket:
+    """At most ``rate`` operations per second on average, ``burst`` at once (read-backs of rung ids)."""
 
-    A redelivered event carries the same (annotation id, updated_at) and is a duplicate; an update of the
-    same annotation carries a new ``updated_at`` and is not.
-    """
+    def __init__(self, rate: float = 20.0, burst: int = 40):
+        self.rate, self.burst = float(rate), int(burst)
+        self.tokens, self.at = float(burst), time.monotonic()
 
-    def __init__(self):
-        self.seen: set[tuple[str, int, str]] = set()
-        self.lock = threading.Lock()
-
-    def fresh(self, event: WebhookEvent) -> list[dict]:
-        """The annotations of ``event`` not seen before (and marks them seen)."""
-        out = []
-        with self.lock:
-            for key, ann in zip(event.keys(), [a for a in event.annotations if "id" in a]):
-                if key not in self.seen:
-                    self.seen.add(key)
-                    out.append(ann)
-        return out
-
-    def is_duplicate(self, event: WebhookEvent) -> bool:
-        """True when every annotation state in ``event`` was already seen (does not mark anything)."""
-        with self.lock:
-            keys = event.keys()
-            return bool(keys) and all(k in self.seen for k in keys)
+    def take(self, want: int) -> int:
+        """How many of ``want`` operations may run now (and spends them)."""
+        now = time.monotonic()
+        self.tokens = min(float(self.burst), self.tokens + (now - self.at) * self.rate)
+        self.at = now
+        got = max(0, min(int(want), int(self.tokens)))
+        self.tokens -= got
+        return got
 
 
 class WebhookListener:
-    """Receives webhook POSTs on ``http://127.0.0.1:<free port>/`` and puts :class:`WebhookEvent` s on
-    :attr:`events` (a ``queue.Queue``). Optional ``secret``: required as header ``X-Robust-AL-Secret``
-    (pass it to ``create_webhook(headers=...)``), so other local processes cannot inject events."""
+    """Receives webhook POSTs on ``http://127.0.0.1:<free port>/labelstudio/webhook`` and remembers the
+    annotation ids they name (:meth:`take`), each once, at most ``max_pending`` of them."""
 
-    def __init__(self, host: str = "127.0.0.1", port: int = 0, secret: str | None = None,
-                 path: str = "/labelstudio/webhook"):
-        self.host, self.port, self.secret, self.path = host, port, secret, path
-        self.events: queue.Queue[WebhookEvent] = queue.Queue()
-        self.rejected = 0
+    def __init__(self, host: str = "127.0.0.1", port: int = 0, path: str = "/labelstudio/webhook",
+                 max_pending: int = MAX_PENDING, max_body: int = MAX_BODY):
+        self.host, self.port, self.path = host, port, path
+        self.max_pending, self.max_body = int(max_pending), int(max_body)
+        self.pending: dict[int, bool] = {}  # annotation id -> a deletion was announced (insertion order kept)
+        self.overflowed = False  # rings were dropped: the campaign must look at the server itself (an export)
+        self.rings = 0  # deliveries accepted
+        self.rejected = 0  # deliveries refused (wrong path, too large, not JSON)
+        self._cond = threading.Condition()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -113,43 +120,51 @@ class WebhookListener:
 
     @property
     def headers(self) -> dict[str, str]:
-        """Headers to register with the webhook (the shared secret, when set)."""
-        return {"X-Robust-AL-Secret": self.secret} if self.secret else {}
+        """Headers to register with the webhook: none (see the module docstring: no secret survives a labeler's
+        ``GET /api/webhooks/``, and a ring needs none)."""
+        return {}
 
-    def authentic(self, presented: str | None) -> bool:
-        """Does a request carry the shared secret (compared in constant time)?"""
-        if not self.secret:
-            return True
-        return presented is not None and hmac.compare_digest(presented.encode(), self.secret.encode())
+    def ring(self, event: WebhookEvent) -> None:
+        """Note the annotation ids an event names (a deletion sticks until taken)."""
+        with self._cond:
+            self.rings += 1
+            for aid in event.annotation_ids:
+                if aid in self.pending:
+                    self.pending[aid] = self.pending[aid] or event.deleted
+                elif len(self.pending) < self.max_pending:
+                    self.pending[aid] = event.deleted
+                else:
+                    self.overflowed = True
+            self._cond.notify_all()
 
     def start(self) -> str:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            def _answer(self, code: int) -> None:
+                self.send_response(code)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
             def do_POST(self):
                 t = time.time()
-                n = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(n) if n else b""
-                if self.path.split("?")[0] != listener.path or not listener.authentic(
-                        self.headers.get("X-Robust-AL-Secret")):
-                    log.warning("webhook refused: %s without the shared secret from %s", self.path,
-                                self.client_address[0])
+                try:
+                    n = int(self.headers.get("Content-Length") or 0)
+                except ValueError:
+                    n = -1
+                if self.path.split("?")[0] != listener.path or not 0 <= n <= listener.max_body:
                     listener.rejected += 1
-                    self.send_response(403)
-                    self.end_headers()
-                    return
+                    self.close_connection = True
+                    return self._answer(403 if n >= 0 else 400)
+                body = self.rfile.read(n) if n else b""
                 try:
                     payload = json.loads(body or b"{}")
                     event = parse_event(payload, t)
                 except (ValueError, TypeError, KeyError, AttributeError):
                     listener.rejected += 1
-                    self.send_response(400)
-                    self.end_headers()
-                    return
-                listener.events.put(event)
-                self.send_response(200)
-                self.send_header("Content-Length", "0")
-                self.end_headers()
+                    return self._answer(400)
+                listener.ring(event)
+                self._answer(200)
 
             def log_message(self, *args: Any) -> None:  # keep pytest / campaign output clean
                 pass
@@ -168,17 +183,27 @@ class WebhookListener:
                 self._thread.join(5)
             self._server = self._thread = None
 
-    def get(self, timeout: float = 10.0) -> WebhookEvent:
-        """The next event (raises ``queue.Empty`` after ``timeout`` seconds)."""
-        return self.events.get(timeout=timeout)
+    def wait(self, timeout: float) -> bool:
+        """Block until some id is pending (or the listener overflowed), at most ``timeout`` s; is one?"""
+        with self._cond:
+            return self._cond.wait_for(lambda: bool(self.pending) or self.overflowed, timeout)
 
-    def drain(self) -> list[WebhookEvent]:
-        out = []
-        while True:
-            try:
-                out.append(self.events.get_nowait())
-            except queue.Empty:
-                return out
+    def take(self, limit: int | None = None) -> tuple[list[tuple[int, bool]], bool]:
+        """Up to ``limit`` pending (annotation id, deletion announced), oldest first, removed from the pending
+        set; and whether rings were dropped since the last call (then look at the server as a whole)."""
+        with self._cond:
+            ids = list(self.pending.items())[:limit]
+            for aid, _ in ids:
+                del self.pending[aid]
+            over, self.overflowed = self.overflowed, False
+        return ids, over
+
+    def put_back(self, ids: Iterable[tuple[int, bool]]) -> None:
+        """Return ids that could not be read back (the server was unreachable) to the pending set."""
+        with self._cond:
+            for aid, deleted in ids:
+                if aid not in self.pending and len(self.pending) < self.max_pending:
+                    self.pending[aid] = deleted
 
     def __enter__(self) -> WebhookListener:
         self.start()

@@ -71,6 +71,21 @@ class LabelStudioTables:
                             (external_id, lab, int(bool(cancelled or label is None)), updated_at, time.time()))
         return status
 
+    def external_worker(self, external_id: str) -> str | None:
+        """The labeler an annotation that lives elsewhere is stored under (None: not stored)."""
+        row = self.db.execute("SELECT worker FROM annotations WHERE external_id=?", (external_id,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def flag_once(self, iteration: int, worker: str, reason: str) -> bool:
+        """Add a flag (the ``flags`` table, shown by ``robust-al trust`` and the report) unless the same worker
+        already carries the same reason; returns whether it was added. A flag read from the Label Studio server
+        (evidence, not a result of an iteration) is kept with iteration -1, which a resume never drops."""
+        with self.transaction():
+            if self.db.execute("SELECT 1 FROM flags WHERE worker=? AND reason=?", (worker, reason)).fetchone():
+                return False
+            self.db.execute("INSERT INTO flags VALUES (?, ?, ?)", (int(iteration), str(worker), reason))
+        return True
+
     def cancel_external(self, external_id: str) -> None:
         """An annotation deleted at the source: keep it, marked cancelled."""
         with self.transaction():

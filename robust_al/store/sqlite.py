@@ -253,6 +253,18 @@ class RunStore(LabelStudioTables):
         """A live crowd's batch stopped waiting: answers to it stored after now arrived late."""
         self.db.execute("INSERT OR REPLACE INTO batches VALUES (?, ?, ?)", (int(iteration), purpose, time.time()))
 
+    def open_batches(self) -> list[tuple[int, str, np.ndarray]]:
+        """(iteration, purpose, items) of the stored batches a live crowd has not closed yet, oldest first:
+        what a running Label Studio campaign is waiting for (a killed one left them open too)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT a.iteration, a.purpose FROM asked a LEFT JOIN batches b ON a.iteration = b.iteration"
+            " AND a.purpose = b.purpose WHERE b.closed_at IS NULL ORDER BY a.iteration").fetchall()
+        out = []
+        for it, p in rows:
+            items = self.batch(int(it), str(p))
+            out.append((int(it), str(p), items if items is not None else np.empty(0, dtype=np.int64)))
+        return out
+
     def late_answers(self) -> int:
         """Answers stored after the batch they were asked for had closed (or to no batch of the run)."""
         row = self.db.execute(
