@@ -206,7 +206,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
     check_reachable(ls.url)
     token = read_token(ls.token_env, ls.token_file)
-    if ls.project_id is not None:  # an attached project: its tasks are the pool, its truth_field the truth
+    if ls.project_id is not None:  # an attached project: its tasks are the pool, data.options.trusted_labels the truth
         import tempfile
 
         from robust_al.labelstudio.client import LabelStudioClient
@@ -216,7 +216,8 @@ def _simulate(args: argparse.Namespace) -> int:
             pool = dataset_from_project(client, ls.project_id, media, **cfg.data.options).dataset.train
         if not (pool.y >= 0).any():
             print(f"error: project {ls.project_id} has no known truth for simulated labelers to answer from: "
-                  "give data.options.truth_field (a task data field holding the true class)", file=sys.stderr)
+                  "give data.options.trusted_labels (a CSV task,label; simulated labelers answer only the tasks "
+                  "it lists)", file=sys.stderr)
             return 2
     else:
         pool = load_dataset(cfg.data.name, **cfg.data.options).train

@@ -16,7 +16,10 @@ class DataConfig(_Strict):
     name: Literal["digits", "generic", "labelme", "cifar2", "cifar10n", "imagefolder", "table", "text",
                   "labelstudio"] = Field(
         "digits", description="labelstudio: the tasks of the Label Studio project annotators.labelstudio.project_id "
-        "are the pool (options: image_size, truth_field, key_field)")
+        "are the pool (options: image_size, key_field; trusted_labels: a CSV task,label of trusted labels for the "
+        "secured holdout, kept outside Label Studio; ground_truth_annotations: true takes the project's ground-truth "
+        "annotations as trusted labels too, though every member can read them; truth_field is refused: every "
+        "member can read task data)")
     options: dict[str, Any] = Field(default_factory=dict, description="keyword arguments of the loader")
 
 

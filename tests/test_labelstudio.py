@@ -401,11 +401,17 @@ def _review_project(client, n: int = 30, maximum_annotations: int = 2) -> tuple[
     pid = r.json()["id"]
     truth = ["pos" if i % 2 else "neg" for i in range(n)]
     words = [(GOOD if t == "pos" else BAD)[i % 6] for i, t in enumerate(truth)]
-    tasks = [{"data": {"review": f"Review {i}: the film was {w}, truly {w}.", "truth": t}}
-             for i, (t, w) in enumerate(zip(truth, words))]
+    # no truth in the task data: every member can read it (GET /api/tasks/); it goes in a file (_trusted_file)
+    tasks = [{"data": {"review": f"Review {i}: the film was {w}, truly {w}."}} for i, w in enumerate(words)]
     r = client.http.post(f"/api/projects/{pid}/import", params={"return_task_ids": "true"}, json=tasks)
     r.raise_for_status()
     return pid, [int(t) for t in r.json()["task_ids"]], truth
+
+
+def _trusted_file(path, task_ids, truth) -> str:
+    """``data.options.trusted_labels`` of a review project: a CSV task,label kept outside Label Studio."""
+    path.write_text("task,label\n" + "".join(f"{t},{c}\n" for t, c in zip(task_ids, truth)))
+    return str(path)
 
 
 def test_attach_to_an_existing_project(ls, client, annotators, tmp_path, monkeypatch):
@@ -447,13 +453,14 @@ def test_attach_to_an_existing_project(ls, client, annotators, tmp_path, monkeyp
                 served.append(int(task["id"]))
                 h.post(f"/api/tasks/{task['id']}/annotations/", json={"result": [
                     {"from_name": "sentiment", "to_name": "review", "type": "choices",
-                     "value": {"choices": [task["data"]["truth"]]}}]}).raise_for_status()
+                     "value": {"choices": [truth[task_ids.index(int(task["id"]))]]}}]}).raise_for_status()
 
     thread = threading.Thread(target=labeler, daemon=True)
     thread.start()
     monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
     cfg = load_config(data=tiny_config(**{
-        "data": {"name": "labelstudio", "options": {"truth_field": "truth"}},
+        "data": {"name": "labelstudio", "options": {
+            "trusted_labels": _trusted_file(tmp_path / "trusted.csv", task_ids, truth)}},
         "holdout.size": 6, "query.initial": 6, "query.batch": 4, "query.n_clusters": 2,
         "augment.enabled": False, "model.epochs": 5, "model.min_steps": 20,
         "annotators": {"kind": "labelstudio", "k": 1, "labelstudio": {
@@ -483,7 +490,8 @@ def test_attach_to_an_existing_project(ls, client, annotators, tmp_path, monkeyp
     assert all(lab == (1 if truth[task_ids.index(t)] == "pos" else 0) for t, lab in zip(new["task"], new["label"]))
     assert store.get_meta("ls_users")[f"ls{u1}"] == "annotator1@example.com"
     assert any(re.fullmatch(rf"waiting: \d+/\d+ answers in project {pid} at {re.escape(ls.url)}/projects/{pid}/data"
-                            r"\?tab=\d+", ln) for ln in lines), lines
+                            r'\?tab=\d+: open the "robust-al queue" tab, then the ▾ beside "Label All Tasks" → '
+                            r'"Label Tasks As Displayed" .*', ln) for ln in lines), lines
 
     # nothing of the project was deleted or rewritten, no task duplicated; robust-al's queue predictions are gone
     settings, tasks = _snapshot(client, pid)
@@ -492,7 +500,7 @@ def test_attach_to_an_existing_project(ls, client, annotators, tmp_path, monkeyp
         assert tasks[tid]["data"] == t["data"]
         assert {a: v for a, v in tasks[tid]["annotations"].items() if a in t["annotations"]} == t["annotations"]
     assert sum(len(t["annotations"]) for t in tasks.values()) == 2 + 14
-    assert all(p["model_version"] != "robust-al-queue"
+    assert all(not p["model_version"].startswith("robust-al-queue")
                for tid in task_ids for p in client.http.get("/api/predictions/", params={"task": tid}).json())
 
 

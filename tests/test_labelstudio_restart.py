@@ -184,11 +184,12 @@ def test_simulated_users_answer_an_attached_project(ls, client, tmp_path):
     campaign's progress lines say `test acc n/a` (an attached project has no test split), never `nan`."""
     from robust_al.campaign import Campaign
     from robust_al.config import load_config
-    from test_labelstudio import _review_project
+    from test_labelstudio import _review_project, _trusted_file
 
     pid, task_ids, truth = _review_project(client)
-    cfg = tiny_config(**{
-        "data": {"name": "labelstudio", "options": {"truth_field": "truth"}},
+    cfg = tiny_config(**{  # every task's truth in the file: the simulated users answer from it
+        "data": {"name": "labelstudio", "options": {
+            "trusted_labels": _trusted_file(tmp_path / "trusted.csv", task_ids, truth)}},
         "holdout.size": 6, "query.initial": 6, "query.batch": 4, "query.n_clusters": 2,
         "augment.enabled": False, "model.epochs": 5, "model.min_steps": 20,
         "annotators": {"kind": "labelstudio", "k": 1, "labelers": [

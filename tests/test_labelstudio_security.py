@@ -133,16 +133,18 @@ def test_forged_rings_store_nothing(ls, client, annotators, tmp_path, caplog):
     assert _ring(crowd, _payload(proj.id, tasks[30], 30, admin, real["id"], CLASSES[3]), readable) == 200
     crowd.drain_webhooks()
     assert _answers(store) == [(30, f"ls{u1}", 2)]
-    # a forged deletion cancels nothing; a real one (the server no longer holds it) does
+    # a forged deletion cancels nothing; nor does a real one: any member can delete anyone's annotation and the
+    # server does not record who did (the attacker's own token deletes the colleague's answer here)
     deletion = {"action": "ANNOTATIONS_DELETED", "project": {"id": proj.id}, "annotations": [{"id": real["id"]}]}
     assert _ring(crowd, deletion, readable) == 200
     crowd.drain_webhooks()
     assert _answers(store) == [(30, f"ls{u1}", 2)]
-    client.http.delete(f"/api/annotations/{real['id']}/").raise_for_status()
+    r = httpx.delete(f"{ls.url}/api/annotations/{real['id']}/", headers=_as(t0))
+    assert r.status_code == 204  # Label Studio lets a labeler delete a colleague's annotation
     crowd.drain_webhooks()
-    assert _answers(store) == []
+    assert _answers(store) == [(30, f"ls{u1}", 2)]
     crowd.finish()
-    assert _answers(store) == []
+    assert _answers(store) == [(30, f"ls{u1}", 2)]
 
 
 def test_a_flood_of_rings_does_not_hammer_the_server(ls, client, annotators, tmp_path, monkeypatch):
@@ -171,9 +173,42 @@ def test_a_flood_of_rings_does_not_hammer_the_server(ls, client, annotators, tmp
     crowd.finish()
 
 
-def test_a_write_in_another_persons_name_is_the_writers_and_flags_them(ls, client, annotators, tmp_path, caplog):
+def test_tasks_an_attacker_imports_or_edits_are_never_adopted_or_trusted(ls, client, annotators, tmp_path, caplog):
+    """A labeler imports, into the campaign's project, a task for an item the campaign will ask about next, with
+    an annotation in a colleague's name (an import records no writer), and one whose item id does not parse;
+    then edits the data of a task of the campaign's. None of it is adopted or stored, nothing crashes, and the
+    colleague's honest answer on the edited task still arrives by polling."""
+    crowd = _crowd(ls, tmp_path, "imports", k=2, wait_seconds=1, poll_seconds=0.5)
+    assert crowd.ask([40], 0, "query", _everyone) == []
+    store, proj = crowd.store, crowd.project("query", 2)
+    (ua, ta), (ub, tb), _ = annotators
+    planted = [{"data": {"item_id": 41, "key": "x", "text": "planted"},
+                "annotations": [{"result": choice_result(CLASSES[3]), "completed_by": ub}]},
+               {"data": {"item_id": "x", "key": "x", "text": "x"}}]
+    r = httpx.post(f"{ls.url}/api/projects/{proj.id}/import", headers=_as(ta), params={"return_task_ids": "true"},
+                   json=planted)
+    assert r.status_code == 201, r.text
+    planted_ids = {int(t) for t in r.json()["task_ids"]}
+    with caplog.at_level(logging.WARNING):
+        crowd.wait_seconds = 1.0
+        assert crowd.ask([41], 1, "query", _everyone) == []  # the planted task is not adopted, nothing crashes
+        tasks = _tasks(store)
+        assert tasks[41] not in planted_ids
+        # the attacker edits the data of the campaign's own task 40 after answering it; B answers it honestly
+        annotate(ls.url, ta, tasks[40], CLASSES[1])
+        r = httpx.patch(f"{ls.url}/api/tasks/{tasks[40]}/", headers=_as(ta), json={"data": {"text": "no item id"}})
+        assert r.status_code == 200, r.text
+        annotate(ls.url, tb, tasks[40], CLASSES[2])
+        crowd.listener.stop()  # polling alone must still read the task's answers
+        crowd.listener = None
+        crowd.poll_answers(proj, {40: tasks[40]}, 0, "query")
+    assert _answers(store) == [(40, f"ls{ua}", 1), (40, f"ls{ub}", 2)]
+    crowd.finish()
+
+
+def test_a_write_in_anothers_name_is_nobodys_answer_and_flags_its_writer(ls, client, annotators, tmp_path, caplog):
     """Labeler A writes with completed_by = B (through the doorbell, and through polling); A edits B's answer.
-    A's evidence, A flagged; B's stored answers never change; the warning is said once per annotation."""
+    Evidence against A (flagged), nobody's answer; B's stored answers never change; said once per annotation."""
     from robust_al.report.text import trust_table, trust_text
 
     crowd = _crowd(ls, tmp_path, "impersonation", k=1, wait_seconds=1, poll_seconds=0.5)
@@ -202,7 +237,8 @@ def test_a_write_in_another_persons_name_is_the_writers_and_flags_them(ls, clien
         for _ in range(5):  # every poll sees them again
             crowd.poll_answers(proj, tasks, 0, "query")
         crowd.sync()
-    assert _answers(store) == [(50, f"ls{ub}", 0), (51, f"ls{ua}", 3), (52, f"ls{ua}", 3)]
+    # a write in another's name is nobody's answer: B keeps exactly B's own, A gains no vote by it
+    assert _answers(store) == [(50, f"ls{ub}", 0)]
     flags = store.flags()
     assert set(flags["worker"]) == {f"ls{ua}"} and len(flags) == 3
     assert all(r.startswith("impersonation") and f"ls{ub}" in r for r in flags["reason"])
@@ -210,7 +246,7 @@ def test_a_write_in_another_persons_name_is_the_writers_and_flags_them(ls, clien
         assert sum(bool(re.search(rf"\bannotation {aid}\b", r.getMessage())) for r in caplog.records) == 1, aid
     table = trust_table(store).set_index("worker")
     assert table.loc[f"ls{ua}", "flags"] == 3 and table.loc[f"ls{ub}", "flags"] == 0
-    assert table.loc[f"ls{ub}", "labels"] == 1
+    assert table.loc[f"ls{ub}", "labels"] == 1 and table.loc[f"ls{ua}", "labels"] == 0
     line = next(x for x in trust_text(tmp_path / "run").splitlines() if x.startswith(f"ls{ua} "))
     assert "yes" in line
     crowd.finish()

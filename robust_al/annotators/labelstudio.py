@@ -10,10 +10,12 @@ annotation is stored exactly once (keyed on its Label Studio id), edits and canc
 
 Who answered: the account that *wrote* the annotation. Open-source Label Studio lets any member post an
 annotation with another user's ``completed_by``; the server records the writer in ``updated_by`` (the token's
-user; a client cannot set it). An annotation whose ``completed_by`` is not its writer is stored as the
-writer's answer (labeler ``ls<writer id>``), and the writer gets an *impersonation* flag (the store's flags,
-shown by ``robust-al trust`` and the report); the impersonated person's stored answers never change (an edit
-of their annotation by someone else is not applied to it). Re-examination by h labelers uses a second project
+user; a client cannot set it; a task imported with annotations has none, and those are not stored). An
+annotation whose ``completed_by`` is not its writer is nobody's answer: its writer gets an *impersonation* flag
+(the store's flags, shown by ``robust-al trust`` and the report, and a flag routing judges by); the
+impersonated person's stored answers never change (an edit of their annotation by someone else is not applied
+to it, and a deletion, which the server does not attribute, leaves it stored: its author withdraws an answer
+by marking it cancelled). Re-examination by h labelers uses a second project
 whose tasks allow h annotations (``maximum_annotations``), so h different people answer.
 
 What a labeler sees: the item itself (the pool's image or text, :mod:`robust_al.labelstudio.media`) under an
@@ -25,15 +27,17 @@ should answer independently).
 Attached to an existing project (``project_id``), the project's tasks are the pool (item id = task id) and its
 settings, tasks and annotations are never changed: its annotations are stored as labels already collected
 (purpose ``existing``; those items are never asked about), and the queue is written back additively: each
-queried task gets a prediction tagged ``robust-al-queue`` (score = priority, no visible choice unless
-``show_predictions``), removed again once the task holds its answers, and a Data Manager tab "robust-al queue"
-lists exactly the queued tasks. Measured on Label Studio 1.23 Community: a labeler's stream
-(``/api/projects/{id}/next``) follows the project's sampling over *all* unfinished tasks; with ``?view=<tab
-id>`` it serves only that tab's tasks, in the tab's order (Sequential sampling; measured on the API, not
-through the browser's "Label All Tasks" button);
-ordering a tab by prediction score is a no-op unless the project's ``model_version`` names the scored
-predictions (it is empty by default and is a project setting robust-al does not touch), so the tab's tasks
-come in task-id order. Labelers should therefore start labeling from the "robust-al queue" tab.
+queried task gets a prediction whose ``model_version`` is ``robust-al-queue-<iteration>-<position>`` (zero-padded,
+so that its text order is the priority order; no visible choice unless ``show_predictions``), removed again once
+the task holds its answers, and a Data Manager tab "robust-al queue" lists exactly the queued tasks, ordered by
+that model version. Measured in a real browser on Label Studio 1.23 Community: the "Label All Tasks" button
+sends only the project (the page drops the tab's filters and ordering), so it serves *any* unfinished task of the
+project, tasks of the secured holdout included; in the "robust-al queue" tab, the dropdown ▾ beside it →
+"Label Tasks As Displayed" keeps the tab's filters and ordering and serves only the queue, highest priority
+first, then "No more tasks". That is the button people must press (the status line and ``data_url`` say so).
+Ordering by prediction score would not do: Label Studio counts only the predictions whose model version is
+the project's ``model_version`` (a project setting robust-al does not touch), so the tab fell back to task-id
+order. Any member can edit a shared tab: its filter and ordering are checked, and put back, every batch.
 
 What the open-source server cannot do, and how this copes: it has no task assignment, so a labeler routed out by
 trust cannot be kept away from tasks; its labels are given weight ``aggregation.untrusted_weight``
@@ -67,7 +71,21 @@ log = logging.getLogger(__name__)
 LS_PREFIX = "ls"
 QUEUE_MODEL_VERSION = "robust-al-queue"  # predictions that put a task of an attached project in robust-al's queue
 QUEUE_VIEW_TITLE = "robust-al queue"
+QUEUE_ORDERING = ["tasks:predictions_model_versions"]  # ascending: the text order of queue_version is the priority
+LABEL_AS_DISPLAYED = ('open the "robust-al queue" tab, then the ▾ beside "Label All Tasks" → "Label Tasks As '
+                      'Displayed" ("Label All Tasks" itself serves any task of the project)')
 EXISTING = "existing"  # purpose of annotations an attached project held before the campaign
+
+
+def queue_version(iteration: int, position: int) -> str:
+    """The model version of a queue prediction: its text order is the queue's priority order."""
+    return f"{QUEUE_MODEL_VERSION}-{max(int(iteration), 0):05d}-{int(position):05d}"
+
+
+def is_queue_version(model_version) -> bool:
+    """A queue prediction's model version (``robust-al-queue`` itself: one an earlier version wrote)."""
+    mv = str(model_version or "")
+    return mv == QUEUE_MODEL_VERSION or mv.startswith(QUEUE_MODEL_VERSION + "-")
 
 
 def worker_name(user_id: int) -> str:
@@ -237,13 +255,18 @@ class LabelStudioCrowd:
         if self.attached is not None and proj.id == self.attached.project.id:
             ids = [int(i) for i in item_ids]
             self.store.set_ls_tasks(proj.id, ids, ids, iteration, purpose)
-            self._queue(proj, ids)
+            self._queue(proj, ids, iteration)
             return {i: i for i in ids}
         have = self.store.ls_tasks(proj.id)
         mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
         new = [int(i) for i in item_ids if int(i) not in mapping]
-        if new:  # tasks an earlier import made but nobody recorded (its response was lost) are adopted
-            made = self.client.task_items(proj, after_task=int(have["task_id"].max()) if len(have) else 0)
+        pending = self.store.get_meta("ls_pending_imports", {})
+        nonce = pending.get(str(proj.id))
+        if new and nonce:  # tasks an earlier import made but nobody recorded (its response was lost) are adopted
+            # only that import's (its nonce, kept in the store before it was sent), and only while they hold no
+            # annotation: any member can import tasks into the project, annotations in anyone's name included
+            made = self.client.task_items(proj, after_task=int(have["task_id"].max()) if len(have) else 0,
+                                          nonce=str(nonce))
             adopted = [i for i in new if i in made]
             if adopted:
                 log.warning("adopting %d tasks of project %s that an interrupted import created",
@@ -253,9 +276,11 @@ class LabelStudioCrowd:
                 new = [i for i in new if i not in made]
         if new:
             predictions = self._predictions() if self.show_predictions else {}
+            nonce = secrets.token_hex(8)
+            self.store.set_meta("ls_pending_imports", {**pending, str(proj.id): nonce})
             items = []
             for i in new:
-                it: dict = {"item_id": i, **self._shown(i)}
+                it: dict = {"item_id": i, "import": nonce, **self._shown(i)}
                 if i in predictions:
                     label, score = predictions[i]
                     it["prediction"] = {"label": int(label), "score": float(score)}
@@ -263,6 +288,9 @@ class LabelStudioCrowd:
             task_ids = self.client.import_tasks(proj, items, model_version=f"robust-al-iter{iteration}")
             self.store.set_ls_tasks(proj.id, new, task_ids, iteration, purpose)
             mapping.update(zip(new, task_ids))
+        if nonce:
+            pending.pop(str(proj.id), None)
+            self.store.set_meta("ls_pending_imports", pending)
         return {int(i): mapping[int(i)] for i in item_ids}
 
     def _predictions(self) -> dict[int, tuple[int, float]]:
@@ -331,28 +359,45 @@ class LabelStudioCrowd:
         once) and return the items they label: those are never asked about."""
         if self.attached is None:
             return []
-        self.ingest(self.attached.project.id, self.attached.existing, -1, EXISTING)
+        self.ingest(self.attached.project.id, self.attached.existing, -1, EXISTING, before_campaign=True)
         # only labels stored as existing: an answer robust-al asked for keeps its iteration (a resumed one replays)
         ann = self.store.annotations()
         return sorted({int(i) for i in ann.loc[ann["purpose"] == EXISTING, "task"]})
 
     def queue_view(self, proj) -> int:
-        """The "robust-al queue" Data Manager tab of the attached project: the tasks with a queue prediction."""
+        """The "robust-al queue" Data Manager tab of the attached project: the tasks with a queue prediction,
+        in priority order (ascending queue model version, :meth:`_queue`). Any project member can edit a shared
+        tab, so an existing one's filter and ordering are checked each batch and put back when changed."""
         views = self.store.get_meta("ls_queue_view", {})
         vid = views.get(str(proj.id))
-        if vid is not None and any(int(v["id"]) == int(vid) for v in self.client.views(proj)):
-            return int(vid)
         filters = {"conjunction": "and", "items": [{
             "filter": "filter:tasks:predictions_model_versions", "operator": "contains", "type": "List",
             "value": [QUEUE_MODEL_VERSION]}]}  # a list: a plain string is matched letter by letter
-        vid = self.client.create_view(proj, QUEUE_VIEW_TITLE, filters, ordering=["-tasks:predictions_score"])
+        if vid is not None:
+            have = [v for v in self.client.views(proj) if int(v["id"]) == int(vid)]
+            if have:
+                data = dict(have[0].get("data") or {})
+                items = [{k: f.get(k) for k in ("filter", "operator", "type", "value")}
+                         for f in (data.get("filters") or {}).get("items") or []]
+                if (items == filters["items"] and (data.get("filters") or {}).get("conjunction") == "and"
+                        and list(data.get("ordering") or []) == QUEUE_ORDERING):
+                    return int(vid)
+                log.warning("the %r tab of project %s was edited (filters %s, ordering %s): put back",
+                            QUEUE_VIEW_TITLE, proj.id, items, data.get("ordering"))
+                data.update(title=QUEUE_VIEW_TITLE, filters=filters, ordering=QUEUE_ORDERING)
+                r = self.client.http.patch(f"/api/dm/views/{int(vid)}/", json={"project": proj.id, "data": data})
+                r.raise_for_status()
+                return int(vid)
+        vid = self.client.create_view(proj, QUEUE_VIEW_TITLE, filters, ordering=QUEUE_ORDERING)
         views[str(proj.id)] = vid
         self.store.set_meta("ls_queue_view", views)
         return vid
 
-    def _queue(self, proj, item_ids: list[int]) -> None:
-        """Put the items' tasks in robust-al's queue: a ``robust-al-queue`` prediction each (score = priority,
-        first asked highest), added once; the model's guess as its choice only with ``show_predictions``."""
+    def _queue(self, proj, item_ids: list[int], iteration: int = 0) -> None:
+        """Put the items' tasks in robust-al's queue, in the given (priority) order: a prediction each, model
+        version ``robust-al-queue-<iteration>-<position>`` (the queue tab orders by it; an older batch's
+        unanswered tasks come first), score = priority, added once; the model's guess as its choice only with
+        ``show_predictions``. Then the tab is made, or checked and repaired (:meth:`queue_view`)."""
         queued = self.store.get_meta("ls_queue", {})
         guesses = self._predictions() if self.show_predictions else {}
         n = len(item_ids)
@@ -360,10 +405,11 @@ class LabelStudioCrowd:
             if str(tid) in queued:
                 continue
             # one whose response was lost (a server restart) is adopted, not added twice
-            mine = [p for p in self.client.predictions(tid) if p.get("model_version") == QUEUE_MODEL_VERSION]
+            mine = [p for p in self.client.predictions(tid) if is_queue_version(p.get("model_version"))]
             label = guesses.get(tid, (None, 0.0))[0]
             pid = (int(mine[0]["id"]) if mine else
-                   self.client.add_prediction(proj, tid, QUEUE_MODEL_VERSION, 1.0 - pos / max(n, 1), label))
+                   self.client.add_prediction(proj, tid, queue_version(iteration, pos), 1.0 - pos / max(n, 1),
+                                              label))
             queued[str(tid)] = pid
             self.store.set_meta("ls_queue", queued)  # after each: a crash never leaves an unknown prediction
         self.queue_view(proj)
@@ -379,10 +425,19 @@ class LabelStudioCrowd:
 
     # -- saying what is happening -----------------------------------------------------------------------------
     def data_url(self, proj) -> str:
-        """Where people label: the project's Data Manager (the robust-al queue tab of an attached project)."""
+        """Where people label: the project's Data Manager (the robust-al queue tab of an attached project, where
+        they must press ▾ → "Label Tasks As Displayed", :data:`LABEL_AS_DISPLAYED`)."""
         url = f"{self.url}/projects/{proj.id}/data"
         views = self.store.get_meta("ls_queue_view", {})
         return url + (f"?tab={views[str(proj.id)]}" if str(proj.id) in views else "")
+
+    def how_to_label(self, proj) -> str:
+        """Which button people press: in an attached project the queue tab's "Label Tasks As Displayed" (its
+        "Label All Tasks" serves any task, holdout tasks included); in a project the campaign made, whose
+        tasks are all queries imported in priority order, "Label All Tasks"."""
+        if self.attached is not None and proj.id == self.attached.project.id:
+            return LABEL_AS_DISPLAYED
+        return 'press "Label All Tasks"'
 
     def _say(self, line: str) -> None:
         if self.echo is not None:
@@ -391,13 +446,15 @@ class LabelStudioCrowd:
             log.info(line)
 
     def _status(self, proj, held: dict[int, int], n: int, force: bool = False) -> None:
-        """At most every ``status_seconds``: how many answers the batch holds, and where to give them."""
+        """At most every ``status_seconds``: how many answers the batch holds, where to give them and which
+        button to press (:meth:`how_to_label`)."""
         now = time.monotonic()
         if not force and now - self._last_status < self.status_seconds:
             return
         self._last_status = now
         got = sum(min(h, n) for h in held.values())
-        self._say(f"waiting: {got}/{n * len(held)} answers in project {proj.id} at {self.data_url(proj)}")
+        self._say(f"waiting: {got}/{n * len(held)} answers in project {proj.id} at {self.data_url(proj)}: "
+                  f"{self.how_to_label(proj)}")
 
     def _record_users(self) -> None:
         """``ls_users`` meta: each Label Studio labeler's display name, refreshed when new users appear."""
@@ -423,32 +480,44 @@ class LabelStudioCrowd:
         """The store key of a Label Studio annotation: unique per server, and it says which project it is in."""
         return f"{int(project_id)}:{int(annotation_id)}"
 
-    def ingest(self, project_id: int, annotations, iteration: int, purpose: str) -> int:
+    def ingest(self, project_id: int, annotations, iteration: int, purpose: str,
+               before_campaign: bool = False) -> int:
         """Store Label Studio annotations (read from the server) exactly once, each as the answer of the account
         that wrote it; returns how many were new.
 
-        A foreign write (``completed_by`` is not the writer, ``updated_by``) is the writer's evidence: stored
-        under the writer, who is flagged for impersonation (once per annotation; logged once per process), never
-        under the person it names. A version written by someone else than the labeler an annotation is already
+        A foreign write (``completed_by`` is not the writer, ``updated_by``) is evidence against its writer, who
+        is flagged for impersonation (once per annotation; logged once per process): it is nobody's answer,
+        neither the person it names nor the writer's. An annotation without a recorded writer (a task imported
+        with annotations) is not stored, except an attached project's from before the campaign
+        (``before_campaign``). A version written by someone else than the labeler an annotation is already
         stored under is not applied: nobody's stored answer changes by another's hand."""
         new = 0
+        attached = self.attached is not None and int(project_id) == self.attached.project.id
         for a in annotations:
             ext = self.external_id(project_id, a.annotation_id)
             worker = worker_name(a.writer)
             stored = self.store.external_worker(ext)
             applied = stored is None or stored == worker
+            # a task imported with annotations carries no writer (updated_by): any member can import one in
+            # anyone's name. Only an attached project's annotations from before the campaign are taken so
+            unknown = a.updated_by is None and not (before_campaign and attached)
             if a.foreign_write:
                 self._impersonation(project_id, a)
-            if (a.foreign_write or not applied) and (ext, a.writer) not in self._warned:
+            if (a.foreign_write or unknown or not applied) and (ext, a.writer) not in self._warned:
                 self._warned.add((ext, a.writer))  # said once per annotation and writer, not at every poll
-                if applied:
-                    log.warning("annotation %s attributed to user %s was written by user %s: stored as %s's, "
-                                "who is flagged for impersonation", a.annotation_id, a.user_id, a.writer, worker)
+                if unknown:
+                    log.warning("annotation %s names user %s but Label Studio records no writer (an import?): "
+                                "not stored", a.annotation_id, a.user_id)
+                elif applied:
+                    log.warning("annotation %s attributed to user %s was written by user %s: not an answer; "
+                                "%s is flagged for impersonation", a.annotation_id, a.user_id, a.writer, worker)
                 else:
                     log.warning("annotation %s, stored as %s's, was changed by user %s: the change is not applied"
                                 "%s", a.annotation_id, stored, a.writer,
                                 " (flagged for impersonation)" if a.foreign_write else "")
-            if not applied:
+            if a.foreign_write or unknown or not applied:
+                # a write in someone else's name is evidence against its writer (the flag), never an answer:
+                # stored as the writer's it would be one more vote for a person who has just shown bad faith
                 continue
             status = self.store.upsert_external(ext, a.item_id, worker, a.label, a.was_cancelled, a.updated_at,
                                                 iteration, purpose)
@@ -487,11 +556,16 @@ class LabelStudioCrowd:
                 log.warning("could not read annotation %s back from Label Studio (%s)", aid, e)
                 self.listener.put_back(rung[n:])
                 return
-            if held is None:  # the server holds no such annotation: a deletion of one we stored, or a forgery
+            if held is None:
+                # the server holds no such annotation: a forgery, or a deletion. Any member can delete anyone's
+                # annotation and the server does not record who did, so a stored answer is kept: its author
+                # withdraws it by marking it cancelled (was_cancelled, written under their own name)
                 for pid in projects:
                     ext = self.external_id(pid, aid)
-                    if self.store.external_worker(ext) is not None:
-                        self.store.cancel_external(ext)
+                    if self.store.external_worker(ext) is not None and ("deleted", aid) not in self._warned:
+                        self._warned.add(("deleted", aid))
+                        log.warning("annotation %s was deleted in Label Studio; its stored answer is kept "
+                                    "(nobody can tell who deleted it)", aid)
                 continue
             proj = projects.get(int(held.get("project") or -1))
             if proj is None or held.get("task") is None:

@@ -134,13 +134,20 @@ class CampaignBuild:
 
         from robust_al.labelstudio.server import check_reachable
 
+        from robust_al.labelstudio.project_pool import TRUTH_FIELD_REFUSED
+
         ls = cfg.annotators.labelstudio
-        check_reachable(ls.url, self.run_dir)  # one line naming the URL, not a transport traceback
         opts = dict(cfg.data.options)
-        unknown = set(opts) - {"image_size", "truth_field", "key_field"}
+        if "truth_field" in opts:  # a truth in the project is a truth every member can read
+            raise ConfigError(TRUTH_FIELD_REFUSED)
+        unknown = set(opts) - {"image_size", "trusted_labels", "key_field", "ground_truth_annotations"}
         if unknown:
             raise ConfigError(f"data.options: {sorted(unknown)} not understood for data.name = 'labelstudio' "
-                              "(valid: image_size, truth_field, key_field)")
+                              "(valid: image_size, trusted_labels, key_field, ground_truth_annotations)")
+        if not isinstance(opts.get("ground_truth_annotations", False), bool):
+            raise ConfigError("data.options.ground_truth_annotations: expected true or false, got "
+                              f"{opts['ground_truth_annotations']!r}")
+        check_reachable(ls.url, self.run_dir)  # one line naming the URL, not a transport traceback
         with LabelStudioClient(ls.url, read_token(ls.token_env, ls.token_file)) as client:
             try:
                 info = client.project_info(ls.project_id)
@@ -157,6 +164,8 @@ class CampaignBuild:
                                   "project's settings or lower annotators.k")
             try:
                 return dataset_from_project(client, ls.project_id, self.run_dir / "labelstudio-media", **opts)
+            except FileNotFoundError as e:
+                raise ConfigError(f"data.options.trusted_labels: {e}") from None
             except ValueError as e:
                 raise ConfigError(f"annotators.labelstudio.project_id = {ls.project_id}: {e}") from None
 

@@ -81,6 +81,8 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
             post, acc_s = self.secured_check(iteration, answered, prev_model, prev, post, info)
         with self.timed_stage("trust"):  # every label against the other evidence on its item
             loo, flags = self.trust_evidence(iteration)
+            for worker, reason in self.store.evidence_flags().items():  # e.g. a write in another's name
+                flags[worker] = ";".join(x for x in (flags.get(worker, ""), reason) if x)
             self.ledger.agreement_update(iteration, loo, self.pool.n_classes, flags)
         with self.timed_stage("augment"):
             still = answered[np.isin(answered, self.ids_with(LABELED))]

@@ -206,6 +206,13 @@ def annotation_from_payload(annotation: dict, task: dict | None, project: Projec
         item_id = None if task_id is None else _user_id(task_id)
     else:
         item_id = data.get(item_field, annotation.get(item_field))
+        if task_id is not None:
+            # any member can edit task data: the campaign maps the task id to its item (LabelStudioCrowd._own),
+            # so an edited or missing field must not break the conversion of the task's other annotations
+            try:
+                item_id = int(item_id)
+            except (TypeError, ValueError):
+                item_id = -1
     if item_id is None:
         raise ValueError(f"annotation {annotation.get('id')}: its task carries no data.{item_field}")
     cancelled = bool(annotation.get("was_cancelled", False))
@@ -322,6 +329,8 @@ class LabelStudioClient:
                 item_id = int(it["item_id"])
                 key = str(it.get("key", item_id))
                 data: dict[str, Any] = {"item_id": item_id, "key": key}
+                if it.get("import"):  # the import's nonce: what a retry may adopt (LabelStudioCrowd.tasks_for)
+                    data["import"] = str(it["import"])
                 if it.get("image"):
                     data["image"] = it["image"]
                 elif project.image:
@@ -491,17 +500,27 @@ class LabelStudioClient:
                 return
             page += 1
 
-    def task_items(self, project: Project | int, after_task: int = 0, page_size: int = 1000) -> dict[int, int]:
+    def task_items(self, project: Project | int, after_task: int = 0, page_size: int = 1000,
+                   nonce: str | None = None) -> dict[int, int]:
         """``{item_id: task_id}`` of the project's tasks with an id above ``after_task`` (a data-manager query
         filtered on the task id in the database, paged). A campaign calls it before importing, to adopt tasks an
         import created whose response never arrived (a server restart mid-request): importing them again would
-        put every item of the batch into the project twice, and people would answer both copies."""
+        put every item of the batch into the project twice, and people would answer both copies.
+        ``nonce``: only tasks whose ``data.import`` is that import's nonce and that hold no annotation (any member
+        can import tasks, annotations included, into the project: those are never adopted)."""
         out: dict[int, int] = {}
         for t in self._query_tasks(project, {"filter": "filter:tasks:id", "operator": "greater", "type": "Number",
                                             "value": int(after_task)}, page_size):
-            item = (t.get("data") or {}).get("item_id")
-            if item is not None and int(t["id"]) > after_task:
-                out.setdefault(int(item), int(t["id"]))  # the first copy, should there be two
+            data = t.get("data") or {}
+            if nonce is not None and (data.get("import") != nonce or int(t.get("total_annotations") or 0)
+                                      or int(t.get("cancelled_annotations") or 0)):
+                continue
+            try:
+                item = int(data["item_id"])
+            except (KeyError, TypeError, ValueError):
+                continue  # not a task robust-al imported
+            if int(t["id"]) > after_task:
+                out.setdefault(item, int(t["id"]))  # the first copy, should there be two
         return out
 
     def annotation(self, annotation_id: int) -> dict | None:

@@ -9,10 +9,13 @@ written under ``RUN_DIR/labelstudio-media/`` so that the pool can be embedded; a
 item's text. Model inputs: images resized to ``image_size`` (default 32) RGB in [0, 1]; texts hashed into 1024
 bag-of-words features.
 
-Ground truth (what the secured holdout S needs): the task data field ``data.options.truth_field`` (a class name
-or index) and annotations marked *ground truth* in Label Studio. Other annotations already in the project are
-labels already collected: the campaign stores them and never asks about those items again. Nothing in the
-project is changed by reading it.
+Trusted labels (what the secured holdout S needs) come from a file outside Label Studio,
+``data.options.trusted_labels``: a CSV ``task,label`` (task id, class name). Never from the project itself: every
+project member can read every task's data and every annotation (``GET /api/tasks/``), so a truth kept there is
+a truth every labeler can see. A ``truth_field`` is refused for that reason. Annotations marked *ground truth*
+are labels already collected like any other (stored, never asked about again), unless
+``data.options.ground_truth_annotations: true`` makes them trusted labels too, knowing that every member can
+read them. Nothing in the project is changed by reading it.
 """
 from __future__ import annotations
 
@@ -67,25 +70,59 @@ def _text_features(texts: list[str]) -> np.ndarray:
     return hv.transform(texts).toarray().astype(np.float32)
 
 
-def _truth(value, names: tuple[str, ...]) -> int:
-    if value is None or value == "":
-        return UNKNOWN
-    if str(value) in names:
-        return names.index(str(value))
-    try:
-        i = int(value)
-    except (TypeError, ValueError):
-        return UNKNOWN
-    return i if 0 <= i < len(names) else UNKNOWN
+TRUTH_FIELD_REFUSED = ("data.options.truth_field: a task data field every project member can read (GET /api/tasks/); "
+                       "give the trusted labels in a file: data.options.trusted_labels")
+
+
+def read_trusted_tasks(path: str | Path, task_ids: list[int], class_names: tuple[str, ...] | list[str],
+                       project_id: int) -> dict[int, int]:
+    """task id -> class index of a CSV ``task,label`` (task id, class name); a bad line is one ValueError
+    naming the file, the line and what was expected."""
+    import csv
+
+    from robust_al.data.loaders.common import user_file
+
+    path = user_file(path, "a CSV task,label of trusted labels (data.options.trusted_labels)")
+    tasks, index = set(task_ids), {c: k for k, c in enumerate(class_names)}
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = [c.strip() for c in rows[0]] if rows else []
+    if header[:2] != ["task", "label"]:
+        raise ValueError(f"{path}: line 1: expected the header task,label, got {','.join(header)!r}")
+    out: dict[int, int] = {}
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}: line {line}: expected task,label, got {','.join(row)!r}")
+        task, label = row[0].strip(), row[1].strip()
+        try:
+            tid = int(task)
+        except ValueError:
+            raise ValueError(f"{path}: line {line}: task {task!r} is not a task id (expected an integer)") from None
+        if tid not in tasks:
+            raise ValueError(f"{path}: line {line}: task {tid} is not a task of Label Studio project {project_id}")
+        if label not in index:
+            raise ValueError(f"{path}: line {line}: label {label!r} is not a class; known classes: "
+                             f"{list(class_names)}")
+        if tid in out:
+            raise ValueError(f"{path}: line {line}: task {tid} is listed twice")
+        out[tid] = index[label]
+    return out
 
 
 def dataset_from_project(client: LabelStudioClient, project_id: int, media_dir: str | Path,
-                         image_size: int = 32, truth_field: str | None = None,
-                         key_field: str | None = None) -> AttachedProject:
+                         image_size: int = 32, trusted_labels: str | Path | None = None,
+                         key_field: str | None = None, ground_truth_annotations: bool = False,
+                         truth_field: str | None = None) -> AttachedProject:
     """Read project ``project_id`` (tasks, labeling config, annotations) into a :class:`Dataset` whose train
-    pool holds every task and whose test split is empty. Raises :class:`ProjectNotFound` for a missing
-    project and ValueError for a config robust-al cannot label with (no single-choice ``<Choices>`` on an
-    ``<Image>`` or ``<Text>``)."""
+    pool holds every task and whose test split is empty; the trusted labels are those of the file
+    ``trusted_labels`` (:func:`read_trusted_tasks`), and of the ground-truth annotations only with
+    ``ground_truth_annotations``. Raises :class:`ProjectNotFound` for a missing project and ValueError for
+    a ``truth_field`` (:data:`TRUTH_FIELD_REFUSED`), a bad trusted-labels file, or a config robust-al cannot
+    label with (no single-choice ``<Choices>`` on an ``<Image>`` or ``<Text>``)."""
+    if truth_field:
+        raise ValueError(TRUTH_FIELD_REFUSED)
     proj = client.get_project(project_id, attached=True)
     rows = sorted(client.export(proj, export_type="JSON", all_tasks=True), key=lambda r: int(r["id"]))
     names = proj.class_names
@@ -93,16 +130,21 @@ def dataset_from_project(client: LabelStudioClient, project_id: int, media_dir: 
     ids, keys, media, values, y, X = [], [], [], {}, [], []
     existing: list[LSAnnotation] = []
     media_dir = Path(media_dir)
+    trusted = (read_trusted_tasks(trusted_labels, [int(r["id"]) for r in rows], names, proj.id)
+               if trusted_labels is not None else {})
     for row in rows:
         tid, data = int(row["id"]), row.get("data") or {}
         value = data.get(proj.value_key)
         if value is None:
             raise ValueError(f"Label Studio project {proj.id}: task {tid} has no data.{proj.value_key} "
                              f"(what <{'Image' if proj.image else 'Text'} name=\"{proj.to_name}\"> shows)")
-        truth = _truth(data.get(truth_field), names) if truth_field else UNKNOWN
+        truth = trusted.get(tid, UNKNOWN)
         for a in row.get("annotations") or []:
-            if a.get("ground_truth") and not a.get("was_cancelled"):
+            if ground_truth_annotations and a.get("ground_truth") and not a.get("was_cancelled"):
                 ann = annotation_from_payload(a, row, proj)
+                if ann.label is not None and truth not in (UNKNOWN, ann.label):
+                    raise ValueError(f"{trusted_labels}: task {tid} labelled {names[truth]!r}, but its ground-truth "
+                                     f"annotation {a.get('id')} says {names[ann.label]!r}")
                 truth = ann.label if ann.label is not None else truth
             else:
                 existing.append(annotation_from_payload(a, row, proj))

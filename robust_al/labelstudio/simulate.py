@@ -8,8 +8,11 @@ So a whole campaign runs against a real server, with a malicious user whose trus
 
 Attached to an existing project (``attached``: its id; a campaign with ``annotators.labelstudio.project_id``),
 the users answer that project too, where the item is the task id: they take their next task from the
-campaign's "robust-al queue" tab (``/next?view=<tab id>``), as a person told to label from that tab would,
-and answer in the project's own ``<Choices>`` (its ``from_name`` / ``to_name``).
+campaign's "robust-al queue" tab (``/next?view=<tab id>``: the tab's tasks in its order, priority first), as a
+person pressing "Label Tasks As Displayed" in that tab is served, and answer in the project's own ``<Choices>``
+(its ``from_name`` / ``to_name``). Their truth (``behaviours``) comes from the config's
+``data.options.trusted_labels`` file (``robust-al labelstudio simulate``), never from the project: a task the file
+does not list is left to others.
 """
 from __future__ import annotations
 

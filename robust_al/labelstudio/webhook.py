@@ -141,6 +141,7 @@ class WebhookListener:
         listener = self
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = 5  # seconds a connection may idle: a client that sends slowly cannot hold a thread
             def _answer(self, code: int) -> None:
                 self.send_response(code)
                 self.send_header("Content-Length", "0")
@@ -160,7 +161,7 @@ class WebhookListener:
                 try:
                     payload = json.loads(body or b"{}")
                     event = parse_event(payload, t)
-                except (ValueError, TypeError, KeyError, AttributeError):
+                except Exception:  # any malformed body (a float id of inf overflows, deep nesting recurses)
                     listener.rejected += 1
                     return self._answer(400)
                 listener.ring(event)

@@ -30,7 +30,8 @@ def trust_table(store: RunStore) -> pd.DataFrame:
     flags = store.flags()
     names = store.get_meta("ls_users", {}) or {}
     rows = []
-    for w in sorted(set(summary.index) | set(labels.index)):
+    flagged = set(flags["worker"]) if not flags.empty else set()  # e.g. an impersonator with no answer stored
+    for w in sorted(set(summary.index) | set(labels.index) | flagged):
         t = float(summary["trust"].get(w, initial))
         mine = flags[flags["worker"] == w]["reason"].tolist() if not flags.empty else []
         lo, hi = ledger.interval(w) if w in ledger.bounds else (None, None)

@@ -86,6 +86,14 @@ class LabelStudioTables:
             self.db.execute("INSERT INTO flags VALUES (?, ?, ?)", (int(iteration), str(worker), reason))
         return True
 
+    def evidence_flags(self) -> dict[str, str]:
+        """worker -> ``;``-joined reasons of the flags read from a Label Studio server (iteration -1: e.g. an
+        impersonation), for the trust ledger to judge by."""
+        out: dict[str, list[str]] = {}
+        for worker, reason in self.db.execute("SELECT worker, reason FROM flags WHERE iteration = -1 ORDER BY rowid"):
+            out.setdefault(str(worker), []).append(str(reason))
+        return {w: ";".join(r) for w, r in out.items()}
+
     def cancel_external(self, external_id: str) -> None:
         """An annotation deleted at the source: keep it, marked cancelled."""
         with self.transaction():
