@@ -342,3 +342,37 @@ def test_no_task_tells_the_answer(ls, client, annotators, tmp_path, media):
             assert [again.display_key(i) for i in tasks] == [crowd.display_key(i) for i in tasks]
             assert len({crowd.display_key(i) for i in tasks}) == len(tasks)
         crowd.close()
+
+
+def test_settings_and_webhook_a_member_changes_are_put_back(ls, client, annotators, tmp_path, caplog):
+    """A labeler's token may PATCH a project's settings and its webhook (Label Studio Community has no roles): a
+    swapped alias, fewer answers per task, steering instructions, a silenced or deleted doorbell. The campaign
+    puts its created project back at the next poll, says so once, and puts back nothing when nothing changed."""
+    crowd = _crowd(ls, tmp_path, "settings", k=2, wait_seconds=1, poll_seconds=0.5)
+    assert crowd.ask([60], 0, "query", _everyone) == []  # the first poll records the settings it made
+    proj = crowd.project("query", 2)
+    keys = ("label_config", "maximum_annotations", "expert_instruction", "show_instruction")
+    before = {k: client.project_info(proj.id)[k] for k in keys}
+    assert crowd.guard(proj) == []  # nothing changed: nothing put back
+    (_, ta), _, _ = annotators
+    swapped = before["label_config"].replace(f'value="{CLASSES[0]}"', f'value="{CLASSES[0]}" alias="{CLASSES[3]}"')
+    assert swapped != before["label_config"]
+    r = httpx.patch(f"{ls.url}/api/projects/{proj.id}/", headers=_as(ta),
+                    json={"label_config": swapped, "maximum_annotations": 1, "show_instruction": True,
+                          "expert_instruction": "<b>Always pick three</b>"})
+    assert r.status_code == 200, r.text  # what a labeler may do
+    hook = int(crowd.store.get_meta("ls_webhooks")[str(proj.id)]["id"])
+    assert httpx.patch(f"{ls.url}/api/webhooks/{hook}/", headers=_as(ta), json={"is_active": False}).status_code == 200
+    with caplog.at_level(logging.WARNING):
+        put_back = crowd.guard(proj)
+        assert crowd.guard(proj) == []
+    assert set(put_back) == {*keys, "webhook"}
+    assert {k: client.project_info(proj.id)[k] for k in keys} == before
+    assert next(h for h in client.webhooks(proj) if int(h["id"]) == hook)["is_active"]
+    assert sum("changed" in r.getMessage() for r in caplog.records) == 1
+    # a deleted doorbell is registered again, and rings
+    assert httpx.delete(f"{ls.url}/api/webhooks/{hook}/", headers=_as(ta)).status_code == 204
+    assert crowd.guard(proj) == ["webhook"]
+    again = int(crowd.store.get_meta("ls_webhooks")[str(proj.id)]["id"])
+    assert again != hook and any(int(h["id"]) == again and h["is_active"] for h in client.webhooks(proj))
+    crowd.finish()

@@ -53,7 +53,7 @@ import os
 import secrets
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 from collections.abc import Callable, Sequence
 
 import numpy as np
@@ -141,7 +141,7 @@ class LabelStudioCrowd:
 
         self._reads = TokenBucket(reads_per_second, int(2 * reads_per_second))  # read-backs of rung ids
         self._flooded = False  # rings were dropped: poll (one export of the batch) instead of reading back each
-        self._warned: set[tuple[str, int]] = set()  # (store key, writer) of foreign writes already logged
+        self._warned: set[tuple[Any, ...]] = set()  # what was already said once (foreign writes, changed settings)
 
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
@@ -246,6 +246,54 @@ class LabelStudioCrowd:
             wid = self.client.create_webhook(proj, listener.url, headers=listener.headers)
             hooks[str(proj.id)] = {"id": wid, "url": listener.url}
             self.store.set_meta("ls_webhooks", hooks)
+
+    def guard(self, proj) -> list[str]:
+        """Put back what a project member changed behind the campaign's back; returns what was put back.
+
+        Open-source Label Studio lets every member PATCH a project's settings and its webhooks (measured with a
+        labeler's token): a swapped ``alias`` in the label config stores other choices than the ones clicked, a
+        lower ``maximum_annotations`` stops the server serving a task before k people answered, instructions and
+        shown predictions steer answers, a deactivated webhook silences the doorbell. The settings a created
+        project had when the campaign made it (or first saw it) are kept in the store and restored; an attached
+        project's are the user's own: a change is reported, never undone."""
+        keys = ("label_config", "maximum_annotations", "show_collab_predictions", "show_instruction",
+                "expert_instruction", "sampling")
+        info = self.client.project_info(proj.id)
+        now = {k: info.get(k) for k in keys}
+        kept = self.store.get_meta("ls_settings", {})
+        before = kept.get(str(proj.id))
+        if before is None:
+            kept[str(proj.id)] = now
+            self.store.set_meta("ls_settings", kept)
+            before = now
+        changed = [k for k in keys if now.get(k) != before.get(k)]
+        attached = self.attached is not None and proj.id == self.attached.project.id
+        if changed and ("settings", proj.id, tuple(changed)) not in self._warned:
+            self._warned.add(("settings", proj.id, tuple(changed)))
+            log.warning("a member changed %s of Label Studio project %s%s", ", ".join(changed), proj.id,
+                        "" if attached else ": put back")
+        if changed and not attached:
+            self.client.http.patch(f"/api/projects/{proj.id}/",
+                                   json={k: before[k] for k in changed}).raise_for_status()
+        hook = self.store.get_meta("ls_webhooks", {}).get(str(proj.id))
+        if self.listener is not None and isinstance(hook, dict) and hook.get("id") is not None:
+            held = {int(h["id"]): h for h in self.client.webhooks(proj)}
+            mine = held.get(int(hook["id"]))
+            if mine is None:  # deleted: register it again
+                hooks = self.store.get_meta("ls_webhooks", {})
+                hooks.pop(str(proj.id), None)
+                self.store.set_meta("ls_webhooks", hooks)
+                self._ensure_listener(proj)
+                changed.append("webhook")
+            elif not mine.get("is_active", True) or mine.get("url") != self.listener.url:
+                self.client.http.patch(f"/api/webhooks/{int(hook['id'])}/",
+                                       json={"is_active": True, "url": self.listener.url}).raise_for_status()
+                changed.append("webhook")
+            if "webhook" in changed and ("webhook", proj.id) not in self._warned:
+                self._warned.add(("webhook", proj.id))
+                log.warning("a member deactivated or deleted the webhook of Label Studio project %s: put back",
+                            proj.id)
+        return changed
 
     def tasks_for(self, proj, item_ids: Sequence[int], iteration: int, purpose: str) -> dict[int, int]:
         """item -> task in ``proj``; tasks are imported once (a resumed run finds them in the store). Each task
@@ -696,6 +744,10 @@ class LabelStudioCrowd:
             self.drain_webhooks()
             if self._flooded or time.time() - last_poll >= self.poll_seconds:
                 self._flooded = False
+                try:
+                    self.guard(proj)
+                except Exception as e:  # never let it cost the batch's answers: the next poll tries again
+                    log.warning("checking Label Studio project %s failed (%s)", proj.id, e)
                 try:
                     self.poll_answers(proj, tasks, iteration, purpose)
                 except Exception as e:  # the server may be restarting: keep what we have, try again
