@@ -14,10 +14,13 @@ import os
 import time
 from pathlib import Path
 
-import httpx
 import numpy as np
 import pytest
 
+pytest.importorskip("label_studio_sdk", reason="label-studio-sdk is not installed (pip install -e '.[labelstudio]')")
+pytest.importorskip("httpx", reason="httpx is not installed (pip install -e '.[labelstudio]')")
+
+import httpx
 from robust_al.labelstudio.client import choice_result, label_config
 
 CLASSES = ["neg", "pos"]
