@@ -35,6 +35,7 @@ class Browser:
     def __init__(self, exe: str, profile_dir: Path, width: int = 1280, height: int = 1000):
         import websocket  # websocket-client (dev extra)
 
+        self.on_event: Any = None  # called with each DevTools event that arrives while a command waits
         self.profile_dir = Path(profile_dir)
         self.profile_dir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
@@ -77,7 +78,7 @@ class Browser:
         raise CDPError("chromium did not open its DevTools port")
 
     def send(self, method: str, **params) -> dict:
-        """One DevTools command; returns its result (events received meanwhile are dropped)."""
+        """One DevTools command; returns its result (events received meanwhile go to ``on_event``, if set)."""
         self._id += 1
         self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
         while True:
@@ -86,6 +87,8 @@ class Browser:
                 if "error" in msg:
                     raise CDPError(f"{method}: {msg['error']}")
                 return msg.get("result", {})
+            if "method" in msg and self.on_event is not None:
+                self.on_event(msg)
 
     def evaluate(self, expression: str) -> Any:
         r = self.send("Runtime.evaluate", expression=expression, returnByValue=True, awaitPromise=True)

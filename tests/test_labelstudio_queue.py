@@ -63,21 +63,8 @@ class NetBrowser:
         from cdp import Browser, CDPError
 
         events: list[dict] = []
-
-        class _B(Browser):
-            def send(self, method, **params):
-                self._id += 1
-                self.ws.send(json.dumps({"id": self._id, "method": method, "params": params}))
-                while True:
-                    msg = json.loads(self.ws.recv())
-                    if msg.get("id") == self._id:
-                        if "error" in msg:
-                            raise CDPError(f"{method}: {msg['error']}")
-                        return msg.get("result", {})
-                    if str(msg.get("method", "")).startswith("Network."):
-                        events.append(msg)
-
-        self.b, self.events, self.CDPError = _B(exe, profile, width=1400, height=900), events, CDPError
+        self.b, self.events, self.CDPError = Browser(exe, profile, width=1400, height=900), events, CDPError
+        self.b.on_event = lambda msg: events.append(msg) if str(msg["method"]).startswith("Network.") else None
         self.b.send("Network.enable")
 
     def served(self, i: int, timeout: float = 120) -> int | None:
