@@ -110,7 +110,7 @@ class LabelStudioCrowd:
                  poll_seconds: float = 2.0, webhook: bool = True, title: str = "robust-al", pool=None,
                  media: str = "data-url", media_url: str | None = None, files_root: str | None = None,
                  show_predictions: bool = False, attached=None, echo: Callable[[str], None] | None = None,
-                 status_seconds: float = 10.0, show_keys: bool | None = None, reads_per_second: float = 20.0):
+                 status_seconds: float = 10.0, show_keys: bool = False, reads_per_second: float = 20.0):
         from robust_al.labelstudio.client import LabelStudioClient
 
         self.store, self.url, self.k = store, url.rstrip("/"), k
@@ -119,7 +119,7 @@ class LabelStudioCrowd:
         self.pool = pool  # what the tasks show (keys, images, texts); None: the bare item ids
         self.media, self.media_url, self.files_root = media, media_url, files_root
         self.show_predictions = show_predictions
-        self._show_keys = show_keys  # None: the campaign's stored config says (see show_keys)
+        self.show_keys = show_keys  # annotators.labelstudio.show_keys: the pool's keys, else opaque ones
         self.attached = attached  # an AttachedProject (robust_al.labelstudio.project_pool) or None
         self.echo = echo
         self.status_seconds = status_seconds
@@ -344,17 +344,6 @@ class LabelStudioCrowd:
     def _predictions(self) -> dict[int, tuple[int, float]]:
         pred = self.store.predictions().set_index("item_id")
         return {int(i): (int(r.label), float(r.score)) for i, r in pred.iterrows()}
-
-    @property
-    def show_keys(self) -> bool:
-        """Show the pool's keys to labelers (``annotators.labelstudio.show_keys``)? Unless given to the
-        constructor, read from the campaign's config in the store once it is there (hidden until then)."""
-        if self._show_keys is None:
-            raw = self.store.get_meta("config")
-            if not isinstance(raw, dict):
-                return False
-            self._show_keys = bool(((raw.get("annotators") or {}).get("labelstudio") or {}).get("show_keys", False))
-        return bool(self._show_keys)
 
     def display_key(self, item_id: int) -> str | None:
         """What the task shows as the item's name: the pool's key with ``show_keys``, else an opaque salted hash
@@ -619,15 +608,13 @@ class LabelStudioCrowd:
             if proj is None or held.get("task") is None:
                 log.info("annotation %s is not in a project of this campaign", aid)
                 continue
-            task_id = int(held["task"])
-            asked = self._asked_in(proj.id)
-            attached = self.attached is not None and proj.id == self.attached.project.id
-            item = task_id if attached else {t: i for i, (t, _, _) in asked.items()}.get(task_id)
-            if item is None:
-                log.warning("webhook annotation %s refused: task %s is not a task of this campaign", aid, task_id)
+            # the item is the one the campaign put to that task (_own), never what the task's data says
+            own = self._own(proj, [annotation_from_payload(held, {"id": int(held["task"])}, proj)])
+            if not own:
+                log.warning("webhook annotation %s refused: task %s is not a task of this campaign, or its item "
+                            "belongs to the secured holdout", aid, held["task"])
                 continue
-            data = {} if proj.item_field is None else {proj.item_field: item}
-            ann = annotation_from_payload(held, {"id": task_id, "data": data}, proj)
+            ann, asked = own[0], self._asked_in(proj.id)
             refused = self._refuse(proj.id, ann, asked)
             if refused:
                 log.warning("webhook annotation %s refused: %s", ann.annotation_id, refused)

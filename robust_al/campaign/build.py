@@ -107,7 +107,8 @@ class CampaignBuild:
                                           title=f"{ls.title} {cfg.name}", pool=pool, media=ls.media,
                                           media_url=ls.media_url, files_root=ls.files_root,
                                           show_predictions=ls.show_predictions, attached=self.attached,
-                                          echo=self.echo, status_seconds=ls.status_seconds)
+                                          echo=self.echo, status_seconds=ls.status_seconds,
+                                          show_keys=ls.show_keys)
         else:
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k)
         self.learner = campaign_learner(cfg, pool.input_shape, pool.n_classes, pool.X)

@@ -19,6 +19,7 @@ from robust_al.campaign.selection import SelectionMixin
 from robust_al.campaign.stopping import stop_reason
 from robust_al.crowd.learner import Snapshot
 from robust_al.faults import kill_point
+from robust_al.report.text import metric_text
 from robust_al.reproducible import cpu_threads
 from robust_al.trust import TrustLedger
 
@@ -188,11 +189,6 @@ def peak_rss_mib() -> float:
     return round(rss / (1024 * 1024 if sys.platform == "darwin" else 1024), 1)
 
 
-def _na(x) -> str:
-    """A metric, or 'n/a' where there is none (an attached Label Studio project has no test split: NaN)."""
-    return "n/a" if x is None or x != x else f"{x:.3f}"
-
-
 def format_metrics(iteration: int, m: dict, budget: int) -> str:
     pert = m.get("mean_min_perturbation")
     items = list(m["trust"].items())
@@ -205,5 +201,5 @@ def format_metrics(iteration: int, m: dict, budget: int) -> str:
     check = "" if m.get("secured_check", "accepted") == "accepted" else (
         f" | RE-EXAMINED h={m.get('h')} discarded={m.get('discarded')} flagged={m.get('flagged')}")
     return (f"iter {iteration:3d} | labels {m['labels_used']:5d}/{budget} | S acc {m['secured_acc']:.3f} | "
-            f"test acc {_na(m['test_acc'])} | mean min-pert {'n/a' if pert is None else f'{pert:.3f}'}{check}\n"
+            f"test acc {metric_text(m['test_acc'])} | mean min-pert {'n/a' if pert is None else f'{pert:.3f}'}{check}\n"
             f"         trust: {trust}")

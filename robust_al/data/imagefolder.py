@@ -24,7 +24,6 @@ names starting with '.' are skipped.
 """
 from __future__ import annotations
 
-import csv
 import functools
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -34,7 +33,7 @@ import numpy as np
 
 from robust_al.data.arrays import check_finite, encode_labels, make_dataset, sort_keys, split_positions
 from robust_al.data.backbone import Backbone, import_torchvision, load_backbone
-from robust_al.data.loaders import minmax_scale, user_file
+from robust_al.data.loaders.common import minmax_scale, pair_rows, user_file
 from robust_al.data.pool import UNKNOWN, Dataset
 
 
@@ -94,18 +93,8 @@ def read_trusted(path: Path, keys: np.ndarray, y: np.ndarray, class_names: list[
     pos = {k: i for i, k in enumerate(keys)}
     index = {c: k for k, c in enumerate(class_names)}
     y = y.copy()
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header = [c.strip() for c in rows[0]] if rows else []
-    if header[:2] != ["item", "label"]:
-        raise ValueError(f"{path}: line 1: expected the header item,label, got {','.join(header)!r}")
     seen: set[str] = set()
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) < 2:
-            raise ValueError(f"{path}: line {line}: expected item,label, got {','.join(row)!r}")
-        item, label = row[0].strip(), row[1].strip()
+    for line, item, label in pair_rows(path, "item", "label"):
         if item not in pos:
             raise ValueError(f"{path}: line {line}: item {item!r} is not an image in the folder "
                              "(expected a path relative to data.options.root)")

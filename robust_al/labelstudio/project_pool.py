@@ -78,24 +78,12 @@ def read_trusted_tasks(path: str | Path, task_ids: list[int], class_names: tuple
                        project_id: int) -> dict[int, int]:
     """task id -> class index of a CSV ``task,label`` (task id, class name); a bad line is one ValueError
     naming the file, the line and what was expected."""
-    import csv
-
-    from robust_al.data.loaders.common import user_file
+    from robust_al.data.loaders.common import pair_rows, user_file
 
     path = user_file(path, "a CSV task,label of trusted labels (data.options.trusted_labels)")
     tasks, index = set(task_ids), {c: k for k, c in enumerate(class_names)}
-    with open(path, newline="") as f:
-        rows = list(csv.reader(f))
-    header = [c.strip() for c in rows[0]] if rows else []
-    if header[:2] != ["task", "label"]:
-        raise ValueError(f"{path}: line 1: expected the header task,label, got {','.join(header)!r}")
     out: dict[int, int] = {}
-    for line, row in enumerate(rows[1:], start=2):
-        if not row or not any(c.strip() for c in row):
-            continue
-        if len(row) < 2:
-            raise ValueError(f"{path}: line {line}: expected task,label, got {','.join(row)!r}")
-        task, label = row[0].strip(), row[1].strip()
+    for line, task, label in pair_rows(path, "task", "label"):
         try:
             tid = int(task)
         except ValueError:

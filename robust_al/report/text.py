@@ -44,7 +44,7 @@ def trust_table(store: RunStore) -> pd.DataFrame:
     return df.sort_values(["trust", "worker"], kind="stable").reset_index(drop=True)
 
 
-def _fmt(x, spec: str = ".3f") -> str:
+def metric_text(x, spec: str = ".3f") -> str:
     """A metric, or 'n/a' where there is none (an attached Label Studio project has no test split: NaN)."""
     try:
         return "n/a" if x is None or x != x else format(float(x), spec)
@@ -85,8 +85,9 @@ def status_text(run_dir: Path) -> str:
              f"{'iter':>4} {'labels':>6} {'items':>5} {'S acc':>6} {'test':>6} {'min-pert':>8}  check"]
     for m in rows:
         pert = m.get("mean_min_perturbation")
-        lines.append(f"{m['iteration']:>4} {m['labels_used']:>6} {m['labeled_items']:>5} {_fmt(m['secured_acc']):>6} "
-                     f"{_fmt(m['test_acc']):>6} {'-' if pert is None else f'{pert:.3f}':>8}  {m.get('secured_check')}")
+        lines.append(f"{m['iteration']:>4} {m['labels_used']:>6} {m['labeled_items']:>5} "
+                     f"{metric_text(m['secured_acc']):>6} {metric_text(m['test_acc']):>6} "
+                     f"{'-' if pert is None else f'{pert:.3f}':>8}  {m.get('secured_check')}")
     last = rows[-1] if rows else {}
     done = store.last_annotated_iteration()
     holder = None if last.get("stop") else RunLock(run_dir).holder()  # the flock dies with its process

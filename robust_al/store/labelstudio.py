@@ -94,12 +94,6 @@ class LabelStudioTables:
             out.setdefault(str(worker), []).append(str(reason))
         return {w: ";".join(r) for w, r in out.items()}
 
-    def cancel_external(self, external_id: str) -> None:
-        """An annotation deleted at the source: keep it, marked cancelled."""
-        with self.transaction():
-            self.db.execute("UPDATE annotations SET cancelled=1 WHERE external_id=?", (external_id,))
-            self.db.execute("INSERT INTO annotation_changes VALUES (?, NULL, 1, NULL, ?)", (external_id, time.time()))
-
     def set_ls_tasks(self, project: int, item_ids, task_ids, iteration: int, purpose: str) -> None:
         with self.transaction():
             self.db.executemany("INSERT OR IGNORE INTO ls_tasks VALUES (?, ?, ?, ?, ?)",

@@ -54,6 +54,24 @@ def user_file(path: str | Path, what: str) -> Path:
     return p
 
 
+def pair_rows(path: Path, first: str, second: str):
+    """(line number, first cell, second cell) of each non-blank data row of a CSV whose header starts with
+    ``first,second`` (cells stripped); a bad header or a short row is one ValueError naming file and line."""
+    import csv
+
+    with open(path, newline="") as f:
+        rows = list(csv.reader(f))
+    header = [c.strip() for c in rows[0]] if rows else []
+    if header[:2] != [first, second]:
+        raise ValueError(f"{path}: line 1: expected the header {first},{second}, got {','.join(header)!r}")
+    for line, row in enumerate(rows[1:], start=2):
+        if not row or not any(c.strip() for c in row):
+            continue
+        if len(row) < 2:
+            raise ValueError(f"{path}: line {line}: expected {first},{second}, got {','.join(row)!r}")
+        yield line, row[0].strip(), row[1].strip()
+
+
 def _allocate(counts: np.ndarray, n: int) -> np.ndarray:
     """Split ``n`` over groups proportionally to ``counts`` (largest remainder, never above a count)."""
     counts = np.asarray(counts, dtype=np.int64)
