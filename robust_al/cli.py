@@ -222,17 +222,28 @@ def _simulate(args: argparse.Namespace) -> int:
     else:
         pool = load_dataset(cfg.data.name, **cfg.data.options).train
     behaviours = simulated_labelers(cfg.annotators.labelers, truth_map(pool.ids, pool.y), pool.n_classes, cfg.seed)
+    # one thread answers for everyone, one task at a time: a pause of pace / n after each answer gives each
+    # user one answer per ``pace`` seconds
     users = SimulatedUsers(ls.url, token, behaviours, pool.class_names,
                            password=args.password, title_prefix=f"{ls.title} {cfg.name}",
-                           attached=ls.project_id).start()
+                           attached=ls.project_id, delay=args.seconds_per_answer / max(len(behaviours), 1)).start()
     print(f"{len(users.users)} simulated users answering at {ls.url}: "
-          + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)")
+          + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)", flush=True)
     try:
         while True:
             time.sleep(1)
     except KeyboardInterrupt:
         users.stop()
-    print(f"posted {users.posted} annotations")
+    waited = {w: sum(b - a for a, b in gaps) for w, gaps in users.idle_gaps.items()}
+    print(f"posted {users.posted} annotations; seconds without a task between two tasks, per user: "
+          + ", ".join(f"{w} {s:.1f}" for w, s in waited.items()))
+    if args.report:
+        import json
+
+        Path(args.report).write_text(json.dumps({
+            "posted": users.posted, "seconds_per_answer": args.seconds_per_answer,
+            "users": {b.worker_id: f"ls{uid}" for b, uid, _ in users.users},
+            "idle_gaps": users.idle_gaps}, indent=1))
     return 0
 
 
@@ -303,6 +314,10 @@ def main(argv: list[str] | None = None) -> int:
     sm.add_argument("config")
     sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sm.add_argument("--password", default="simulated-pw-1", help="password of the simulated users (>= 8 chars)")
+    sm.add_argument("--seconds-per-answer", type=float, default=0.0, metavar="S",
+                    help="each user's pace: one answer every S seconds (0: as fast as the server serves)")
+    sm.add_argument("--report", metavar="FILE", help="at Ctrl-C, write each user's waits (JSON): the spans between "
+                    "two tasks in which the server had no task for them")
     lsp.set_defaults(fn=_labelstudio)
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

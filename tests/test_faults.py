@@ -186,3 +186,26 @@ def test_sigterm_stops_between_writes_with_a_resume_hint(reference, tmp_path):
     assert proc.returncode == 143, err
     assert f"robust-al run --resume {run_dir}" in err and "Traceback" not in err
     _resume_to_the_end(run_dir, want)
+
+
+def test_kill_9_in_a_campaign_that_queues_the_next_batch_ahead_then_resume_is_identical(tmp_path):
+    """``annotators.lookahead: 1`` (Label Studio's default): batch i+1 is chosen with F_{i-1} and stored while
+    batch i is answered; the model's opinion on it is F_{i-1}'s, which a resumed run no longer holds, so it must
+    survive the kill. Killed while choosing ahead, among the answers, mid training and around the checkpoint, each
+    resumed run ends identical to the uninterrupted one, the model's stored opinions included."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "annotators": {**CONFIG["annotators"], "lookahead": 1,
+                                                            "overlap": 0.3},
+                                   "aggregation": {"model_as_worker": True},
+                                   "stop": {**CONFIG["stop"], "max_iterations": 5}}))
+    assert _cli([str(cfg), "--run-dir", str(tmp_path / "whole")]).returncode == 0
+    want = snapshot(tmp_path / "whole")
+    want_pred = RunStore(tmp_path / "whole").predictions()
+    assert [m["ahead_items"] for m in want["metrics"]][:3] == [30, 30, 30]
+    for point in ("ahead-stored@2", "answer:query@2:10", "answer:overlap@1:2", "before-checkpoint@1",
+                  "after-checkpoint@2"):
+        run_dir = tmp_path / point.replace(":", "_").replace("@", "_")
+        killed = _cli([str(cfg), "--run-dir", str(run_dir)], kill_at=point)
+        assert killed.returncode == -signal.SIGKILL, f"{point} was never reached:\n{killed.stdout}{killed.stderr}"
+        _resume_to_the_end(run_dir, want)
+        assert RunStore(run_dir).predictions().equals(want_pred), point

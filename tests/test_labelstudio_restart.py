@@ -81,8 +81,9 @@ def _wait(cond, what: str, timeout: float = 240.0, proc: subprocess.Popen | None
     raise AssertionError(f"timed out waiting for {what}")
 
 
-def _tasks(run_dir: Path):
-    """The Label Studio tasks the run has made so far (None: none yet, or no store yet)."""
+def _tasks(run_dir: Path, iteration: int | None = None):
+    """The Label Studio tasks the run has made so far, or those of one iteration (None: none yet, or no store
+    yet)."""
     try:
         store = RunStore(run_dir, create=False)
     except (ValueError, OSError):  # not created yet
@@ -91,6 +92,8 @@ def _tasks(run_dir: Path):
         tasks = store.ls_tasks()
     finally:
         store.close()
+    if iteration is not None:
+        tasks = tasks[tasks["iteration"] == iteration]
     return tasks if len(tasks) else None
 
 
@@ -116,7 +119,14 @@ def test_a_campaign_survives_its_server_going_down_and_moving(own_ls, tmp_path):
         # a live campaign waiting for its answers (before #27: "iteration 0 did not complete: resume with ...")
         r = _cli("status", str(run_dir))
         assert r.returncode == 0, r.stderr
-        assert f"waiting for {len(tasks)} answers in project {project} (Label Studio at {old_url})" in r.stdout
+        first = tasks[tasks["iteration"] == 0]
+        assert f"iteration 0 (query) is waiting for {len(first)} answers in project {project} (Label Studio at " \
+               f"{old_url})" in r.stdout
+        # annotators.lookahead (Label Studio's default): the next batch is already there to label
+        ahead = _wait(lambda: _tasks(run_dir, iteration=1), "the next batch's tasks", proc=proc)
+        r = _cli("status", str(run_dir))
+        assert (f"the next batch (iteration 1, query) is queued behind it: {len(ahead)} answers to give in "
+                f"project {project}") in r.stdout
         assert "resume with" not in r.stdout
     finally:
         proc.send_signal(signal.SIGKILL)  # killed: no handler runs, as after a crash or `kill -9`

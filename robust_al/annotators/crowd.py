@@ -26,10 +26,15 @@ class CrowdProtocol(Protocol):
     ``exclude[item]``), each stored before it is returned, and never asks the same labeler about an item twice.
     ``sync`` pulls answers given while no campaign ran, ``adopt_existing`` stores labels a pool came with,
     ``finish`` stores answers still on their way at the end.
+
+    ``lookahead`` (0 or 1): query batches the campaign puts to the crowd before the current one is answered
+    (people in a browser label batch i+1 while F_i trains); ``post`` puts a batch to the labelers without
+    waiting for it (``ask`` later waits), ``withdraw`` takes back what a stopped campaign will never use.
     """
 
     forbidden: set[int]
     k: int
+    lookahead: int
 
     @property
     def workers(self) -> list[str]: ...
@@ -40,6 +45,10 @@ class CrowdProtocol(Protocol):
 
     def ask(self, item_ids: Sequence[int], iteration: int, purpose: str, allowed: Callable[[str], bool],
             n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]: ...
+
+    def post(self, item_ids: Sequence[int], iteration: int, purpose: str) -> None: ...
+
+    def withdraw(self, item_ids: Sequence[int], iteration: int, purpose: str) -> int: ...
 
     def sync(self) -> int: ...
 
@@ -65,6 +74,7 @@ class Crowd:
         self.store, self.seed, self.k = store, seed, k
         self.forbidden: set[int] = set()
         self.asked = 0  # questions actually put to annotators by this process (not served from the store)
+        self.lookahead = 0  # answers come at once: nobody waits for a batch, so none is chosen ahead
 
     @property
     def workers(self) -> list[str]:
@@ -144,7 +154,14 @@ class Crowd:
         return self.collect(self.assign(item_ids, iteration, purpose, allowed, n_per_item, exclude),
                             iteration, purpose)
 
-    # a simulated or replayed crowd answers at once: nothing arrives while no campaign runs, nothing is late
+    # a simulated or replayed crowd answers at once: nothing arrives while no campaign runs, nothing is late,
+    # nothing is asked before ask
+    def post(self, item_ids: Sequence[int], iteration: int, purpose: str) -> None:
+        return None
+
+    def withdraw(self, item_ids: Sequence[int], iteration: int, purpose: str) -> int:
+        return 0
+
     def sync(self) -> int:
         return 0
 

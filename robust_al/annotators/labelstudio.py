@@ -114,6 +114,7 @@ class LabelStudioCrowd:
         from robust_al.labelstudio.client import LabelStudioClient
 
         self.store, self.url, self.k = store, url.rstrip("/"), k
+        self.lookahead = 1  # annotators.lookahead (the campaign sets it): people label batch i+1 while F_i trains
         self.client = LabelStudioClient(url, token)
         self.class_names = [str(c) for c in class_names]
         self.pool = pool  # what the tasks show (keys, images, texts); None: the bare item ids
@@ -759,6 +760,45 @@ class LabelStudioCrowd:
         self.asked += sum(len(a) for a in answers.values())
         self.store.close_batch(iteration, purpose)
         return [a for i in item_ids for a in answers[i][:n]]
+
+    def post(self, item_ids: Sequence[int], iteration: int, purpose: str) -> None:
+        """Put a query batch to the labelers now, without waiting for its answers (``ask`` waits later): with
+        ``lookahead``, the next batch is in the project while the current one's model trains. Tasks are made
+        once (a resumed run finds them in the store); a created project serves them after the tasks made
+        before them, an attached one queues them after the earlier batches (:meth:`_queue`)."""
+        item_ids = [int(i) for i in item_ids]
+        leaked = [i for i in item_ids if i in self.forbidden]
+        if leaked:
+            raise HoldoutLeak(f"item {leaked[0]} belongs to the secured holdout and must never reach an annotator")
+        if not item_ids:
+            return
+        deadline = time.time() + self.wait_seconds
+        proj = self.retry_until(lambda: self.project("query" if purpose == "query" else "reexam", self.k), deadline)
+        self.retry_until(lambda: self.tasks_for(proj, item_ids, iteration, purpose), deadline)
+
+    def withdraw(self, item_ids: Sequence[int], iteration: int, purpose: str) -> int:
+        """Take back a batch put ahead that a stopped campaign will never use: in a project the campaign made, its
+        tasks that hold no annotation are deleted; in an attached project its tasks leave the queue (the tasks
+        are the user's). Answers already given are stored first and kept (they were paid for; they count as
+        late answers); a task someone answered stays. Returns how many tasks were taken back."""
+        item_ids = [int(i) for i in item_ids]
+        if not item_ids or self.store.get_meta("ls_projects", {}).get(f"{purpose}:{self.k}") is None:
+            return 0
+        proj = self.project(purpose, self.k)
+        tasks = self.tasks_for(proj, item_ids, iteration, purpose)
+        self.drain_webhooks()
+        self.poll_answers(proj, tasks, iteration, purpose)
+        if self.attached is not None and proj.id == self.attached.project.id:
+            self._unqueue(list(tasks.values()))
+            gone = list(tasks.values())
+        else:
+            # the last poll and the deletion are a few ms apart: an answer submitted in between is deleted with
+            # its task before anyone read it (the server records no answer to a deleted task)
+            gone = self.client.delete_unanswered_tasks(list(tasks.values()))
+        self.store.close_batch(iteration, purpose)
+        self._say(f"{len(gone)} task(s) of the batch queued ahead taken back from project {proj.id}: the campaign "
+                  "stopped")
+        return len(gone)
 
     def sync(self) -> int:
         """Pull every annotation of the run's projects made while the campaign was not running (filtered

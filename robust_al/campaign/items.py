@@ -35,6 +35,15 @@ class ItemsMixin:
         if status in (HOLDOUT, RETIRED):
             self.crowd.forbidden.update(ids)
 
+    def mark_posted(self, ids) -> None:
+        """Items put to labelers ahead of their iteration: not free to query or to hold out (no status yet)."""
+        if len(ids):
+            self.taken[self.pool.positions([int(i) for i in ids])] = True
+
+    def posted_ahead(self, iteration: int) -> np.ndarray | None:
+        """The batch of iteration + 1 when it was put to labelers during ``iteration`` (``lookahead``)."""
+        return self.store.batch(iteration + 1, "query") if self.crowd.lookahead else None
+
     def labels_used(self) -> int:
         """Labels bought by this campaign (an attached project's earlier annotations were not; a budget per
         stage: :meth:`spent_before`)."""
@@ -51,7 +60,10 @@ class ItemsMixin:
         answers count as bought for the stage that asked them, so a resumed iteration derives the same batch
         and uses every answer it paid for (counting them against its own batch shrank it: 144 instead of 150
         items, 90 paid labels unused, when killed in the last, budget-limited iteration)."""
-        return self.store.labels_before(iteration, exclude_purpose=EXISTING) + sum(
+        ahead = self.posted_ahead(iteration) if stage_key(purpose) > stage_key("query") else None
+        # a batch put ahead has its labels set aside: a re-examination or audit must not spend them
+        reserved = 0 if ahead is None else int(len(ahead) * (self.cfg.annotators.k + self.cfg.annotators.overlap))
+        return reserved + self.store.labels_before(iteration, exclude_purpose=EXISTING) + sum(
             n for p, n in self.store.labels_of_iteration(iteration).items()
             if p != EXISTING and stage_key(p) < stage_key(purpose))
 

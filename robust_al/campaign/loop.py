@@ -12,6 +12,7 @@ import pandas as pd
 
 from robust_al.campaign.build import CampaignBuild
 from robust_al.campaign.hooks import PoisonHook
+from robust_al.annotators.labelstudio import EXISTING
 from robust_al.campaign.items import HOLDOUT, LABELED, RETIRED, ItemsMixin
 from robust_al.campaign.labels import LabelsMixin
 from robust_al.campaign.secured import SecuredMixin
@@ -45,6 +46,8 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         self.taken = np.zeros(len(self.pool), dtype=bool)  # pool rows with any status (not free to query)
         if self.status:
             self.taken[self.pool.positions(list(self.status))] = True
+        if self.crowd.lookahead:  # batches put to labelers ahead hold items with no status yet
+            self.mark_posted(self.store.asked_items("query"))
         self.crowd.forbidden = {i for i, s in self.status.items() if s in (HOLDOUT, RETIRED)}
         self.prev_metrics: dict = {}
         self.prev_state: dict = {}
@@ -74,6 +77,7 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
                 self.inject_poisons(iteration)
         with self.timed_stage("query"):
             batch = self.choose_batch(iteration, info)
+            ahead = self.post_ahead(iteration, batch, info)
         with self.timed_stage("annotate"):
             answered = self.label_batch(iteration, batch)
         with self.timed_stage("train"):
@@ -91,6 +95,11 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         with self.timed_stage("evaluate"):
             metrics = self._metrics(answered, post, acc_s, vuln, info)
             metrics["stop"] = stop_reason(self, iteration, metrics, vuln)
+        if self.crowd.lookahead:  # labels_used also counts answers to the batch ahead, which F_i never saw
+            metrics["labels_in_model"] = self.store.labels_before(iteration + 1, exclude_purpose=EXISTING)
+            metrics["ahead_items"] = 0 if ahead is None else int(len(ahead))
+            if ahead is not None and metrics["stop"]:  # a target reached: nobody labels what will never be used
+                metrics["withdrawn"] = self.crowd.withdraw(ahead, iteration + 1, "query")
         return self._complete(iteration, metrics, post, still, vuln, t0)
 
     def _complete(self, iteration: int, metrics: dict, post, still: np.ndarray, vuln: np.ndarray,

@@ -30,14 +30,20 @@ class SelectionMixin:
 
     def choose_batch(self, iteration: int, info: dict) -> np.ndarray:
         """This iteration's query batch: m random items before there is a model, then the strategy's picks;
-        a resumed iteration keeps the batch it stored (people were asked about those)."""
+        a resumed iteration keeps the batch it stored (people were asked about those). With a crowd that takes
+        batches ahead (``lookahead``), a stored batch was chosen and put to labelers in the previous iteration
+        (:meth:`post_ahead`): it is this iteration's."""
+        stored = self.store.batch(iteration, "query")
+        if self.crowd.lookahead and stored is not None:
+            if iteration > 0 and iteration not in set(self.store.predictions()["iteration"].tolist()):
+                self.record_predictions(iteration, stored)  # batch 1, chosen before F_0 existed: F_0's opinion
+            return stored
         if iteration == 0:  # m items at random before there is any model
             cand = self.candidates()
             n = self.affordable(min(self.cfg.query.initial, len(cand)), iteration)
             batch = np.sort(self.rng_for("initial").choice(cand, size=n, replace=False))
         else:
             batch = self._query(iteration, self.affordable(self.cfg.query.batch, iteration), info)
-        stored = self.store.batch(iteration, "query")
         if stored is not None and not np.array_equal(stored, batch):  # people were asked about these
             log.warning("iteration %d: the resumed query differs from the stored batch; using the stored one",
                         iteration)
@@ -47,6 +53,45 @@ class SelectionMixin:
         if iteration > 0:
             self.record_predictions(iteration, batch)
         return batch
+
+    def post_ahead(self, iteration: int, batch: np.ndarray, info: dict) -> np.ndarray | None:
+        """With a crowd that takes batches ahead (people in a browser): put this iteration's batch to the labelers,
+        then choose batch i+1 with F_{i-1}, the model at hand, and put it behind, so that people label it while
+        F_i trains and is checked (the labels of batch i+1 still go through F_{i+1}'s secured check and trust).
+        Batch i's items count as labeled for the choice (max-min keeps away from them); batch 1 is drawn at
+        random like batch 0 (there is no F_0 yet to choose with); the budget keeps batch i's labels aside.
+        Returns batch i+1 (stored before anyone sees it; a resumed iteration reuses it), or None."""
+        if not self.crowd.lookahead:
+            return None
+        self.mark_posted(batch)
+        self.crowd.post(batch, iteration, "query")  # before the next batch: its tasks are served first
+        if iteration + 1 >= self.cfg.stop.max_iterations:
+            return None
+        stored = self.store.batch(iteration + 1, "query")
+        if stored is not None:  # made again all the same (its query's figures go to the metrics), then checked
+            self.taken[self.pool.positions(stored)] = False
+        per_item = self.cfg.annotators.k + self.cfg.annotators.overlap
+        room = self.cfg.stop.budget - self.spent_before(iteration, "query") - len(batch) * per_item
+        n = max(0, min(self.cfg.query.batch, int(room / per_item)))
+        if iteration == 0:
+            cand = self.candidates()
+            nxt = np.sort(self.rng_for("initial", "ahead").choice(cand, size=min(n, len(cand)), replace=False))
+        else:
+            nxt = self._query(iteration, n, info, pending=batch, rng_key=iteration + 1)
+        if stored is not None and not np.array_equal(stored, nxt):  # people were asked about these
+            log.warning("iteration %d: the resumed choice of the batch ahead differs from the stored one; using "
+                        "the stored one", iteration)
+        if stored is not None:
+            nxt = stored
+        if len(nxt) == 0:
+            return None
+        self.store.set_batch(iteration + 1, "query", nxt)
+        kill_point("ahead-stored", iteration)
+        self.mark_posted(nxt)
+        if iteration > 0:
+            self.record_predictions(iteration + 1, nxt)  # F_{i-1}'s out-of-sample opinion, its pre-annotation
+        self.crowd.post(nxt, iteration + 1, "query")
+        return nxt
 
     def label_batch(self, iteration: int, batch: np.ndarray) -> np.ndarray:
         """Ask the crowd about the batch (and the overlap share); the answered items become labeled."""
@@ -59,20 +104,29 @@ class SelectionMixin:
             self._mind_iter = iteration
         return answered
 
-    def _query(self, iteration: int, n: int, info: dict) -> np.ndarray:
-        """Choose up to n unlabeled items with the configured strategy, in F_{i-1}'s feature space."""
+    def _query(self, iteration: int, n: int, info: dict, pending: np.ndarray | None = None,
+               rng_key: int | None = None) -> np.ndarray:
+        """Choose up to n unlabeled items with the configured strategy, in F_{i-1}'s feature space; ``pending``:
+        items asked about but not answered yet, counted as labeled (:meth:`post_ahead`)."""
         cand = self.candidates()
         if len(cand) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
         with self.timed_stage("embed"):
             self._refresh_distances(iteration)
+        if pending is not None and self.mind is not None:
+            kept = self.mind.d.copy()
+            self.mind.add_positions(self.pool.positions(pending))
+            try:
+                return self._query(iteration, n, info, rng_key=rng_key)
+            finally:
+                self.mind.d = kept
         pos = self.pool.positions(cand)
         S = self.pool.subset(self.ids_with(HOLDOUT))
         prev_aug = self.prev_state.get("vulnerability", {})
         v_ids = np.array([int(k) for k in prev_aug], dtype=np.int64)
         v_norm = np.array(list(prev_aug.values()), dtype=float)
         ctx = QueryContext(
-            positions=pos, embed=None, rng=self.rng_for("query", iteration),
+            positions=pos, embed=None, rng=self.rng_for("query", iteration if rng_key is None else rng_key),
             proba=self.learner.predict_proba(self.pool.X[pos]) if self.strategy.needs_proba else None,
             mind=self.mind, secured_embed=self.learner.embed(S.X),
             secured_correct=self.learner.predict(S.X) == S.y,

@@ -36,8 +36,10 @@ class Robust(StoppingCriterion):
 
 
 class BudgetSpent(StoppingCriterion):
+    """Nothing more is affordable; a batch already put to labelers ahead was affordable, and is used first."""
+
     def reason(self, campaign, iteration, metrics, vuln):
-        if campaign.affordable(1) == 0:
+        if campaign.posted_ahead(iteration) is None and campaign.affordable(1) == 0:
             return f"label budget spent ({metrics['labels_used']} of {campaign.cfg.stop.budget})"
         return None
 
@@ -52,7 +54,7 @@ class MaxIterations(StoppingCriterion):
 
 class PoolExhausted(StoppingCriterion):
     def reason(self, campaign, iteration, metrics, vuln):
-        if len(campaign.candidates()) == 0:
+        if campaign.posted_ahead(iteration) is None and len(campaign.candidates()) == 0:
             return "no unlabeled item left that an eligible labeler can answer"
         return None
 

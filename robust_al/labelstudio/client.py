@@ -523,6 +523,25 @@ class LabelStudioClient:
                 out.setdefault(item, int(t["id"]))  # the first copy, should there be two
         return out
 
+    def delete_unanswered_tasks(self, task_ids: Sequence[int]) -> list[int]:
+        """Delete the tasks that hold no annotation (cancelled ones count as annotations); returns the ids gone,
+        a task already deleted included. Answered tasks stay: what people wrote is never deleted."""
+        gone = []
+        for tid in task_ids:
+            r = self.http.get(f"/api/tasks/{int(tid)}/", params={"fields": "task_only"})
+            if r.status_code == 404:
+                gone.append(int(tid))
+                continue
+            r.raise_for_status()
+            t = r.json()
+            if int(t.get("total_annotations") or 0) or int(t.get("cancelled_annotations") or 0):
+                continue
+            d = self.http.delete(f"/api/tasks/{int(tid)}/")
+            if d.status_code not in (204, 404):
+                d.raise_for_status()
+            gone.append(int(tid))
+        return gone
+
     def annotation(self, annotation_id: int) -> dict | None:
         """One annotation as the server holds it (``GET /api/annotations/{id}/``: ``project``, ``task``,
         ``completed_by``, ``updated_by``, ``result``, ...); None when the server holds no such annotation."""

@@ -24,7 +24,7 @@ from collections.abc import Sequence
 import httpx
 
 from robust_al.annotators.simulated import SimulatedAnnotator
-from robust_al.labelstudio.users import annotate, create_annotator
+from robust_al.labelstudio.users import SignupError, annotate, create_annotator, log_in
 
 log = logging.getLogger(__name__)
 
@@ -43,12 +43,21 @@ class SimulatedUsers:
         self._names: dict[int, tuple[str, str]] = {}  # attached project -> (from_name, to_name) of its choices
         self.users: list[tuple[SimulatedAnnotator, int, str]] = []
         for b in behaviours:
-            uid, token = create_annotator((self.url, admin_token), f"{b.worker_id}@simulated.local", password)
+            email = f"{b.worker_id}@simulated.local"
+            try:
+                uid, token = create_annotator((self.url, admin_token), email, password)
+            except SignupError:  # signed up by an earlier run of the simulation: the same person again
+                uid, token = log_in((self.url, admin_token), email, password)
             self.users.append((b, uid, token))
         self.user_of = {b.worker_id: uid for b, uid, _ in self.users}
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.posted = 0
+        # per labeler: the spans (start, end, time.time()) in which the server served them no task, between two
+        # tasks (before the first and after the last are not waits); open spans in _idle_since
+        self.idle_gaps: dict[str, list[tuple[float, float]]] = {b.worker_id: [] for b in behaviours}
+        self._idle_since: dict[str, float | None] = {b.worker_id: None for b in behaviours}
+        self._served_once: set[str] = set()
 
     def projects(self) -> list[int]:
         r = httpx.get(f"{self.url}/api/projects/", headers={"Authorization": f"Token {self.admin_token}"},
@@ -88,6 +97,7 @@ class SimulatedUsers:
         from robust_al.labelstudio.client import choice_result
 
         posted = 0
+        served: set[str] = set()
         for project in self.projects():
             attached = project == self.attached
             params = {}
@@ -107,6 +117,7 @@ class SimulatedUsers:
                     item = task.get("id")  # an attached project: the task id is the item id
                 if item is None or not behaviour.can_answer(int(item)):
                     continue
+                served.add(behaviour.worker_id)
                 (answer,) = behaviour.annotate([int(item)])
                 label = self.class_names[answer.label]
                 if attached:
@@ -121,7 +132,22 @@ class SimulatedUsers:
                 if self.delay:
                     time.sleep(self.delay)
         self.posted += posted
+        self._record_idle(served)
         return posted
+
+    def _record_idle(self, served: set[str]) -> None:
+        """Close the waits of the labelers served a task in this step, open one for those served none."""
+        now = time.time()
+        for behaviour, _, _ in self.users:
+            w = behaviour.worker_id
+            since = self._idle_since[w]
+            if w in served:
+                if since is not None:
+                    self.idle_gaps[w].append((since, now))
+                self._idle_since[w] = None
+                self._served_once.add(w)
+            elif since is None and w in self._served_once:
+                self._idle_since[w] = now
 
     def run(self, idle_sleep: float = 0.3) -> None:
         with httpx.Client(base_url=self.url, timeout=60) as client:

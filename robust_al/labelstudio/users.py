@@ -66,6 +66,28 @@ def create_annotator(server: Any, email: str, password: str, timeout: float = 60
     return int(me.json()["id"]), token
 
 
+def log_in(server: Any, email: str, password: str, timeout: float = 60.0) -> tuple[int, str]:
+    """Log an existing user in through the login form; returns ``(user_id, api_token)``. Raises
+    :class:`SignupError` when the server refuses (wrong password, unknown e-mail)."""
+    url, _ = _url_token(server)
+    with httpx.Client(base_url=url, timeout=timeout, follow_redirects=False) as s:
+        r = s.get("/user/login/")
+        csrf = s.cookies.get("csrftoken")
+        if r.status_code != 200 or not csrf:
+            raise SignupError(f"GET /user/login/: HTTP {r.status_code}")
+        r = s.post("/user/login/", data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
+                   headers={"Referer": url + "/user/login/", "X-CSRFToken": csrf})
+        if r.status_code != 302:
+            raise SignupError(f"log-in of {email} refused (HTTP {r.status_code}): {_form_errors(r.text)}")
+        r = s.get("/api/current-user/token")
+        if r.status_code != 200:
+            raise SignupError(f"no API token for {email} after log-in (HTTP {r.status_code})")
+        token = r.json()["token"]
+    me = httpx.get(f"{url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}, timeout=timeout)
+    me.raise_for_status()
+    return int(me.json()["id"]), token
+
+
 def _form_errors(html: str) -> str:
     import re
 

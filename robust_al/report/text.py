@@ -99,7 +99,12 @@ def status_text(run_dir: Path) -> str:
         lines.append(f"finished: {last['stop']}")
     elif holder is not None:
         waits = waiting_for(store) if url else []
+        current = min((it for it, *_ in waits), default=None)
         for iteration, purpose, project, missing in waits:
+            if iteration > current:  # annotators.lookahead: people label it while the current batch's model trains
+                lines.append(f"  and the next batch (iteration {iteration}, {purpose}) is queued behind it: "
+                             f"{missing} answers to give in project {project}")
+                continue
             lines.append(f"running (process {holder}): iteration {iteration} ({purpose}) is waiting for {missing} "
                          f"answers in project {project} (Label Studio at {url})")
         if not waits:

@@ -1,0 +1,148 @@
+"""Benchmark (not a test): do people wait for the model? The synchronous loop (``annotators.lookahead: 0``)
+against the default that queues the next batch ahead (``1``), on a real Label Studio server.
+
+For each seed and mode, the commands a team types: ``robust-al labelstudio simulate CONFIG`` (simulated people,
+each giving one answer every ``--seconds-per-answer`` seconds: four honest, one who labels every 1 as a 7) and
+``robust-al run CONFIG``, on the embedded digits. Prints, per run:
+  - the seconds a labeler had no task between two tasks, per batch after the first (mean over labelers; the
+    wait before the first task and after the last are not counted), and the longest single wait;
+  - labels to the target: the labels in the model (``labels_in_model``; the batch ahead's answers are not in
+    it) when S accuracy first reached ``--target``, and the labels paid when the campaign stopped;
+  - whether the malicious person ended routed out, and their trust.
+
+    python pipelines/bench_lookahead.py --out docs/results/lookahead.json     # 5 seeds, ~40 min on 2 cores
+
+Writes the per-run figures, the config, the commit and the versions with ``--out``.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+from robust_al.labelstudio import server as ls_server
+from robust_al.store import RunStore
+from robust_al.versions import CAMPAIGN_MODULES, git_commit, versions
+
+TOKEN_ENV = "ROBUST_AL_BENCH_TOKEN"
+
+
+def config(url: str, seed: int, lookahead: int, args: argparse.Namespace) -> dict:
+    return {
+        "name": f"bench-s{seed}-la{lookahead}", "seed": seed, "data": {"name": "digits"},
+        "holdout": {"size": args.holdout},
+        "annotators": {"kind": "labelstudio", "k": 3, "lookahead": lookahead,
+                       "labelers": [{"kind": "benign", "count": 4, "pr": 0.05},
+                                    {"kind": "malicious", "count": 1, "pr": 0.05, "target": 1, "to": 7}],
+                       "labelstudio": {"url": url, "token_env": TOKEN_ENV, "poll_seconds": 1.0,
+                                       "title": "bench"}},
+        "query": {"strategy": "maxmin", "initial": args.batch, "batch": args.batch, "n_clusters": 5},
+        "augment": {"attacks": ["deepfool"], "noise_copies": 1},
+        "model": {"epochs": args.epochs, "hidden": [128]},
+        "stop": {"budget": args.budget, "target_accuracy": args.target, "max_iterations": 100},
+    }
+
+
+def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -> dict:
+    cfg = config(url, seed, lookahead, args)
+    path = root / f"{cfg['name']}.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    env = {**os.environ, TOKEN_ENV: token}
+    cli = [sys.executable, "-m", "robust_al.cli"]
+    report = root / f"{cfg['name']}-users.json"
+    users = subprocess.Popen([*cli, "labelstudio", "simulate", str(path), "--seconds-per-answer",
+                              str(args.seconds_per_answer), "--report", str(report)], env=env,
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        time.sleep(8)  # the users sign up before the first batch is posted
+        t0 = time.time()
+        run = subprocess.run([*cli, "run", str(path), "--run-dir", str(root / cfg["name"]), "--no-progress"],
+                             env=env, capture_output=True, text=True, timeout=3600)
+        wall = time.time() - t0
+    finally:
+        users.send_signal(signal.SIGINT)
+        said, _ = users.communicate(timeout=120)
+    if not report.exists():
+        raise SystemExit(f"the simulated users wrote no report:\n{said[-3000:]}")
+    if run.returncode != 0:
+        raise SystemExit(f"{cfg['name']} failed:\n{run.stdout[-3000:]}{run.stderr[-3000:]}")
+    waits = json.loads(report.read_text())
+    store = RunStore(root / cfg["name"])
+    metrics = store.metrics()
+    store.close()
+    n_batches = len(metrics)
+    per_user = {w: sum(b - a for a, b in g) for w, g in waits["idle_gaps"].items()}
+    longest = max((b - a for g in waits["idle_gaps"].values() for a, b in g), default=0.0)
+    reached = [m for m in metrics if m["secured_acc"] >= args.target]
+    last = metrics[-1]
+    malicious = waits["users"]["malicious0"]
+    return {
+        "seed": seed, "lookahead": lookahead, "batches": n_batches, "wall_s": wall,
+        "idle_per_batch_s": statistics.mean(per_user.values()) / max(n_batches - 1, 1),
+        "idle_longest_s": longest,
+        "labels_to_target": (reached[0].get("labels_in_model", reached[0]["labels_used"]) if reached else None),
+        "labels_paid": last["labels_used"], "stop": last["stop"], "withdrawn": last.get("withdrawn", 0),
+        "malicious_routed_out": malicious in last["routed_out"],
+        "malicious_trust": last["trust"].get(malicious), "posted": waits["posted"],
+        "seconds_per_iteration": statistics.mean(m["seconds"] for m in metrics),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--seeds", type=int, default=5)
+    ap.add_argument("--seconds-per-answer", type=float, default=2.0, help="each simulated person's pace")
+    ap.add_argument("--batch", type=int, default=10)
+    ap.add_argument("--budget", type=int, default=900)
+    ap.add_argument("--target", type=float, default=0.9, help="S accuracy that stops the campaign")
+    ap.add_argument("--holdout", type=int, default=100)
+    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--out", type=Path)
+    args = ap.parse_args()
+    if not ls_server.installed():
+        raise SystemExit(f"label-studio is not installed at {ls_server.executable()}: "
+                         "run `robust-al labelstudio install` first")
+    base = Path(tempfile.mkdtemp(prefix="robust-al-lookahead-",
+                                 dir="/dev/shm" if os.path.isdir("/dev/shm") else None))
+    rows = []
+    try:
+        srv = ls_server.LabelStudioServer()
+        srv.start(base / "labelstudio")
+        print(f"server {srv.url}", flush=True)
+        for seed in range(args.seeds):
+            for lookahead in (0, 1):
+                r = one_run(srv.url, srv.token, seed, lookahead, base, args)
+                rows.append(r)
+                print(json.dumps({k: round(v, 2) if isinstance(v, float) else v for k, v in r.items()}),
+                      flush=True)
+                if args.out:  # after each run: a long benchmark keeps what it measured
+                    args.out.write_text(json.dumps({"runs": rows, "args": vars(args) | {"out": str(args.out)},
+                                                    "config": config("URL", 0, 1, args),
+                                                    "commit": git_commit(Path(__file__).parent),
+                                                    "versions": versions(*CAMPAIGN_MODULES)},
+                                                   indent=1, default=str))
+        srv.stop()
+    finally:
+        shutil.rmtree(base, ignore_errors=True)
+    for la in (0, 1):
+        mine = [r for r in rows if r["lookahead"] == la]
+        reached = [r["labels_to_target"] for r in mine if r["labels_to_target"] is not None]
+        print(f"lookahead {la}: idle per batch {statistics.mean(r['idle_per_batch_s'] for r in mine):.1f} s "
+              f"(max {max(r['idle_per_batch_s'] for r in mine):.1f}), longest wait "
+              f"{max(r['idle_longest_s'] for r in mine):.1f} s, labels to target "
+              f"{statistics.mean(reached) if reached else float('nan'):.0f} ({len(reached)}/{len(mine)} reached), "
+              f"malicious routed out {sum(r['malicious_routed_out'] for r in mine)}/{len(mine)}")
+
+
+if __name__ == "__main__":
+    main()
