@@ -57,7 +57,7 @@ def campaign_latency(srv, run_dir: Path) -> list[float]:
     crowd = [BenignAnnotator(f"bench-benign{i}", truth, 10, pr=0.05) for i in range(4)]
     crowd.append(MaliciousAnnotator("bench-malicious", truth, 10, target=1, to=7, pr=0.05))
     users = SimulatedUsers(srv.url, srv.token, crowd, ds.train.class_names,
-                           title_prefix="robust-al campaign ls-bench").start()
+                           title_prefix="robust-al campaign ls-bench", run_dir=run_dir).start()
     os.environ["ROBUST_AL_BENCH_TOKEN"] = srv.token
     cfg = load_config(data={"name": "ls-bench", "holdout": {"size": 60}, "query": {"initial": 30, "batch": 30},
                             "annotators": {"kind": "labelstudio", "k": 3, "labelstudio": {

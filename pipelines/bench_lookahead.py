@@ -10,7 +10,7 @@ each giving one answer every ``--seconds-per-answer`` seconds: four honest, one 
     it) when S accuracy first reached ``--target``, and the labels paid when the campaign stopped;
   - whether the malicious person ended routed out, and their trust.
 
-    python pipelines/bench_lookahead.py --out docs/results/lookahead.json     # 5 seeds, ~40 min on 2 cores
+    python pipelines/bench_lookahead.py --out docs/results/lookahead.json     # 5 seeds, ~1 h on 2 cores
 
 Writes the per-run figures, the config, the commit and the versions with ``--out``.
 """
@@ -60,8 +60,8 @@ def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -
     env = {**os.environ, TOKEN_ENV: token}
     cli = [sys.executable, "-m", "robust_al.cli"]
     report = root / f"{cfg['name']}-users.json"
-    users = subprocess.Popen([*cli, "labelstudio", "simulate", str(path), "--seconds-per-answer",
-                              str(args.seconds_per_answer), "--report", str(report)], env=env,
+    users = subprocess.Popen([*cli, "labelstudio", "simulate", str(path), "--run-dir", str(root / cfg["name"]),
+                              "--seconds-per-answer", str(args.seconds_per_answer), "--report", str(report)], env=env,
                              stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         time.sleep(8)  # the users sign up before the first batch is posted

@@ -202,6 +202,7 @@ def _simulate(args: argparse.Namespace) -> int:
     if cfg.annotators.kind != "labelstudio" or ls is None:
         print("error: the config's annotators.kind must be 'labelstudio'", file=sys.stderr)
         return 2
+    run_dir = args.run_dir or cfg.resolved_run_dir()  # the campaign's store says which item a task shows
     from robust_al.labelstudio.server import check_reachable
 
     check_reachable(ls.url)
@@ -226,7 +227,8 @@ def _simulate(args: argparse.Namespace) -> int:
     # user one answer per ``pace`` seconds
     users = SimulatedUsers(ls.url, token, behaviours, pool.class_names,
                            password=args.password, title_prefix=f"{ls.title} {cfg.name}",
-                           attached=ls.project_id, delay=args.seconds_per_answer / max(len(behaviours), 1)).start()
+                           attached=ls.project_id, delay=args.seconds_per_answer / max(len(behaviours), 1),
+                           run_dir=run_dir).start()
     print(f"{len(users.users)} simulated users answering at {ls.url}: "
           + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)", flush=True)
     try:
@@ -314,6 +316,8 @@ def main(argv: list[str] | None = None) -> int:
     sm.add_argument("config")
     sm.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     sm.add_argument("--password", default="simulated-pw-1", help="password of the simulated users (>= 8 chars)")
+    sm.add_argument("--run-dir", metavar="RUN_DIR", help="the campaign's --run-dir, as given to robust-al run "
+                    "(default: the same as run's): where the simulated users look up which item a task shows")
     sm.add_argument("--seconds-per-answer", type=float, default=0.0, metavar="S",
                     help="each user's pace: one answer every S seconds (0: as fast as the server serves)")
     sm.add_argument("--report", metavar="FILE", help="at Ctrl-C, write each user's waits (JSON): the spans between "

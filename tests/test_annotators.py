@@ -158,14 +158,13 @@ class _FakeLabelStudio:
     def get_project(self, project_id, attached=False):
         return self.projects[int(project_id)]
 
-    def task_items(self, proj, after_task=0):
-        return {item: t for t, (pid, item) in self.tasks.items() if pid == proj.id and t > after_task}
-
     def import_tasks(self, proj, items, model_version=""):
         ids = []
         for it in items:
+            assert "item_id" not in it  # the campaign's tasks never carry their item id
             ids.append(len(self.tasks) + 1)
-            self.tasks[ids[-1]] = (proj.id, int(it["item_id"]))
+            self.tasks[ids[-1]] = (proj.id, int(self.store.get_meta("ls_pending_imports")[str(proj.id)]["items"]
+                                                [it["row"]]))
         self.work()
         return ids
 
@@ -199,6 +198,7 @@ def _label_studio_crowd(tmp_path, people, k):
     crowd = LabelStudioCrowd(store, "http://127.0.0.1:9", "token", [str(c) for c in range(C)], k=k,
                              webhook=False, poll_seconds=0.0, wait_seconds=5.0)
     crowd.client = server = _FakeLabelStudio(people)
+    server.store = store  # which item an import row is (task data carries no item id)
     return crowd, server, store
 
 

@@ -304,14 +304,14 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
     truth = truth_map(ds.train.ids, ds.train.y)
     behaviours = [BenignAnnotator(f"sim-benign{i}", truth, 10, pr=0.05, seed=0) for i in range(4)]
     behaviours.append(MaliciousAnnotator("sim-malicious", truth, 10, target=1, to=7, pr=0.05, seed=0))
+    run_dir = tmp_path / "run"
     users = SimulatedUsers(ls.url, ls.token, behaviours, ds.train.class_names,
-                           title_prefix="robust-al campaign tiny").start()
+                           title_prefix="robust-al campaign tiny", run_dir=run_dir).start()
     monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
     cfg = load_config(data=tiny_config(**{
         "annotators": {"kind": "labelstudio", "k": 3, "labelstudio": {
             "url": ls.url, "token_env": "LS_TEST_TOKEN", "wait_seconds": 120, "poll_seconds": 1.0}},
         "stop.budget": 270, "stop.max_iterations": 5, "model.epochs": 10}))
-    run_dir = tmp_path / "run"
     camp = Campaign.create(cfg, run_dir, dataset=ds, echo=None)
     result = {}
     thread = threading.Thread(target=lambda: result.update(r=camp.run(progress=False)))
@@ -346,7 +346,9 @@ def test_campaign_with_simulated_users_on_a_real_server(ls, tmp_path, monkeypatc
         in_ls += [(proj.id, a.annotation_id) for a in client.export_annotations(proj) if not a.was_cancelled]
         tasks = client.export(proj, export_type="JSON", all_tasks=True)
         held = {i for i, s in store.statuses().items() if s in ("holdout", "retired")}
-        assert held.isdisjoint({t["data"]["item_id"] for t in tasks})  # no holdout item in any task
+        item_of = dict(zip(store.ls_tasks(proj.id)["task_id"], store.ls_tasks(proj.id)["item_id"]))
+        assert all("item_id" not in t["data"] for t in tasks)
+        assert held.isdisjoint({item_of[t["id"]] for t in tasks})  # no holdout item in any task
     stored = set(store.annotations()["external_id"].dropna())
     assert {f"{p}:{a}" for p, a in in_ls} <= stored
     assert len(ann) == len(set(zip(ann["task"], ann["worker"])))

@@ -49,7 +49,8 @@ def test_an_import_whose_response_was_lost_is_adopted_not_repeated(ls, client, t
     more = crowd.tasks_for(proj, [12, 13], 1, "query")
     assert len(calls) == 2 and more[12] == tasks[12]
     held = client.export(proj, export_type="JSON", all_tasks=True)
-    assert sorted(t["data"]["item_id"] for t in held) == [10, 11, 12, 13]
+    item_of = dict(zip(crowd.store.ls_tasks()["task_id"], crowd.store.ls_tasks()["item_id"]))
+    assert sorted(item_of[t["id"]] for t in held) == [10, 11, 12, 13]
     crowd.close()
 
 

@@ -1,12 +1,13 @@
 """A live Label Studio project as the campaign's crowd.
 
-Each query becomes a task (its data carries the pool item id; the current model's prediction goes in as a
-pre-annotation with its score). **The server is the source of truth.** A webhook only rings
-(:mod:`robust_al.labelstudio.webhook`): each annotation id it names is read back from Label Studio with the
-campaign's own token, and only what the server holds, on a task the campaign created (the item is the one the
-campaign put to that task, never what a payload or the task's data claims), outside the secured holdout, is
-stored; polling a filtered export of the batch's tasks is the fallback and applies the same rules. Each
-annotation is stored exactly once (keyed on its Label Studio id), edits and cancellations included.
+Each query becomes a task (its data carries what the labeler is shown, never the pool item id: ids follow the
+pool's order, an image folder's class folders; the campaign keeps task -> item in its store). **The server is
+the source of truth.** A webhook only rings (:mod:`robust_al.labelstudio.webhook`): each annotation id it
+names is read back from Label Studio with the campaign's own token, and only what the server holds, on a task
+the campaign created (the item is the one the campaign put to that task, never what a payload or the task's
+data claims), outside the secured holdout, is stored; polling a filtered export of the batch's tasks is the
+fallback and applies the same rules. Each annotation is stored exactly once (keyed on its Label Studio id),
+edits and cancellations included.
 
 Who answered: the account that *wrote* the annotation. Open-source Label Studio lets any member post an
 annotation with another user's ``completed_by``; the server records the writer in ``updated_by`` (the token's
@@ -310,26 +311,29 @@ class LabelStudioCrowd:
         mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
         new = [int(i) for i in item_ids if int(i) not in mapping]
         pending = self.store.get_meta("ls_pending_imports", {})
-        nonce = pending.get(str(proj.id))
-        if new and nonce:  # tasks an earlier import made but nobody recorded (its response was lost) are adopted
-            # only that import's (its nonce, kept in the store before it was sent), and only while they hold no
-            # annotation: any member can import tasks into the project, annotations in anyone's name included
-            made = self.client.task_items(proj, after_task=int(have["task_id"].max()) if len(have) else 0,
-                                          nonce=str(nonce))
-            adopted = [i for i in new if i in made]
+        was = pending.get(str(proj.id))
+        if new and isinstance(was, dict):  # tasks an earlier import made but nobody recorded (its response was
+            # lost) are adopted: only that import's (its nonce and items, kept in the store before it was sent),
+            # and only while they hold no annotation (any member can import tasks, in anyone's name)
+            made = self.client.imported_rows(proj, str(was["nonce"]),
+                                             after_task=int(have["task_id"].max()) if len(have) else 0)
+            adopted = {int(was["items"][row]): tid for row, tid in made.items() if 0 <= row < len(was["items"])
+                       and int(was["items"][row]) in new}
             if adopted:
                 log.warning("adopting %d tasks of project %s that an interrupted import created",
                             len(adopted), proj.id)
-                self.store.set_ls_tasks(proj.id, adopted, [made[i] for i in adopted], iteration, purpose)
-                mapping.update((i, made[i]) for i in adopted)
-                new = [i for i in new if i not in made]
+                self.store.set_ls_tasks(proj.id, list(adopted), list(adopted.values()), iteration, purpose)
+                mapping.update(adopted)
+                new = [i for i in new if i not in adopted]
+        nonce = None
         if new:
             predictions = self._predictions() if self.show_predictions else {}
             nonce = secrets.token_hex(8)
-            self.store.set_meta("ls_pending_imports", {**pending, str(proj.id): nonce})
+            # the task data carries no item id (ids follow the pool's order: an image folder's, its classes)
+            self.store.set_meta("ls_pending_imports", {**pending, str(proj.id): {"nonce": nonce, "items": new}})
             items = []
-            for i in new:
-                it: dict = {"item_id": i, "import": nonce, **self._shown(i)}
+            for row, i in enumerate(new):
+                it: dict = {"import": nonce, "row": row, **self._shown(i)}
                 if i in predictions:
                     label, score = predictions[i]
                     it["prediction"] = {"label": int(label), "score": float(score)}
@@ -337,7 +341,7 @@ class LabelStudioCrowd:
             task_ids = self.client.import_tasks(proj, items, model_version=f"robust-al-iter{iteration}")
             self.store.set_ls_tasks(proj.id, new, task_ids, iteration, purpose)
             mapping.update(zip(new, task_ids))
-        if nonce:
+        if nonce or was:
             pending.pop(str(proj.id), None)
             self.store.set_meta("ls_pending_imports", pending)
         return {int(i): mapping[int(i)] for i in item_ids}

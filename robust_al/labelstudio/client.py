@@ -316,9 +316,12 @@ class LabelStudioClient:
                      batch_size: int = 5000) -> list[int]:
         """Create one task per item; returns the task ids in the order of ``items``.
 
-        Each item is ``{"item_id": int, "key": str, "image": url | "text": str, "prediction": {"label": int |
-        str, "score": float}}`` (all but item_id optional). The task shows the image, else the text, else the
-        key; a prediction becomes a pre-annotation tagged ``model_version``.
+        Each item is ``{"key": str, "image": url | "text": str, "prediction": {"label": int | str, "score":
+        float}, "item_id": int, "import": str, "row": int}`` (all optional but the key). The task shows the
+        image, else the text, else the key; a prediction becomes a pre-annotation tagged ``model_version``.
+        ``item_id`` goes into the task's data only when given: every member reads task data, and a campaign
+        gives none (ids follow the pool's order, e.g. class folders). ``import`` (a nonce) and ``row`` (the
+        item's place in that import) let a retry adopt what an import made (:meth:`imported_rows`).
         """
         if isinstance(project, int):
             project = self.get_project(project)
@@ -326,21 +329,22 @@ class LabelStudioClient:
         for start in range(0, len(items), batch_size):
             tasks = []
             for it in items[start:start + batch_size]:
-                item_id = int(it["item_id"])
-                key = str(it.get("key", item_id))
-                data: dict[str, Any] = {"item_id": item_id, "key": key}
-                if it.get("import"):  # the import's nonce: what a retry may adopt (LabelStudioCrowd.tasks_for)
-                    data["import"] = str(it["import"])
+                key = str(it.get("key", it.get("item_id")))
+                data: dict[str, Any] = {"key": key}
+                if it.get("item_id") is not None:
+                    data["item_id"] = int(it["item_id"])
+                if it.get("import"):  # the import's nonce and the item's row: what a retry may adopt
+                    data["import"], data["row"] = str(it["import"]), int(it.get("row", 0))
                 if it.get("image"):
                     data["image"] = it["image"]
                 elif project.image:
-                    raise ValueError(f"item {item_id}: the project shows images but the item has none")
+                    raise ValueError(f"item {key}: the project shows images but the item has none")
                 else:
                     data["text"] = str(it["text"]) if it.get("text") is not None else key
                 task: dict[str, Any] = {"data": data}
                 pred = it.get("prediction")
                 if pred is not None:
-                    task["predictions"] = [self._prediction(project, item_id, pred, model_version)]
+                    task["predictions"] = [self._prediction(project, key, pred, model_version)]
                 tasks.append(task)
             r = self.sdk.projects.import_tasks(project.id, request=tasks, return_task_ids=True)
             got = [int(t) for t in (r.task_ids or [])]
@@ -350,7 +354,7 @@ class LabelStudioClient:
         return ids
 
     @staticmethod
-    def _prediction(project: Project, item_id: int, pred: dict, model_version: str) -> dict:
+    def _prediction(project: Project, item_id: int | str, pred: dict, model_version: str) -> dict:
         label = pred.get("label")
         result: list[dict] = []
         if label is not None:
@@ -500,27 +504,28 @@ class LabelStudioClient:
                 return
             page += 1
 
-    def task_items(self, project: Project | int, after_task: int = 0, page_size: int = 1000,
-                   nonce: str | None = None) -> dict[int, int]:
-        """``{item_id: task_id}`` of the project's tasks with an id above ``after_task`` (a data-manager query
-        filtered on the task id in the database, paged). A campaign calls it before importing, to adopt tasks an
-        import created whose response never arrived (a server restart mid-request): importing them again would
-        put every item of the batch into the project twice, and people would answer both copies.
-        ``nonce``: only tasks whose ``data.import`` is that import's nonce and that hold no annotation (any member
-        can import tasks, annotations included, into the project: those are never adopted)."""
+    def imported_rows(self, project: Project | int, nonce: str, after_task: int = 0, page_size: int = 1000
+                      ) -> dict[int, int]:
+        """``{row: task_id}`` of the tasks the import ``nonce`` made (``data.import``; ``data.row``: the item's
+        place in it), among the tasks with an id above ``after_task`` (a data-manager query filtered on the task
+        id in the database, paged). A campaign calls it before importing, to adopt tasks an import created
+        whose response never arrived (a server restart mid-request): importing them again would put every item
+        of the batch into the project twice, and people would answer both copies. Only tasks that hold no
+        annotation: any member can import tasks, annotations included, into the project; those are never
+        adopted."""
         out: dict[int, int] = {}
         for t in self._query_tasks(project, {"filter": "filter:tasks:id", "operator": "greater", "type": "Number",
                                             "value": int(after_task)}, page_size):
             data = t.get("data") or {}
-            if nonce is not None and (data.get("import") != nonce or int(t.get("total_annotations") or 0)
-                                      or int(t.get("cancelled_annotations") or 0)):
+            if (data.get("import") != nonce or int(t.get("total_annotations") or 0)
+                    or int(t.get("cancelled_annotations") or 0)):
                 continue
             try:
-                item = int(data["item_id"])
+                row = int(data["row"])
             except (KeyError, TypeError, ValueError):
                 continue  # not a task robust-al imported
             if int(t["id"]) > after_task:
-                out.setdefault(item, int(t["id"]))  # the first copy, should there be two
+                out.setdefault(row, int(t["id"]))  # the first copy, should there be two
         return out
 
     def delete_unanswered_tasks(self, task_ids: Sequence[int]) -> list[int]:

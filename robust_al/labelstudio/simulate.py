@@ -3,8 +3,10 @@
 Each simulated labeler (benign, malicious, spammer, colluding: :mod:`robust_al.annotators.simulated`) signs up
 as a real user through the invite link, gets its own API token, and annotates through the API: it asks the
 server for its next task (``/api/projects/{id}/next``, which honours the task overlap and never serves a
-user a task it already annotated) and answers with its behaviour's label for the item in the task's data.
-So a whole campaign runs against a real server, with a malicious user whose trust must fall.
+user a task it already annotated) and answers with its behaviour's label for the item the task shows. A task does
+not say which item that is (labelers see an opaque key): the simulated users read it from the campaign's task
+table (``run_dir``, read-only), knowledge no real labeler has. So a whole campaign runs against a real server,
+with a malicious user whose trust must fall.
 
 Attached to an existing project (``attached``: its id; a campaign with ``annotators.labelstudio.project_id``),
 the users answer that project too, where the item is the task id: they take their next task from the
@@ -20,6 +22,7 @@ import logging
 import threading
 import time
 from collections.abc import Sequence
+from pathlib import Path
 
 import httpx
 
@@ -34,8 +37,12 @@ class SimulatedUsers:
 
     def __init__(self, url: str, admin_token: str, behaviours: Sequence[SimulatedAnnotator],
                  class_names: Sequence[str], password: str = "simulated-pw-1", delay: float = 0.0,
-                 title_prefix: str | None = None, attached: int | None = None):
+                 title_prefix: str | None = None, attached: int | None = None, run_dir: str | Path | None = None):
         self.url, self.admin_token = url.rstrip("/"), admin_token
+        # a campaign's task does not say which item it shows (the item id would tell people the class): the
+        # simulated people look it up in the campaign's store, as no real labeler can
+        self.run_dir = run_dir
+        self._items: dict[tuple[int, int], int] = {}
         self.title_prefix = title_prefix  # only projects whose title starts with it (one campaign's projects)
         self.class_names = [str(c) for c in class_names]
         self.delay = delay
@@ -112,9 +119,7 @@ class SimulatedUsers:
                 if r.status_code != 200:
                     continue
                 task = r.json()
-                item = task.get("data", {}).get("item_id")
-                if item is None and attached:
-                    item = task.get("id")  # an attached project: the task id is the item id
+                item = int(task["id"]) if attached else self.item_of(project, int(task["id"]))
                 if item is None or not behaviour.can_answer(int(item)):
                     continue
                 served.add(behaviour.worker_id)
@@ -134,6 +139,14 @@ class SimulatedUsers:
         self.posted += posted
         self._record_idle(served)
         return posted
+
+    def item_of(self, project: int, task: int) -> int | None:
+        """The pool item of a campaign's task, from the run's task table (None: not known to the run, yet)."""
+        if (project, task) not in self._items and self.run_dir is not None:
+            from robust_al.store.labelstudio import ls_task_items
+
+            self._items = ls_task_items(self.run_dir)
+        return self._items.get((project, task))
 
     def _record_idle(self, served: set[str]) -> None:
         """Close the waits of the labelers served a task in this step, open one for those served none."""

@@ -101,7 +101,7 @@ def status_text(run_dir: Path) -> str:
         waits = waiting_for(store) if url else []
         current = min((it for it, *_ in waits), default=None)
         for iteration, purpose, project, missing in waits:
-            if current is not None and iteration > current:  # annotators.lookahead: people label it while the current batch's model trains
+            if current is not None and iteration > current:  # annotators.lookahead: labeled while F_i trains
                 lines.append(f"  and the next batch (iteration {iteration}, {purpose}) is queued behind it: "
                              f"{missing} answers to give in project {project}")
                 continue

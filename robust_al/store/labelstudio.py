@@ -128,3 +128,18 @@ def set_server_admin(db_path: str | Path, template_user: str, username: str, pas
             db.execute("UPDATE organization SET token=?", (organization_token,))
     finally:
         db.close()
+
+
+def ls_task_items(run_dir: str | Path) -> dict[tuple[int, int], int]:
+    """``{(project, task): item}`` of a campaign's Label Studio tasks, read without writing anything (another
+    process may be running the campaign); empty before its store or schema exists."""
+    path = Path(run_dir) / "campaign.sqlite"
+    if not path.is_file():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+    try:
+        return {(int(p), int(t)): int(i) for p, t, i in db.execute("SELECT project, task_id, item_id FROM ls_tasks")}
+    except sqlite3.OperationalError:  # the schema is not written yet
+        return {}
+    finally:
+        db.close()
