@@ -101,9 +101,9 @@ def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--seconds-per-answer", type=float, default=2.0, help="each simulated person's pace")
+    ap.add_argument("--seconds-per-answer", type=float, default=1.5, help="each simulated person's pace")
     ap.add_argument("--batch", type=int, default=10)
-    ap.add_argument("--budget", type=int, default=900)
+    ap.add_argument("--budget", type=int, default=750)
     ap.add_argument("--target", type=float, default=0.9, help="S accuracy that stops the campaign")
     ap.add_argument("--holdout", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=20)

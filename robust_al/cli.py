@@ -231,6 +231,11 @@ def _simulate(args: argparse.Namespace) -> int:
                            run_dir=run_dir).start()
     print(f"{len(users.users)} simulated users answering at {ls.url}: "
           + ", ".join(f"{b.worker_id}=ls{uid}" for b, uid, _ in users.users) + " (Ctrl-C stops)", flush=True)
+    import signal
+
+    # Ctrl-C stops it even when started in the background (a shell starts those with SIGINT ignored, and
+    # Python then installs no handler of its own)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         while True:
             time.sleep(1)
