@@ -245,7 +245,7 @@ class LabelStudioCrowd:
                     self.client.delete_webhook(int(old["id"]))
                 except Exception as e:  # already deleted by hand: nothing to undo
                     log.info("old webhook %s of project %s not deleted (%s)", old.get("id"), proj.id, e)
-            wid = self.client.create_webhook(proj, listener.url, headers=listener.headers)
+            wid = self.client.create_webhook(proj, listener.url)  # no headers: a secret would be readable
             hooks[str(proj.id)] = {"id": wid, "url": listener.url}
             self.store.set_meta("ls_webhooks", hooks)
 
@@ -591,7 +591,7 @@ class LabelStudioCrowd:
             log.warning("webhook rings arrived faster than they can be read back: polling instead")
             self._flooded = True
         projects = {p.id: p for p in self._projects.values()}
-        for n, (aid, _deleted) in enumerate(rung):
+        for n, aid in enumerate(rung):
             try:
                 held = self.client.annotation(aid)
             except httpx.HTTPError as e:  # unreachable (a restart): ring again later, the poll catches up

@@ -2,8 +2,8 @@
 
 **The server is the source of truth; a webhook only rings.** Label Studio POSTs webhooks synchronously while it
 handles the API call that caused them (1 s timeout, no retry, payloads not signed). Nothing of a delivery is
-believed: the listener keeps only *which annotation ids* a delivery names (and whether it announces a deletion),
-and the campaign reads each of those annotations back from Label Studio with its own (admin) token
+believed: the listener keeps only *which annotation ids* a delivery names, and the campaign reads each of those
+annotations back from Label Studio with its own (admin) token
 (:meth:`robust_al.annotators.labelstudio.LabelStudioCrowd.drain_webhooks`): what the server does not hold, on a
 task the campaign did not create, or on a secured-holdout item is never stored, whoever rang.
 
@@ -56,10 +56,6 @@ class WebhookEvent:
     def annotation_ids(self) -> list[int]:
         return [int(a["id"]) for a in self.annotations if a.get("id") is not None]
 
-    @property
-    def deleted(self) -> bool:
-        return self.action == "ANNOTATIONS_DELETED"
-
 
 def parse_event(payload: dict, received_at: float | None = None) -> WebhookEvent:
     action = str(payload.get("action", ""))
@@ -104,7 +100,7 @@ class WebhookListener:
                  max_pending: int = MAX_PENDING, max_body: int = MAX_BODY):
         self.host, self.port, self.path = host, port, path
         self.max_pending, self.max_body = int(max_pending), int(max_body)
-        self.pending: dict[int, bool] = {}  # annotation id -> a deletion was announced (insertion order kept)
+        self.pending: dict[int, None] = {}  # annotation ids, each once, oldest first (an ordered set)
         self.overflowed = False  # rings were dropped: the campaign must look at the server itself (an export)
         self.rings = 0  # deliveries accepted
         self.rejected = 0  # deliveries refused (wrong path, too large, not JSON)
@@ -118,21 +114,15 @@ class WebhookListener:
             raise RuntimeError("listener not started")
         return f"http://{self.host}:{self._server.server_address[1]}{self.path}"
 
-    @property
-    def headers(self) -> dict[str, str]:
-        """Headers to register with the webhook: none (see the module docstring: no secret survives a labeler's
-        ``GET /api/webhooks/``, and a ring needs none)."""
-        return {}
-
     def ring(self, event: WebhookEvent) -> None:
-        """Note the annotation ids an event names (a deletion sticks until taken)."""
+        """Note the annotation ids an event names (whatever it says happened: the server is asked)."""
         with self._cond:
             self.rings += 1
             for aid in event.annotation_ids:
                 if aid in self.pending:
-                    self.pending[aid] = self.pending[aid] or event.deleted
-                elif len(self.pending) < self.max_pending:
-                    self.pending[aid] = event.deleted
+                    continue
+                if len(self.pending) < self.max_pending:
+                    self.pending[aid] = None
                 else:
                     self.overflowed = True
             self._cond.notify_all()
@@ -189,22 +179,22 @@ class WebhookListener:
         with self._cond:
             return self._cond.wait_for(lambda: bool(self.pending) or self.overflowed, timeout)
 
-    def take(self, limit: int | None = None) -> tuple[list[tuple[int, bool]], bool]:
-        """Up to ``limit`` pending (annotation id, deletion announced), oldest first, removed from the pending
-        set; and whether rings were dropped since the last call (then look at the server as a whole)."""
+    def take(self, limit: int | None = None) -> tuple[list[int], bool]:
+        """Up to ``limit`` pending annotation ids, oldest first, removed from the pending set; and whether rings
+        were dropped since the last call (then look at the server as a whole)."""
         with self._cond:
-            ids = list(self.pending.items())[:limit]
-            for aid, _ in ids:
+            ids = list(self.pending)[:limit]
+            for aid in ids:
                 del self.pending[aid]
             over, self.overflowed = self.overflowed, False
         return ids, over
 
-    def put_back(self, ids: Iterable[tuple[int, bool]]) -> None:
+    def put_back(self, ids: Iterable[int]) -> None:
         """Return ids that could not be read back (the server was unreachable) to the pending set."""
         with self._cond:
-            for aid, deleted in ids:
+            for aid in ids:
                 if aid not in self.pending and len(self.pending) < self.max_pending:
-                    self.pending[aid] = deleted
+                    self.pending[aid] = None
 
     def __enter__(self) -> WebhookListener:
         self.start()
