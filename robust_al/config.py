@@ -71,6 +71,10 @@ class LabelStudioConfig(_Strict):
     def _media_settings(self) -> LabelStudioConfig:
         if self.media == "url-template" and (not self.media_url or "{key}" not in self.media_url):
             raise ValueError("media = 'url-template' needs media_url holding {key}, e.g. https://host/img/{key}")
+        if self.media == "url-template" and not self.show_keys:  # every member reads task data, URLs included
+            raise ValueError("media = 'url-template' puts each item's key (e.g. airplane/0001.jpg, which names its "
+                             "class) in an image URL every labeler can read: set show_keys: true to accept that, or "
+                             "use media: data-url or local-files (opaque links)")
         if self.media == "local-files" and not self.files_root:
             raise ValueError("media = 'local-files' needs files_root: the --files-root the server was started with")
         return self

@@ -105,6 +105,11 @@ def test_media_settings_are_checked_before_anything_is_created(tmp_path):
     assert task_fields(pool, 0, "url-template", template="https://h/i/{key}")["image"] == "https://h/i/cat/a.png"
     with pytest.raises(ConfigError, match="media_url holding {key}"):
         load_config(data={"annotators": {"kind": "labelstudio", "labelstudio": {"url": "u", "media": "url-template"}}})
+    # the URL names the file, e.g. its class folder: refused unless keys may be shown anyway
+    template = {"url": "u", "media": "url-template", "media_url": "https://h/i/{key}"}
+    with pytest.raises(ConfigError, match="every labeler can read: set show_keys: true"):
+        load_config(data={"annotators": {"kind": "labelstudio", "labelstudio": template}})
+    assert load_config(data={"annotators": {"kind": "labelstudio", "labelstudio": {**template, "show_keys": True}}})
 
 
 def test_convert_export_rows():
