@@ -53,19 +53,22 @@ def test_a_target_reached_takes_back_the_batch_ahead_and_keeps_every_answer(ls, 
                                     **{"query.initial": 10, "query.batch": 60, "stop.target_accuracy": 0.01})
     assert result.iteration == 0 and result.stop.startswith("target accuracy reached")
     store = camp.store
+    assert len(store.batch(1, "ahead")) == 60 and result.metrics["ahead_items"] == 60
     tasks = store.ls_tasks()
-    ahead = tasks[tasks["iteration"] == 1]
-    assert len(ahead) == 60 and result.metrics["ahead_items"] == 60
+    kept = set(tasks.loc[tasks["iteration"] == 1, "task_id"].astype(int))  # taken-back tasks are forgotten
     with LabelStudioClient(ls.url, ls.token) as client:
-        proj = client.get_project(int(ahead["project"].iloc[0]))
+        proj = client.get_project(int(tasks["project"].iloc[0]))
         held = client.export(proj, export_type="JSON", all_tasks=True)
         answered = {int(t["id"]) for t in held if t["annotations"]}
-        left = {int(t["id"]) for t in held} & set(ahead["task_id"].astype(int))
         # what nobody answered is gone; an answered task stays, and its answer is stored
-        assert left == answered & set(ahead["task_id"].astype(int))
-        assert result.metrics["withdrawn"] == 60 - len(left) > 0
+        first = set(tasks.loc[tasks["iteration"] == 0, "task_id"].astype(int))
+        assert {int(t["id"]) for t in held} == first | kept and kept <= answered
+        assert result.metrics["withdrawn"] == 60 - len(kept) > 0
         stored = set(store.annotations()["external_id"].dropna())
         assert {f"{proj.id}:{a['id']}" for t in held for a in t["annotations"]} <= stored
+        # people read that it stopped (the project's description, on the projects page)
+        assert client.project_info(proj.id)["description"] == (
+            "robust-al: the campaign is not running: no new batch comes until it runs again")
         # nobody is served a task the campaign will never use (k = 1: an answered task is complete)
         r = httpx.get(f"{ls.url}/api/projects/{proj.id}/next", headers={"Authorization": f"Token {users.users[0][2]}"})
         assert r.status_code == 404, r.text
@@ -83,3 +86,47 @@ def test_a_campaign_run_to_its_budget_uses_every_batch_it_put_ahead(ls, tmp_path
     asked = store.ls_tasks()
     assert sorted(asked.groupby("iteration").size().tolist()) == [20, 20, 20, 20]
     assert store.late_answers() == 0  # every answer reached the batch it was asked for
+    # each batch ahead was settled: what people answered kept, the rest taken back; the server holds no task the
+    # campaign forgot, and every answer it holds is stored, on the item its task shows
+    with LabelStudioClient(ls.url, ls.token) as client:
+        pid = int(asked["project"].iloc[0])
+        held = client.export(pid, export_type="JSON", all_tasks=True)
+        item_of = dict(zip(asked["task_id"].astype(int), asked["item_id"].astype(int)))
+        assert {int(t["id"]) for t in held} == set(item_of)
+        ann = store.annotations().set_index("external_id")
+        for t in held:
+            for a in t["annotations"]:
+                assert ann.loc[f"{pid}:{a['id']}", "task"] == item_of[int(t["id"])]
+
+
+def test_labelers_read_where_the_campaign_is(ls, tmp_path, monkeypatch):
+    """The project's description follows the campaign: a batch added, a batch answered with the next one
+    already queued (lookahead) or the seconds until it comes (the synchronous loop, measured), stopped."""
+    from robust_al.labelstudio.client import LabelStudioClient
+
+    seen: list[str] = []
+    real = LabelStudioClient.__init__
+
+    def spy(self, *a, **kw):  # every description the campaign writes, in order
+        real(self, *a, **kw)
+        patch = self.http.patch
+
+        def recorded(url, *pa, **pkw):
+            if "description" in (pkw.get("json") or {}):
+                seen.append(pkw["json"]["description"])
+            return patch(url, *pa, **pkw)
+        self.http.patch = recorded
+
+    monkeypatch.setattr(LabelStudioClient, "__init__", spy)
+    _campaign(ls, tmp_path, monkeypatch, "tell-sync", pace=0.02,
+              **{"query.initial": 10, "query.batch": 10, "stop.budget": 30, "annotators.lookahead": 0})
+    assert seen[:3] == ["robust-al: batch 0 added",
+                        "robust-al: batch 0 answered; the model trains: the next batch comes after it",
+                        "robust-al: batch 1 added"]
+    assert seen[3].startswith("robust-al: batch 1 answered; the model trains: next batch in ~")
+    assert seen[-1] == "robust-al: the campaign is not running: no new batch comes until it runs again"
+    seen.clear()
+    _campaign(ls, tmp_path, monkeypatch, "tell-ahead", pace=0.02,
+              **{"query.initial": 10, "query.batch": 10, "stop.budget": 30})
+    assert seen[:3] == ["robust-al: batch 0 added", "robust-al: batch 1 added",
+                        "robust-al: batch 0 answered; batch 1 is queued: keep labeling"]

@@ -29,7 +29,9 @@ class CrowdProtocol(Protocol):
 
     ``lookahead`` (0 or 1): query batches the campaign puts to the crowd before the current one is answered
     (people in a browser label batch i+1 while F_i trains); ``post`` puts a batch to the labelers without
-    waiting for it (``ask`` later waits), ``withdraw`` takes back what a stopped campaign will never use.
+    waiting for it (``ask`` later waits), ``keep_ahead`` settles a batch queued ahead once the model it waited
+    for exists (keeps what people answered or may be answering, takes back the rest), ``withdraw`` takes back
+    what a stopped campaign will never use.
     """
 
     forbidden: set[int]
@@ -49,6 +51,8 @@ class CrowdProtocol(Protocol):
     def post(self, item_ids: Sequence[int], iteration: int, purpose: str) -> None: ...
 
     def withdraw(self, item_ids: Sequence[int], iteration: int, purpose: str) -> int: ...
+
+    def keep_ahead(self, item_ids: Sequence[int], iteration: int) -> list[int]: ...
 
     def sync(self) -> int: ...
 
@@ -161,6 +165,9 @@ class Crowd:
 
     def withdraw(self, item_ids: Sequence[int], iteration: int, purpose: str) -> int:
         return 0
+
+    def keep_ahead(self, item_ids: Sequence[int], iteration: int) -> list[int]:
+        return []  # nobody answered before being asked: the batch is chosen anew, as in the synchronous loop
 
     def sync(self) -> int:
         return 0

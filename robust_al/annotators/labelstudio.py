@@ -144,6 +144,9 @@ class LabelStudioCrowd:
         self._reads = TokenBucket(reads_per_second, int(2 * reads_per_second))  # read-backs of rung ids
         self._flooded = False  # rings were dropped: poll (one export of the batch) instead of reading back each
         self._warned: set[tuple[Any, ...]] = set()  # what was already said once (foreign writes, changed settings)
+        # for labelers (_tell): when the last query batch closed, and how long the next new batch took to come
+        self._closed_at: float | None = None
+        self._gap: float | None = None
 
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
@@ -406,10 +409,12 @@ class LabelStudioCrowd:
         ann = self.store.annotations()
         return sorted({int(i) for i in ann.loc[ann["purpose"] == EXISTING, "task"]})
 
-    def queue_view(self, proj) -> int:
+    def queue_view(self, proj, status: str | None = None) -> int:
         """The "robust-al queue" Data Manager tab of the attached project: the tasks with a queue prediction,
         in priority order (ascending queue model version, :meth:`_queue`). Any project member can edit a shared
-        tab, so an existing one's filter and ordering are checked each batch and put back when changed."""
+        tab, so an existing one's filter and ordering are checked each batch and put back when changed.
+        ``status``: what the tab's title says after "robust-al queue" (:meth:`_tell`)."""
+        title = QUEUE_VIEW_TITLE + (f" · {status}" if status else "")
         views = self.store.get_meta("ls_queue_view", {})
         vid = views.get(str(proj.id))
         filters = {"conjunction": "and", "items": [{
@@ -421,16 +426,19 @@ class LabelStudioCrowd:
                 data = dict(have[0].get("data") or {})
                 items = [{k: f.get(k) for k in ("filter", "operator", "type", "value")}
                          for f in (data.get("filters") or {}).get("items") or []]
-                if (items == filters["items"] and (data.get("filters") or {}).get("conjunction") == "and"
-                        and list(data.get("ordering") or []) == QUEUE_ORDERING):
+                intact = (items == filters["items"] and (data.get("filters") or {}).get("conjunction") == "and"
+                          and list(data.get("ordering") or []) == QUEUE_ORDERING)
+                if intact and (status is None or data.get("title") == title):
                     return int(vid)
-                log.warning("the %r tab of project %s was edited (filters %s, ordering %s): put back",
-                            QUEUE_VIEW_TITLE, proj.id, items, data.get("ordering"))
-                data.update(title=QUEUE_VIEW_TITLE, filters=filters, ordering=QUEUE_ORDERING)
+                if not intact:
+                    log.warning("the %r tab of project %s was edited (filters %s, ordering %s): put back",
+                                QUEUE_VIEW_TITLE, proj.id, items, data.get("ordering"))
+                data.update(title=title if status is not None else data.get("title") or QUEUE_VIEW_TITLE,
+                            filters=filters, ordering=QUEUE_ORDERING)
                 r = self.client.http.patch(f"/api/dm/views/{int(vid)}/", json={"project": proj.id, "data": data})
                 r.raise_for_status()
                 return int(vid)
-        vid = self.client.create_view(proj, QUEUE_VIEW_TITLE, filters, ordering=QUEUE_ORDERING)
+        vid = self.client.create_view(proj, title, filters, ordering=QUEUE_ORDERING)
         views[str(proj.id)] = vid
         self.store.set_meta("ls_queue_view", views)
         return vid
@@ -480,6 +488,37 @@ class LabelStudioCrowd:
         if self.attached is not None and proj.id == self.attached.project.id:
             return LABEL_AS_DISPLAYED
         return 'press "Label All Tasks"'
+
+    def _tell(self, proj, iteration: int, closed: bool, stopped: bool = False) -> None:
+        """Tell labelers, in Label Studio, where the campaign is: a created project's description (on the projects
+        page), an attached project's queue tab title (its description is the user's). After a query batch opened:
+        that it is there; after it closed: that the model trains, and whether the next batch is already queued
+        or in about how many seconds it comes (the last such wait, measured); ``stopped``: that the campaign does not
+        run (finished, or stopped until resumed). Never costs a batch."""
+        now = time.monotonic()
+        if stopped:
+            line = "the campaign is not running: no new batch comes until it runs again"
+        elif closed:
+            self._closed_at = now
+            ahead = self.store.ls_tasks(proj.id)
+            if (ahead["iteration"] == iteration + 1).any():
+                line = f"batch {iteration} answered; batch {iteration + 1} is queued: keep labeling"
+            elif self._gap is not None:
+                line = f"batch {iteration} answered; the model trains: next batch in ~{self._gap:.0f} s"
+            else:
+                line = f"batch {iteration} answered; the model trains: the next batch comes after it"
+        else:
+            if self._closed_at is not None:  # the wait people had (or would have had without a batch ahead)
+                self._gap, self._closed_at = now - self._closed_at, None
+            line = f"batch {iteration} added"
+        try:
+            if self.attached is not None and proj.id == self.attached.project.id:
+                self.queue_view(proj, status=line)
+            else:
+                self.client.http.patch(f"/api/projects/{proj.id}/",
+                                       json={"description": f"robust-al: {line}"}).raise_for_status()
+        except Exception as e:  # a courtesy to people: never let it cost the batch
+            log.warning("could not tell Label Studio project %s where the campaign is (%s)", proj.id, e)
 
     def _say(self, line: str) -> None:
         if self.echo is not None:
@@ -729,7 +768,7 @@ class LabelStudioCrowd:
         n = self.k if n_per_item is None else n_per_item
         deadline = time.time() + self.wait_seconds
         proj = self.retry_until(lambda: self.project("query" if purpose == "query" else "reexam", n), deadline)
-        tasks = self.retry_until(lambda: self.tasks_for(proj, item_ids, iteration, purpose), deadline)
+        tasks = self._open(proj, item_ids, iteration, purpose, deadline)
         exclude = exclude or {}
         last_poll = 0.0
         while True:
@@ -763,6 +802,8 @@ class LabelStudioCrowd:
             self.retry_until(lambda: self._unqueue(finished), deadline + 60)
         self.asked += sum(len(a) for a in answers.values())
         self.store.close_batch(iteration, purpose)
+        if purpose == "query":
+            self._tell(proj, iteration, closed=True)
         return [a for i in item_ids for a in answers[i][:n]]
 
     def post(self, item_ids: Sequence[int], iteration: int, purpose: str) -> None:
@@ -778,31 +819,65 @@ class LabelStudioCrowd:
             return
         deadline = time.time() + self.wait_seconds
         proj = self.retry_until(lambda: self.project("query" if purpose == "query" else "reexam", self.k), deadline)
-        self.retry_until(lambda: self.tasks_for(proj, item_ids, iteration, purpose), deadline)
+        self._open(proj, item_ids, iteration, purpose, deadline)
+
+    def _open(self, proj, item_ids: list[int], iteration: int, purpose: str, deadline: float) -> dict[int, int]:
+        """The batch's tasks (:meth:`tasks_for`); a query batch new to the project is announced to labelers."""
+        t = self.store.ls_tasks(proj.id)
+        fresh = purpose == "query" and not ((t["iteration"] == iteration) & (t["purpose"] == purpose)).any()
+        tasks = self.retry_until(lambda: self.tasks_for(proj, item_ids, iteration, purpose), deadline)
+        if fresh:
+            self._tell(proj, iteration, closed=False)
+        return tasks
 
     def withdraw(self, item_ids: Sequence[int], iteration: int, purpose: str) -> int:
-        """Take back a batch put ahead that a stopped campaign will never use: in a project the campaign made, its
-        tasks that hold no annotation are deleted; in an attached project its tasks leave the queue (the tasks
-        are the user's). Answers already given are stored first and kept (they were paid for; they count as
-        late answers); a task someone answered stays. Returns how many tasks were taken back."""
+        """Take back a batch put ahead that a stopped campaign will never use (:meth:`_take_back`, keeping only
+        tasks someone answered); returns how many tasks were taken back."""
         item_ids = [int(i) for i in item_ids]
         if not item_ids or self.store.get_meta("ls_projects", {}).get(f"{purpose}:{self.k}") is None:
             return 0
         proj = self.project(purpose, self.k)
-        tasks = self.tasks_for(proj, item_ids, iteration, purpose)
-        self.drain_webhooks()
-        self.poll_answers(proj, tasks, iteration, purpose)
-        if self.attached is not None and proj.id == self.attached.project.id:
-            self._unqueue(list(tasks.values()))
-            gone = list(tasks.values())
-        else:
-            # the last poll and the deletion are a few ms apart: an answer submitted in between is deleted with
-            # its task before anyone read it (the server records no answer to a deleted task)
-            gone = self.client.delete_unanswered_tasks(list(tasks.values()))
+        kept = self._take_back(proj, item_ids, iteration, purpose, margin=0)
         self.store.close_batch(iteration, purpose)
-        self._say(f"{len(gone)} task(s) of the batch queued ahead taken back from project {proj.id}: the campaign "
-                  "stopped")
-        return len(gone)
+        gone = len(item_ids) - len(kept)
+        self._say(f"{gone} task(s) of the batch queued ahead taken back from project {proj.id}: the campaign stopped")
+        return gone
+
+    def keep_ahead(self, item_ids: Sequence[int], iteration: int) -> list[int]:
+        """Settle the batch queued ahead for ``iteration`` now that the model it waited for exists: keep the items
+        whose tasks hold an answer, and the next unanswered ones in the order they are served, one per labeler
+        known (someone may be answering those: a task that vanishes under a person loses their work); take back
+        the rest (:meth:`_take_back`). Returns the kept items, in the batch's order."""
+        item_ids = [int(i) for i in item_ids]
+        if not item_ids or self.store.get_meta("ls_projects", {}).get(f"query:{self.k}") is None:
+            return []
+        proj = self.project("query", self.k)
+        return self._take_back(proj, item_ids, iteration, "query", margin=max(1, len(self.workers)))
+
+    def _take_back(self, proj, item_ids: list[int], iteration: int, purpose: str, margin: int) -> list[int]:
+        """Store every answer the items' tasks hold, then take back their tasks but the answered ones and the first
+        ``margin`` unanswered ones (by task id: the order people are served): in a project the campaign made, a
+        task is deleted only while it holds no annotation (the server is asked at the moment of deleting); in an
+        attached project it leaves the queue (the task is the user's). Returns the items kept. The last read and
+        a deletion are a few ms apart: an answer submitted in between is deleted with its task, unread."""
+        t = self.store.ls_tasks(proj.id)
+        have = {int(i): int(task) for i, task in zip(t["item_id"], t["task_id"]) if int(i) in set(item_ids)}
+        if not have:  # taken back already (a resumed run)
+            return []
+        self.drain_webhooks()
+        self.retry_until(lambda: self.poll_answers(proj, have, iteration, purpose), time.time() + self.wait_seconds)
+        _, held = self._answers(proj, have, {}, lambda w: True)
+        open_ = sorted((have[i], i) for i in have if held[i] == 0)
+        drop = [(tid, i) for tid, i in open_[margin:]]
+        attached = self.attached is not None and proj.id == self.attached.project.id
+        if attached:
+            self._unqueue([tid for tid, _ in drop])
+            gone = {i for _, i in drop}
+        else:
+            deleted = set(self.client.delete_unanswered_tasks([tid for tid, _ in drop]))
+            gone = {i for tid, i in drop if tid in deleted}
+        self.store.forget_ls_tasks(proj.id, sorted(gone))
+        return [i for i in item_ids if i in have and i not in gone]
 
     def sync(self) -> int:
         """Pull every annotation of the run's projects made while the campaign was not running (filtered
@@ -832,6 +907,9 @@ class LabelStudioCrowd:
                 n = self.sync()
                 if n:
                     log.info("pulled %d answers that arrived after their batch closed", n)
+            query = next((p for key, p in self._projects.items() if key.startswith("query:")), None)
+            if query is not None:
+                self._tell(query, -1, closed=True, stopped=True)
         except (httpx.HTTPError, OSError) as e:
             log.warning("could not pull the last answers from Label Studio (%s); run `robust-al labelstudio "
                         "sync RUN_DIR` when it is back", e)

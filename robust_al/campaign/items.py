@@ -42,7 +42,7 @@ class ItemsMixin:
 
     def posted_ahead(self, iteration: int) -> np.ndarray | None:
         """The batch of iteration + 1 when it was put to labelers during ``iteration`` (``lookahead``)."""
-        return self.store.batch(iteration + 1, "query") if self.crowd.lookahead else None
+        return self.store.batch(iteration + 1, "ahead") if self.crowd.lookahead else None
 
     def labels_used(self) -> int:
         """Labels bought by this campaign (an attached project's earlier annotations were not; a budget per

@@ -46,8 +46,13 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
         self.taken = np.zeros(len(self.pool), dtype=bool)  # pool rows with any status (not free to query)
         if self.status:
             self.taken[self.pool.positions(list(self.status))] = True
-        if self.crowd.lookahead:  # batches put to labelers ahead hold items with no status yet
-            self.mark_posted(self.store.asked_items("query"))
+        if self.crowd.lookahead:  # batches put to labelers (ahead, or not all answered) hold items with no status
+            self.mark_posted(self.store.asked_items("query", before=start))  # this one's is made again
+            # queued ahead for this iteration (an earlier one was settled: what it left is free); one queued for the
+            # next is made again in its turn, from the state it was made in (post_ahead)
+            ahead = self.store.batch(start, "ahead")
+            if ahead is not None:
+                self.mark_posted(ahead)
         self.crowd.forbidden = {i for i, s in self.status.items() if s in (HOLDOUT, RETIRED)}
         self.prev_metrics: dict = {}
         self.prev_state: dict = {}
@@ -77,7 +82,7 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
                 self.inject_poisons(iteration)
         with self.timed_stage("query"):
             batch = self.choose_batch(iteration, info)
-            ahead = self.post_ahead(iteration, batch, info)
+            ahead = self.post_ahead(iteration, batch)
         with self.timed_stage("annotate"):
             answered = self.label_batch(iteration, batch)
         with self.timed_stage("train"):

@@ -30,20 +30,28 @@ class SelectionMixin:
 
     def choose_batch(self, iteration: int, info: dict) -> np.ndarray:
         """This iteration's query batch: m random items before there is a model, then the strategy's picks;
-        a resumed iteration keeps the batch it stored (people were asked about those). With a crowd that takes
-        batches ahead (``lookahead``), a stored batch was chosen and put to labelers in the previous iteration
-        (:meth:`post_ahead`): it is this iteration's."""
+        a resumed iteration keeps the batch it stored (people were asked about those).
+
+        With a crowd that takes batches ahead (``lookahead``), the batch queued during the previous iteration
+        (:meth:`post_ahead`) is settled now that F_{i-1} exists: its items people answered or may be answering
+        are kept (``crowd.keep_ahead``; the rest is taken back) and the strategy picks the others with F_{i-1}, as
+        the synchronous loop would; so only what was labeled while F_{i-1} trained was chosen with F_{i-2}."""
         stored = self.store.batch(iteration, "query")
-        if self.crowd.lookahead and stored is not None:
-            if iteration > 0 and iteration not in set(self.store.predictions()["iteration"].tolist()):
-                self.record_predictions(iteration, stored)  # batch 1, chosen before F_0 existed: F_0's opinion
-            return stored
+        ahead = self.store.batch(iteration, "ahead") if self.crowd.lookahead else None
+        keep = np.zeros(0, dtype=np.int64)
+        if ahead is not None:
+            keep = np.asarray(self.crowd.keep_ahead(ahead, iteration), dtype=np.int64)
+            gone = ahead[~np.isin(ahead, keep)]
+            if len(gone):  # taken back from the labelers: free to be chosen again
+                self.taken[self.pool.positions(gone)] = False
         if iteration == 0:  # m items at random before there is any model
             cand = self.candidates()
             n = self.affordable(min(self.cfg.query.initial, len(cand)), iteration)
             batch = np.sort(self.rng_for("initial").choice(cand, size=n, replace=False))
         else:
-            batch = self._query(iteration, self.affordable(self.cfg.query.batch, iteration), info)
+            n = self.affordable(self.cfg.query.batch, iteration)
+            picked = self._query(iteration, max(0, n - len(keep)), info, pending=keep if len(keep) else None)
+            batch = np.concatenate([keep, picked[~np.isin(picked, keep)]])
         if stored is not None and not np.array_equal(stored, batch):  # people were asked about these
             log.warning("iteration %d: the resumed query differs from the stored batch; using the stored one",
                         iteration)
@@ -54,21 +62,21 @@ class SelectionMixin:
             self.record_predictions(iteration, batch)
         return batch
 
-    def post_ahead(self, iteration: int, batch: np.ndarray, info: dict) -> np.ndarray | None:
+    def post_ahead(self, iteration: int, batch: np.ndarray) -> np.ndarray | None:
         """With a crowd that takes batches ahead (people in a browser): put this iteration's batch to the labelers,
-        then choose batch i+1 with F_{i-1}, the model at hand, and put it behind, so that people label it while
-        F_i trains and is checked (the labels of batch i+1 still go through F_{i+1}'s secured check and trust).
-        Batch i's items count as labeled for the choice (max-min keeps away from them); batch 1 is drawn at
-        random like batch 0 (there is no F_0 yet to choose with); the budget keeps batch i's labels aside.
-        Returns batch i+1 (stored before anyone sees it; a resumed iteration reuses it), or None."""
+        then queue behind it a batch for iteration i+1 chosen with F_{i-1}, the model at hand, so that people have
+        tasks while F_i trains, is checked and crafts. Its items count as asked (stored as the ``ahead`` batch of
+        i+1, never held out); i+1 settles it with F_i (:meth:`choose_batch`). Batch i's items count as labeled
+        for the choice (max-min keeps away from them); the one queued behind the first batch is drawn at random
+        like it (there is no model yet); the budget keeps its labels aside. Returns it, or None."""
         if not self.crowd.lookahead:
             return None
         self.mark_posted(batch)
-        self.crowd.post(batch, iteration, "query")  # before the next batch: its tasks are served first
+        self.crowd.post(batch, iteration, "query")  # before the batch ahead: its tasks are served first
         if iteration + 1 >= self.cfg.stop.max_iterations:
             return None
-        stored = self.store.batch(iteration + 1, "query")
-        if stored is not None:  # made again all the same (its query's figures go to the metrics), then checked
+        stored = self.store.batch(iteration + 1, "ahead")
+        if stored is not None:  # made again all the same, then checked
             self.taken[self.pool.positions(stored)] = False
         per_item = self.cfg.annotators.k + self.cfg.annotators.overlap
         room = self.cfg.stop.budget - self.spent_before(iteration, "query") - len(batch) * per_item
@@ -76,8 +84,8 @@ class SelectionMixin:
         if iteration == 0:
             cand = self.candidates()
             nxt = np.sort(self.rng_for("initial", "ahead").choice(cand, size=min(n, len(cand)), replace=False))
-        else:
-            nxt = self._query(iteration, n, info, pending=batch, rng_key=iteration + 1)
+        else:  # its query's figures are not this iteration's (info): i+1 settles what is asked
+            nxt = self._query(iteration, n, {}, pending=batch, rng_key=iteration + 1)
         if stored is not None and not np.array_equal(stored, nxt):  # people were asked about these
             log.warning("iteration %d: the resumed choice of the batch ahead differs from the stored one; using "
                         "the stored one", iteration)
@@ -85,11 +93,9 @@ class SelectionMixin:
             nxt = stored
         if len(nxt) == 0:
             return None
-        self.store.set_batch(iteration + 1, "query", nxt)
+        self.store.set_batch(iteration + 1, "ahead", nxt)
         kill_point("ahead-stored", iteration)
         self.mark_posted(nxt)
-        if iteration > 0:
-            self.record_predictions(iteration + 1, nxt)  # F_{i-1}'s out-of-sample opinion, its pre-annotation
         self.crowd.post(nxt, iteration + 1, "query")
         return nxt
 

@@ -85,7 +85,7 @@ class SimulatedUsers:
                        headers={"Authorization": f"Token {self.admin_token}"})
         r.raise_for_status()
         for v in r.json():
-            if (v.get("data") or {}).get("title") == QUEUE_VIEW_TITLE:
+            if str((v.get("data") or {}).get("title") or "").startswith(QUEUE_VIEW_TITLE):  # + the campaign's status
                 return int(v["id"])
         return None
 

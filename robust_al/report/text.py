@@ -59,7 +59,14 @@ def waiting_for(store: RunStore) -> list[tuple[int, str, int, int]]:
     per_task = {int(pid): int(str(key).split(":")[1]) for key, pid in (store.get_meta("ls_projects", {}) or {}).items()}
     tasks = store.ls_tasks()
     out = []
-    for iteration, purpose, items in store.open_batches():
+    batches = store.open_batches()
+    settled = {it for it, p, _ in batches if p == "query"} | {
+        it for it in {it for it, p, _ in batches if p == "ahead"} if store.batch(it, "query") is not None}
+    for iteration, purpose, items in batches:
+        if purpose == "ahead":  # queued ahead (annotators.lookahead): its tasks are query tasks, until settled
+            if iteration in settled:
+                continue
+            purpose = "query"
         mine = tasks[(tasks["iteration"] == iteration) & (tasks["purpose"] == purpose)
                      & tasks["item_id"].isin(items.tolist())]
         for project in sorted(mine["project"].astype(int).unique()):

@@ -100,6 +100,13 @@ class LabelStudioTables:
                                 [(int(project), int(i), int(t), int(iteration), purpose)
                                  for i, t in zip(item_ids, task_ids)])
 
+    def forget_ls_tasks(self, project: int, item_ids) -> None:
+        """The items' tasks in ``project`` were taken back (deleted, or out of the queue): asked again later, each
+        gets a task anew."""
+        with self.transaction():
+            self.db.executemany("DELETE FROM ls_tasks WHERE project = ? AND item_id = ?",
+                                [(int(project), int(i)) for i in item_ids])
+
     def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
         q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
         return pd.read_sql_query(q, self.db, params=() if project is None else (int(project),))

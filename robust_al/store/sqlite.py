@@ -249,10 +249,10 @@ class RunStore(LabelStudioTables):
                                (int(iteration), purpose)).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64) if rows else None
 
-    def asked_items(self, purpose: str) -> np.ndarray:
-        """Every item some stored batch of ``purpose`` asked about, whatever its iteration."""
-        rows = self.db.execute("SELECT DISTINCT item_id FROM asked WHERE purpose = ? ORDER BY item_id",
-                               (purpose,)).fetchall()
+    def asked_items(self, purpose: str, before: int) -> np.ndarray:
+        """Every item a stored batch of ``purpose`` of an iteration before ``before`` asked about."""
+        rows = self.db.execute("SELECT DISTINCT item_id FROM asked WHERE purpose = ? AND iteration < ?"
+                               " ORDER BY item_id", (purpose, int(before))).fetchall()
         return np.array([r[0] for r in rows], dtype=np.int64)
 
     def close_batch(self, iteration: int, purpose: str) -> None:
@@ -519,11 +519,7 @@ class RunStore(LabelStudioTables):
         after = -1 if last is None else last
         with self.transaction():
             for table in DERIVED:
-                # the model's opinion on the batch of iteration last + 1 may be the completed iteration's work (a
-                # batch chosen ahead, campaign.post_ahead, with F_{last-1}, which a resumed run no longer holds);
-                # made in the unfinished iteration instead, it is F_last's, which a resumed run makes again alike
-                keep = 1 if table in ("predictions", "model_confusions") else 0
-                self.db.execute(f"DELETE FROM {table} WHERE iteration > ?", (after + keep,))
+                self.db.execute(f"DELETE FROM {table} WHERE iteration > ?", (after,))
         return after + 1
 
 
