@@ -7,10 +7,11 @@ each giving one answer every ``--seconds-per-answer`` seconds: four honest, one 
   - the seconds a labeler had no task between two tasks, per batch after the first (mean over labelers; the
     wait before the first task and after the last are not counted), and the longest single wait;
   - labels to the target: the labels in the model (``labels_in_model``; the batch ahead's answers are not in
-    it) when S accuracy first reached ``--target``, and the labels paid when the campaign stopped;
+    it) when S accuracy first reached ``--target`` (the campaigns run to their budget, so that the malicious
+    person has the labels it takes to be routed out), and the labels paid in all;
   - whether the malicious person ended routed out, and their trust.
 
-    python pipelines/bench_lookahead.py --out docs/results/lookahead.json     # 5 seeds, ~1 h on 2 cores
+    python pipelines/bench_lookahead.py --out results/bench-lookahead.json     # 5 seeds, ~30 min on 2 cores
 
 Writes the per-run figures, the config, the commit and the versions with ``--out``.
 """
@@ -28,6 +29,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from robust_al.labelstudio import server as ls_server
@@ -49,8 +51,22 @@ def config(url: str, seed: int, lookahead: int, args: argparse.Namespace) -> dic
         "query": {"strategy": "maxmin", "initial": args.batch, "batch": args.batch, "n_clusters": 5},
         "augment": {"attacks": ["deepfool"], "noise_copies": 1},
         "model": {"epochs": args.epochs, "hidden": [128]},
-        "stop": {"budget": args.budget, "target_accuracy": args.target, "max_iterations": 100},
+        "stop": {"budget": args.budget, "max_iterations": 100},
     }
+
+
+def store_ahead_taken_back(run_dir: Path) -> int:
+    """Items of batches queued ahead that were taken back when settled (not in their iteration's batch)."""
+    store = RunStore(run_dir)
+    try:
+        out = 0
+        for it in range(1, (store.last_iteration() or 0) + 2):
+            ahead, final = store.batch(it, "ahead"), store.batch(it, "query")
+            if ahead is not None:
+                out += int((~np.isin(ahead, final if final is not None else [])).sum())
+        return out
+    finally:
+        store.close()
 
 
 def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -> dict:
@@ -91,7 +107,8 @@ def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -
         "idle_per_batch_s": statistics.mean(per_user.values()) / max(n_batches - 1, 1),
         "idle_longest_s": longest,
         "labels_to_target": (reached[0].get("labels_in_model", reached[0]["labels_used"]) if reached else None),
-        "labels_paid": last["labels_used"], "stop": last["stop"], "withdrawn": last.get("withdrawn", 0),
+        "labels_paid": last["labels_used"], "stop": last["stop"],
+        "kept_ahead": sum(m.get("ahead_items", 0) for m in metrics) - store_ahead_taken_back(root / cfg["name"]),
         "malicious_routed_out": malicious in last["routed_out"],
         "malicious_trust": last["trust"].get(malicious), "posted": waits["posted"],
         "seconds_per_iteration": statistics.mean(m["seconds"] for m in metrics),
@@ -101,10 +118,10 @@ def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
-    ap.add_argument("--seconds-per-answer", type=float, default=1.5, help="each simulated person's pace")
+    ap.add_argument("--seconds-per-answer", type=float, default=1.0, help="each simulated person's pace")
     ap.add_argument("--batch", type=int, default=10)
-    ap.add_argument("--budget", type=int, default=750)
-    ap.add_argument("--target", type=float, default=0.9, help="S accuracy that stops the campaign")
+    ap.add_argument("--budget", type=int, default=600)
+    ap.add_argument("--target", type=float, default=0.95, help="the S accuracy whose labels are counted")
     ap.add_argument("--holdout", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", type=Path)
