@@ -115,6 +115,52 @@ def one_run(url: str, token: str, seed: int, lookahead: int, root: Path, args) -
     }
 
 
+def summary(raw: dict) -> dict:
+    """The committed summary of one benchmark run (``docs/results/bench-lookahead.json``)."""
+    a = raw["args"]
+    rows = []
+    for r in raw["runs"]:
+        rows.append([r["seed"], "queued ahead" if r["lookahead"] else "synchronous", r["batches"],
+                     round(r["idle_per_batch_s"], 2), round(r["idle_longest_s"], 2),
+                     r["labels_to_target"] if r["labels_to_target"] is not None else "not reached",
+                     r["labels_paid"], "yes" if r["malicious_routed_out"] else "no", round(r["malicious_trust"], 3),
+                     round(r["seconds_per_iteration"], 1), round(r["wall_s"])])
+    means = []
+    for la, name in ((0, "synchronous"), (1, "queued ahead")):
+        mine = [r for r in raw["runs"] if r["lookahead"] == la]
+        reached = [r["labels_to_target"] for r in mine if r["labels_to_target"] is not None]
+        means.append([name, len(mine), round(statistics.mean(r["idle_per_batch_s"] for r in mine), 2),
+                      round(max(r["idle_per_batch_s"] for r in mine), 2),
+                      round(max(r["idle_longest_s"] for r in mine), 2),
+                      round(statistics.mean(reached), 1) if reached else "not reached", len(reached),
+                      sum(r["malicious_routed_out"] for r in mine)])
+    return {
+        "page": "performance", "order": 6, "title": "Label Studio: do people wait for the model?",
+        "setup": (f"`pipelines/bench_lookahead.py` on a real Label Studio server: the embedded digits, batches of "
+                  f"{a['batch']} items, k = 3, S of {a['holdout']} items, an MLP ({a['epochs']} epochs) with DeepFool "
+                  f"augmentation, a budget of {a['budget']} labels; five simulated people (`robust-al labelstudio "
+                  f"simulate`, one answer every {a['seconds_per_answer']} s each; one labels every 1 as a 7). "
+                  "Per seed, the synchronous loop (`annotators.lookahead: 0`) and the default (`1`: a batch queued "
+                  "ahead, settled when the model is ready). Idle: seconds a person had no task between two tasks, "
+                  "per batch after the first, mean over the five; labels to target: labels in the model when S "
+                  f"accuracy first reached {a['target']}."),
+        "command": ["python pipelines/bench_lookahead.py --out results/bench-lookahead.json "
+                    "--summary docs/results/bench-lookahead.json"],
+        "config": {"file": None, "overrides": [], "data": "scikit-learn's digits (embedded)"},
+        "seeds": sorted({r["seed"] for r in raw["runs"]}),
+        "commit": raw["commit"], "versions": raw["versions"], "machine": "the 2-core development machine",
+        "figures": [
+            {"caption": "Per mode, over the seeds",
+             "columns": ["mode", "runs", "idle s per batch (mean)", "idle s per batch (worst run)",
+                         "longest wait (s)", "labels to target (mean)", "runs reaching it",
+                         "malicious routed out"], "rows": means},
+            {"caption": "Each run",
+             "columns": ["seed", "mode", "batches", "idle s per batch", "longest wait (s)", "labels to target",
+                         "labels paid", "malicious routed out", "malicious trust", "s per iteration", "wall (s)"],
+             "rows": rows}],
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--seeds", type=int, default=5)
@@ -125,7 +171,14 @@ def main() -> None:
     ap.add_argument("--holdout", type=int, default=100)
     ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--out", type=Path)
+    ap.add_argument("--summary", type=Path, metavar="JSON", help="with --out: also write the documentation's summary "
+                    "(docs/results/<name>.json, rendered by pipelines/make_docs.py)")
+    ap.add_argument("--summarize", type=Path, metavar="OUT", help="only write --summary from an earlier --out")
     args = ap.parse_args()
+    if args.summarize:
+        raw = json.loads(args.summarize.read_text())
+        args.summary.write_text(json.dumps(summary(raw), indent=1) + "\n")
+        return
     if not ls_server.installed():
         raise SystemExit(f"label-studio is not installed at {ls_server.executable()}: "
                          "run `robust-al labelstudio install` first")
@@ -151,6 +204,8 @@ def main() -> None:
         srv.stop()
     finally:
         shutil.rmtree(base, ignore_errors=True)
+    if args.out and args.summary:
+        args.summary.write_text(json.dumps(summary(json.loads(args.out.read_text())), indent=1) + "\n")
     for la in (0, 1):
         mine = [r for r in rows if r["lookahead"] == la]
         reached = [r["labels_to_target"] for r in mine if r["labels_to_target"] is not None]

@@ -46,6 +46,36 @@ def test_holdout_items_never_reach_any_annotator(tmp_path, tiny):
     assert held.isdisjoint(set(store.annotations()["task"]))
 
 
+def test_a_batch_queued_ahead_is_never_held_out(tmp_path, tiny):
+    """annotators.lookahead: S is drawn anew each iteration while a batch is queued ahead, and never from it (its
+    items are in people's hands)."""
+    camp = Campaign.create(tiny(**{"holdout.refresh_every": 1, "stop.budget": 240, "annotators.lookahead": 1}),
+                           tmp_path / "run", echo=None)
+    camp.run(progress=False)
+    store = RunStore(tmp_path / "run")
+    held_at = store.status_history("holdout")
+    queued = 0
+    for it in range(1, store.last_iteration() + 1):
+        ahead = store.batch(it, "ahead")
+        if ahead is not None:  # queued during it - 1; S of iteration it was drawn after
+            queued += 1
+            assert {i for i, j in held_at if j == it}.isdisjoint(ahead.tolist())
+    assert queued >= 2
+
+
+def test_with_nothing_answered_ahead_the_batches_are_the_synchronous_loops(tmp_path, tiny):
+    """A crowd that answers only when asked answers nothing of a batch queued ahead: each is settled as the
+    synchronous loop chooses its batch, so the two campaigns ask the same items and end alike."""
+    runs = {}
+    for ahead in (0, 1):
+        camp = Campaign.create(tiny(**{"annotators.lookahead": ahead, "stop.budget": 240}), tmp_path / f"la{ahead}",
+                               echo=None)
+        runs[ahead] = camp.run(progress=False)
+        runs[ahead].batches = [camp.store.batch(it, "query").tolist() for it in range(runs[ahead].iteration + 1)]
+    assert runs[0].batches == runs[1].batches and runs[0].metrics["trust"] == runs[1].metrics["trust"]
+    assert runs[1].metrics["ahead_items"] == 0 and "ahead_items" not in runs[0].metrics
+
+
 def test_a_routed_out_labeler_gets_no_queries_while_routed_out(tmp_path, tiny):
     # spammers are routed out early (interval under the threshold, or flagged); while routed out they receive
     # nothing. A routed-out labeler whose interval reaches above tau again is let back (measured here: a spammer
