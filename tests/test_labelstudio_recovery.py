@@ -80,3 +80,19 @@ def test_answers_after_a_batch_closed_are_pulled_and_counted_late(ls, client, an
 
 
 # forged webhook deliveries and impersonation: tests/test_labelstudio_security.py
+
+
+def test_a_task_a_member_deleted_never_names_the_item_whose_task_took_its_id(ls, client, tmp_path):
+    """Label Studio (SQLite) gives a deleted task's id to the next task imported. A member deletes the campaign's
+    newest task; the next batch's task takes its id: the store must map that id to the new item only, or the
+    answers to the new task would be stored on the old item."""
+    crowd = _crowd(ls, tmp_path, "deleted task", k=1, webhook=False)
+    proj = crowd.project("query", 1)
+    first = crowd.tasks_for(proj, [30, 31], 0, "query")
+    client.http.delete(f"/api/tasks/{first[31]}/").raise_for_status()  # any member may
+    second = crowd.tasks_for(proj, [32], 1, "query")
+    assert second[32] == first[31]  # the id was given again
+    t = crowd.store.ls_tasks(proj.id)
+    assert dict(zip(t["task_id"].astype(int), t["item_id"].astype(int)))[second[32]] == 32
+    assert 31 not in set(t["item_id"].astype(int))  # asked again when chosen: a new task
+    crowd.close()

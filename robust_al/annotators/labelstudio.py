@@ -305,13 +305,23 @@ class LabelStudioCrowd:
         shows the item (:func:`robust_al.labelstudio.media.task_fields`); the model's out-of-sample prediction
         becomes its pre-annotation only with ``show_predictions``. In an attached project the task already
         exists (item id = task id): it is queued instead (:meth:`_queue`)."""
+        back = self.store.get_meta("ls_taken_back", {})  # project -> tasks taken back from a batch ahead
+        closed = set(back.get(str(proj.id), []))
+        have = self.store.ls_tasks(proj.id)
+        mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
+        again = [int(i) for i in item_ids if mapping.get(int(i)) in closed]
+        if again:  # taken back earlier, chosen again: served again, for this batch
+            attached_ = self.attached is not None and proj.id == self.attached.project.id
+            if not attached_:
+                self.client.reopen_tasks([mapping[i] for i in again], proj.maximum_annotations)
+            self.store.reassign_ls_tasks(proj.id, again, iteration, purpose)
+            back[str(proj.id)] = sorted(closed - {mapping[i] for i in again})
+            self.store.set_meta("ls_taken_back", back)
         if self.attached is not None and proj.id == self.attached.project.id:
             ids = [int(i) for i in item_ids]
             self.store.set_ls_tasks(proj.id, ids, ids, iteration, purpose)
             self._queue(proj, ids, iteration)
             return {i: i for i in ids}
-        have = self.store.ls_tasks(proj.id)
-        mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
         new = [int(i) for i in item_ids if int(i) not in mapping]
         pending = self.store.get_meta("ls_pending_imports", {})
         was = pending.get(str(proj.id))
@@ -342,6 +352,13 @@ class LabelStudioCrowd:
                     it["prediction"] = {"label": int(label), "score": float(score)}
                 items.append(it)
             task_ids = self.client.import_tasks(proj, items, model_version=f"robust-al-iter{iteration}")
+            # Label Studio (SQLite) gives a deleted task's id to the next task imported: a task id the store holds
+            # for another item means a member deleted that item's task; its row must not name the new one
+            reused = set(task_ids) & set(mapping.values())
+            if reused:
+                log.warning("tasks %s of project %s were deleted in Label Studio (their ids now name new tasks): "
+                            "their items are asked again when chosen", sorted(reused), proj.id)
+                self.store.drop_ls_tasks(proj.id, sorted(reused))
             self.store.set_ls_tasks(proj.id, new, task_ids, iteration, purpose)
             mapping.update(zip(new, task_ids))
         if nonce or was:
@@ -846,22 +863,31 @@ class LabelStudioCrowd:
     def keep_ahead(self, item_ids: Sequence[int], iteration: int) -> list[int]:
         """Settle the batch queued ahead for ``iteration`` now that the model it waited for exists: keep the items
         whose tasks hold an answer, and the next unanswered ones in the order they are served, one per labeler
-        known (someone may be answering those: a task that vanishes under a person loses their work); take back
-        the rest (:meth:`_take_back`). Returns the kept items, in the batch's order."""
+        known (someone may be answering those); take back the rest (:meth:`_take_back`). Returns the kept items,
+        in the batch's order, then the items of tasks taken back earlier that have been answered since (someone
+        had one open): paid for, they are asked to the end rather than left half answered."""
         item_ids = [int(i) for i in item_ids]
         if not item_ids or self.store.get_meta("ls_projects", {}).get(f"query:{self.k}") is None:
             return []
         proj = self.project("query", self.k)
-        return self._take_back(proj, item_ids, iteration, "query", margin=max(1, len(self.workers)))
+        kept = self._take_back(proj, item_ids, iteration, "query", margin=max(1, len(self.workers)))
+        closed = set(self.store.get_meta("ls_taken_back", {}).get(str(proj.id), []))
+        t = self.store.ls_tasks(proj.id)
+        item_of = {int(task): int(i) for i, task in zip(t["item_id"], t["task_id"]) if int(task) in closed}
+        _, held = self._answers(proj, {i: task for task, i in item_of.items()}, {}, lambda w: True)
+        return kept + sorted(i for i, h in held.items() if h and i not in kept and i not in self.forbidden)
 
     def _take_back(self, proj, item_ids: list[int], iteration: int, purpose: str, margin: int) -> list[int]:
         """Store every answer the items' tasks hold, then take back their tasks but the answered ones and the first
         ``margin`` unanswered ones (by task id: the order people are served): in a project the campaign made, a
-        task is deleted only while it holds no annotation (the server is asked at the moment of deleting); in an
-        attached project it leaves the queue (the task is the user's). Returns the items kept. The last read and
-        a deletion are a few ms apart: an answer submitted in between is deleted with its task, unread."""
+        task still holding no annotation is closed (:meth:`LabelStudioClient.close_unanswered_tasks`; never
+        deleted); in an attached project it leaves the queue (the task is the user's). Returns the items kept. A
+        task taken back keeps its item: an answer someone still posts to it is stored, on that item."""
         t = self.store.ls_tasks(proj.id)
-        have = {int(i): int(task) for i, task in zip(t["item_id"], t["task_id"]) if int(i) in set(item_ids)}
+        back = self.store.get_meta("ls_taken_back", {})
+        closed = set(back.get(str(proj.id), []))
+        have = {int(i): int(task) for i, task in zip(t["item_id"], t["task_id"])
+                if int(i) in set(item_ids) and int(task) not in closed}
         if not have:  # taken back already (a resumed run)
             return []
         self.drain_webhooks()
@@ -874,9 +900,10 @@ class LabelStudioCrowd:
             self._unqueue([tid for tid, _ in drop])
             gone = {i for _, i in drop}
         else:
-            deleted = set(self.client.delete_unanswered_tasks([tid for tid, _ in drop]))
-            gone = {i for tid, i in drop if tid in deleted}
-        self.store.forget_ls_tasks(proj.id, sorted(gone))
+            shut = set(self.client.close_unanswered_tasks([tid for tid, _ in drop]))
+            gone = {i for tid, i in drop if tid in shut}
+        back[str(proj.id)] = sorted(closed | {have[i] for i in gone})
+        self.store.set_meta("ls_taken_back", back)
         return [i for i in item_ids if i in have and i not in gone]
 
     def sync(self) -> int:

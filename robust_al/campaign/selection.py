@@ -44,6 +44,8 @@ class SelectionMixin:
             gone = ahead[~np.isin(ahead, keep)]
             if len(gone):  # taken back from the labelers: free to be chosen again
                 self.taken[self.pool.positions(gone)] = False
+            keep = keep[~np.isin(keep, self.ids_with(LABELED))]  # answered after being taken back, never labeled
+            self.mark_posted(keep)
         if iteration == 0:  # m items at random before there is any model
             cand = self.candidates()
             n = self.affordable(min(self.cfg.query.initial, len(cand)), iteration)

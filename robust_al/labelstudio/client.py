@@ -528,24 +528,29 @@ class LabelStudioClient:
                 out.setdefault(row, int(t["id"]))  # the first copy, should there be two
         return out
 
-    def delete_unanswered_tasks(self, task_ids: Sequence[int]) -> list[int]:
-        """Delete the tasks that hold no annotation (cancelled ones count as annotations); returns the ids gone,
-        a task already deleted included. Answered tasks stay: what people wrote is never deleted."""
-        gone = []
+    def close_unanswered_tasks(self, task_ids: Sequence[int]) -> list[int]:
+        """Stop the server serving the tasks that hold no annotation (cancelled ones count): each one's ``overlap``
+        (the answers it takes) is set to 0, so ``/next`` and "Label All Tasks" pass it by; an answer posted to it
+        still lands on it. Returns the ids closed. Nothing is deleted: measured on Label Studio 1.23 (SQLite), a
+        deleted task's id goes to the next task imported, in any project, so a page still open on the deleted task
+        would post its answer to another item."""
+        closed = []
         for tid in task_ids:
             r = self.http.get(f"/api/tasks/{int(tid)}/", params={"fields": "task_only"})
             if r.status_code == 404:
-                gone.append(int(tid))
                 continue
             r.raise_for_status()
             t = r.json()
             if int(t.get("total_annotations") or 0) or int(t.get("cancelled_annotations") or 0):
                 continue
-            d = self.http.delete(f"/api/tasks/{int(tid)}/")
-            if d.status_code not in (204, 404):
-                d.raise_for_status()
-            gone.append(int(tid))
-        return gone
+            self.http.patch(f"/api/tasks/{int(tid)}/", json={"overlap": 0}).raise_for_status()
+            closed.append(int(tid))
+        return closed
+
+    def reopen_tasks(self, task_ids: Sequence[int], overlap: int) -> None:
+        """Serve closed tasks again (:meth:`close_unanswered_tasks`), each taking ``overlap`` answers."""
+        for tid in task_ids:
+            self.http.patch(f"/api/tasks/{int(tid)}/", json={"overlap": int(overlap)}).raise_for_status()
 
     def annotation(self, annotation_id: int) -> dict | None:
         """One annotation as the server holds it (``GET /api/annotations/{id}/``: ``project``, ``task``,

@@ -100,12 +100,18 @@ class LabelStudioTables:
                                 [(int(project), int(i), int(t), int(iteration), purpose)
                                  for i, t in zip(item_ids, task_ids)])
 
-    def forget_ls_tasks(self, project: int, item_ids) -> None:
-        """The items' tasks in ``project`` were taken back (deleted, or out of the queue): asked again later, each
-        gets a task anew."""
+    def drop_ls_tasks(self, project: int, task_ids) -> None:
+        """Forget tasks of ``project`` that no longer exist (a member deleted them)."""
         with self.transaction():
-            self.db.executemany("DELETE FROM ls_tasks WHERE project = ? AND item_id = ?",
-                                [(int(project), int(i)) for i in item_ids])
+            self.db.executemany("DELETE FROM ls_tasks WHERE project = ? AND task_id = ?",
+                                [(int(project), int(t)) for t in task_ids])
+
+    def reassign_ls_tasks(self, project: int, item_ids, iteration: int, purpose: str) -> None:
+        """The items' existing tasks in ``project`` are asked again, for ``iteration`` / ``purpose`` (a task taken
+        back from a batch queued ahead, then chosen again)."""
+        with self.transaction():
+            self.db.executemany("UPDATE ls_tasks SET iteration = ?, purpose = ? WHERE project = ? AND item_id = ?",
+                                [(int(iteration), purpose, int(project), int(i)) for i in item_ids])
 
     def ls_tasks(self, project: int | None = None) -> pd.DataFrame:
         q = "SELECT * FROM ls_tasks" + ("" if project is None else " WHERE project = ?")
