@@ -144,8 +144,10 @@ def summary(raw: dict) -> dict:
                   "ahead, settled when the model is ready). Idle: seconds a person had no task between two tasks, "
                   "per batch after the first, mean over the five; labels to target: labels in the model when S "
                   f"accuracy first reached {a['target']}."),
-        "command": ["python pipelines/bench_lookahead.py --out results/bench-lookahead.json "
-                    "--summary docs/results/bench-lookahead.json"],
+        "command": [f"python pipelines/bench_lookahead.py --seeds {len({r['seed'] for r in raw['runs']})} "
+                    f"--seconds-per-answer {a['seconds_per_answer']} --batch {a['batch']} --budget {a['budget']} "
+                    f"--target {a['target']} --holdout {a['holdout']} --epochs {a['epochs']} "
+                    "--out results/bench-lookahead.json --summary docs/results/bench-lookahead.json"],
         "config": {"file": None, "overrides": [], "data": "scikit-learn's digits (embedded)"},
         "seeds": sorted({r["seed"] for r in raw["runs"]}),
         "commit": raw["commit"], "versions": raw["versions"], "machine": "the 2-core development machine",

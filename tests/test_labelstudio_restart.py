@@ -220,8 +220,11 @@ def test_simulated_users_answer_an_attached_project(ls, client, tmp_path):
         out, err = sim.communicate(timeout=60)
     assert "simulated users answering" in out, (out, err)
     ann = camp.store.annotations()
-    # only the campaign's queue was answered (two users served one task at the same moment: both answers count)
-    assert set(ann["task"]) == set(camp.store.ls_tasks(pid)["item_id"].astype(int)), ann
+    # only the campaign's queue was answered (two users served one task at the same moment: both answers count);
+    # a task of a batch queued ahead that was taken back (out of the queue) may stay unanswered
+    queued = set(camp.store.ls_tasks(pid)["item_id"].astype(int))
+    back = set((camp.store.get_meta("ls_taken_back") or {}).get(str(pid), []))
+    assert queued - back <= set(ann["task"]) <= queued, ann
     assert len(ann) == camp.labels_used() >= 10
     names = camp.store.get_meta("ls_users") or {}
     assert {names.get(w, "") for w in ann["worker"]} <= {"attsim0@simulated.local", "attsim1@simulated.local"}

@@ -854,7 +854,8 @@ class LabelStudioCrowd:
         if not item_ids or self.store.get_meta("ls_projects", {}).get(f"{purpose}:{self.k}") is None:
             return 0
         proj = self.project(purpose, self.k)
-        kept = self._take_back(proj, item_ids, iteration, purpose, margin=0)
+        kept = self.retry_until(lambda: self._take_back(proj, item_ids, iteration, purpose, margin=0),
+                                time.time() + self.wait_seconds)
         self.store.close_batch(iteration, purpose)
         gone = len(item_ids) - len(kept)
         self._say(f"{gone} task(s) of the batch queued ahead taken back from project {proj.id}: the campaign stopped")
@@ -870,7 +871,10 @@ class LabelStudioCrowd:
         if not item_ids or self.store.get_meta("ls_projects", {}).get(f"query:{self.k}") is None:
             return []
         proj = self.project("query", self.k)
-        kept = self._take_back(proj, item_ids, iteration, "query", margin=max(1, len(self.workers)))
+        # a server restart must not cost the campaign its batch: taking back again is harmless
+        kept = self.retry_until(lambda: self._take_back(proj, item_ids, iteration, "query",
+                                                        margin=max(1, len(self.workers))),
+                                time.time() + self.wait_seconds)
         closed = set(self.store.get_meta("ls_taken_back", {}).get(str(proj.id), []))
         t = self.store.ls_tasks(proj.id)
         item_of = {int(task): int(i) for i, task in zip(t["item_id"], t["task_id"]) if int(task) in closed}
@@ -891,7 +895,7 @@ class LabelStudioCrowd:
         if not have:  # taken back already (a resumed run)
             return []
         self.drain_webhooks()
-        self.retry_until(lambda: self.poll_answers(proj, have, iteration, purpose), time.time() + self.wait_seconds)
+        self.poll_answers(proj, have, iteration, purpose)
         _, held = self._answers(proj, have, {}, lambda w: True)
         open_ = sorted((have[i], i) for i in have if held[i] == 0)
         drop = [(tid, i) for tid, i in open_[margin:]]
