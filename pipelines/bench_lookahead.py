@@ -140,7 +140,7 @@ def summary(raw: dict) -> dict:
                   f"{a['batch']} items, k = 3, S of {a['holdout']} items, an MLP ({a['epochs']} epochs) with DeepFool "
                   f"augmentation, a budget of {a['budget']} labels; five simulated people (`robust-al labelstudio "
                   f"simulate`, one answer every {a['seconds_per_answer']} s each; one labels every 1 as a 7). "
-                  "Per seed, the synchronous loop (`annotators.lookahead: 0`) and the default (`1`: a batch queued "
+                  "Per seed, the synchronous loop (`annotators.lookahead: 0`, the default) and `1` (a batch queued "
                   "ahead, settled when the model is ready). Idle: seconds a person had no task between two tasks, "
                   "per batch after the first, mean over the five; labels to target: labels in the model when S "
                   f"accuracy first reached {a['target']}."),

@@ -87,10 +87,11 @@ class AnnotatorsConfig(_Strict):
     overlap: float = Field(0.0, ge=0, le=1, description="share of each query batch that one more labeler answers "
                            "(beyond k), so that labelers' answers meet: with k = 1 on uncertain queries nothing "
                            "else tells a colluding bloc from honest labelers (docs: concepts/trust.md, overlap)")
-    lookahead: int | None = Field(None, ge=0, le=1, description="query batches put to labelers ahead: 1 = batch "
-                                  "i+1, chosen with F_{i-1}, is labeled while F_i trains and is checked; 0 = the "
-                                  "synchronous loop of the paper; null = 1 with Label Studio (people would wait "
-                                  "for the model), 0 with simulated and replayed crowds (they answer at once)")
+    lookahead: int = Field(0, ge=0, le=1, description="1: a batch for iteration i+1, chosen with F_{i-1}, is queued "
+                           "while F_i trains and is checked, so people in Label Studio never wait for the model, "
+                           "and settled with F_i (what was answered is kept); it costs labels to a target "
+                           "(measured: docs/results/performance.md#bench-lookahead). 0: the paper's synchronous "
+                           "loop")
     labelers: list[LabelerConfig] = Field(default_factory=lambda: [LabelerConfig(kind="benign", count=11)])
     inject: list[LabelerConfig] = Field(default_factory=list, description="simulated workers added to a replayed crowd")
     inject_items: int | Literal["median", "all"] = Field(

@@ -1,4 +1,4 @@
-"""The next batch queued ahead (``annotators.lookahead``, Label Studio's default) on a real server: people label it
+"""The next batch queued ahead (``annotators.lookahead: 1``) on a real server: people label it
 while the model trains; a campaign that reaches its target takes back what nobody needs any more, without losing
 an answer given; one that runs to its budget uses every batch it put ahead."""
 from __future__ import annotations
@@ -31,7 +31,7 @@ def _campaign(ls, tmp_path, monkeypatch, name: str, pace: float, **over):
                            title_prefix=f"robust-al campaign {name}", run_dir=run_dir)
     monkeypatch.setenv("LS_TEST_TOKEN", ls.token)
     cfg = load_config(data=tiny_config(**{
-        "name": name, "annotators": {"kind": "labelstudio", "k": 1, "labelstudio": {
+        "name": name, "annotators": {"kind": "labelstudio", "k": 1, "lookahead": 1, "labelstudio": {
             "url": ls.url, "token_env": "LS_TEST_TOKEN", "wait_seconds": 120, "poll_seconds": 0.5}},
         "augment.attacks": [], "model.epochs": 5, **over}))
     camp = Campaign.create(cfg, run_dir, dataset=ds, echo=None)

@@ -59,7 +59,7 @@ def test_a_restarted_server_keeps_its_url(own_ls, tmp_path):
 
 def _config(tmp_path: Path, srv) -> Path:
     cfg = tiny_config(**{
-        "annotators": {"kind": "labelstudio", "k": 1, "labelstudio": {
+        "annotators": {"kind": "labelstudio", "k": 1, "lookahead": 1, "labelstudio": {
             "url": srv.url, "token_file": str(srv.token_file), "wait_seconds": 900, "poll_seconds": 0.5,
             "webhook": False, "status_seconds": 1}},
         "query.initial": 8, "query.batch": 8, "stop.budget": 16, "stop.max_iterations": 2, "model.epochs": 5,
@@ -122,7 +122,7 @@ def test_a_campaign_survives_its_server_going_down_and_moving(own_ls, tmp_path):
         first = tasks[tasks["iteration"] == 0]
         assert f"iteration 0 (query) is waiting for {len(first)} answers in project {project} (Label Studio at " \
                f"{old_url})" in r.stdout
-        # annotators.lookahead (Label Studio's default): the next batch is already there to label
+        # annotators.lookahead: 1: the next batch is already there to label
         ahead = _wait(lambda: _tasks(run_dir, iteration=1), "the next batch's tasks", proc=proc)
         r = _cli("status", str(run_dir))
         assert (f"the next batch (iteration 1, query) is queued behind it: {len(ahead)} answers to give in "

@@ -115,7 +115,7 @@ class LabelStudioCrowd:
         from robust_al.labelstudio.client import LabelStudioClient
 
         self.store, self.url, self.k = store, url.rstrip("/"), k
-        self.lookahead = 1  # annotators.lookahead (the campaign sets it): people label batch i+1 while F_i trains
+        self.lookahead = 0  # annotators.lookahead (the campaign sets it): people label batch i+1 while F_i trains
         self.client = LabelStudioClient(url, token)
         self.class_names = [str(c) for c in class_names]
         self.pool = pool  # what the tasks show (keys, images, texts); None: the bare item ids

@@ -111,8 +111,7 @@ class CampaignBuild:
                                           show_keys=ls.show_keys)
         else:
             self.crowd = Crowd(self.annotators, self.store, seed=cfg.seed, k=cfg.annotators.k)
-        ahead = cfg.annotators.lookahead
-        self.crowd.lookahead = int(cfg.annotators.kind == "labelstudio") if ahead is None else ahead
+        self.crowd.lookahead = cfg.annotators.lookahead
         self.learner = campaign_learner(cfg, pool.input_shape, pool.n_classes, pool.X)
         self.net = self.learner.trainer
         self.initial_model = self.learner.snapshot("F_init")  # what every fit without warm start starts from
