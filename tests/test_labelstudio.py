@@ -531,3 +531,15 @@ def test_attach_refuses_a_missing_project_or_too_few_annotations(ls, client, tmp
                                           r"annotation.*maximum_annotations"):
         Campaign.create(cfg(pid, k=2), tmp_path / "few")
     assert not (tmp_path / "few").exists()
+
+
+def test_a_user_signed_up_before_logs_in_again_and_a_wrong_password_is_refused(ls):
+    """`labelstudio simulate` run twice against one server: its users exist already and log in again."""
+    from robust_al.labelstudio.users import SignupError, create_annotator, log_in
+
+    uid, token = create_annotator(ls, "again@example.com", "again-password-1")
+    with pytest.raises(SignupError, match="sign-up of again@example.com refused"):
+        create_annotator(ls, "again@example.com", "again-password-1")
+    assert log_in(ls, "again@example.com", "again-password-1") == (uid, token)
+    with pytest.raises(SignupError, match="log-in of again@example.com refused"):
+        log_in(ls, "again@example.com", "wrong-password-1")

@@ -44,44 +44,35 @@ def create_annotator(server: Any, email: str, password: str, timeout: float = 60
     path = link[len(url):] if link.startswith(url) else link
     if path.startswith("/user/signup?"):  # the form posts back to the same view; keep its trailing slash
         path = "/user/signup/?" + path.split("?", 1)[1]
-    with httpx.Client(base_url=url, timeout=timeout, follow_redirects=False) as s:
-        r = s.get(path)
-        if r.status_code != 200:
-            raise SignupError(f"GET {path}: HTTP {r.status_code}")
-        csrf = s.cookies.get("csrftoken")
-        if not csrf:
-            raise SignupError("the sign-up page set no csrftoken cookie")
-        r = s.post(path, data={"email": email, "password": password, "csrfmiddlewaretoken": csrf,
-                               "allow_newsletters": "false"},
-                   headers={"Referer": url + path, "X-CSRFToken": csrf})
-        if r.status_code != 302:
-            raise SignupError(f"sign-up of {email} refused (HTTP {r.status_code}): {_form_errors(r.text)}")
-        r = s.get("/api/current-user/token")
-        if r.status_code != 200:
-            raise SignupError(f"no API token for {email} after sign-up (HTTP {r.status_code})")
-        token = r.json()["token"]
-    me = httpx.get(f"{url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"},
-                   timeout=timeout)
-    me.raise_for_status()
-    return int(me.json()["id"]), token
+    return _through_form(url, path, {"email": email, "password": password, "allow_newsletters": "false"},
+                         f"sign-up of {email}", timeout)
 
 
 def log_in(server: Any, email: str, password: str, timeout: float = 60.0) -> tuple[int, str]:
     """Log an existing user in through the login form; returns ``(user_id, api_token)``. Raises
     :class:`SignupError` when the server refuses (wrong password, unknown e-mail)."""
     url, _ = _url_token(server)
+    return _through_form(url, "/user/login/", {"email": email, "password": password}, f"log-in of {email}",
+                         timeout)
+
+
+def _through_form(url: str, path: str, data: dict, what: str, timeout: float) -> tuple[int, str]:
+    """Post one of Label Studio's account forms (its CSRF token first) as a browser does, then read the session's
+    API token: ``(user_id, api_token)``; :class:`SignupError` naming ``what`` when the server refuses."""
     with httpx.Client(base_url=url, timeout=timeout, follow_redirects=False) as s:
-        r = s.get("/user/login/")
+        r = s.get(path)
+        if r.status_code != 200:
+            raise SignupError(f"GET {path}: HTTP {r.status_code}")
         csrf = s.cookies.get("csrftoken")
-        if r.status_code != 200 or not csrf:
-            raise SignupError(f"GET /user/login/: HTTP {r.status_code}")
-        r = s.post("/user/login/", data={"email": email, "password": password, "csrfmiddlewaretoken": csrf},
-                   headers={"Referer": url + "/user/login/", "X-CSRFToken": csrf})
+        if not csrf:
+            raise SignupError(f"{path} set no csrftoken cookie")
+        r = s.post(path, data={**data, "csrfmiddlewaretoken": csrf}, headers={"Referer": url + path,
+                                                                              "X-CSRFToken": csrf})
         if r.status_code != 302:
-            raise SignupError(f"log-in of {email} refused (HTTP {r.status_code}): {_form_errors(r.text)}")
+            raise SignupError(f"{what} refused (HTTP {r.status_code}): {_form_errors(r.text)}")
         r = s.get("/api/current-user/token")
         if r.status_code != 200:
-            raise SignupError(f"no API token for {email} after log-in (HTTP {r.status_code})")
+            raise SignupError(f"no API token after the {what} (HTTP {r.status_code})")
         token = r.json()["token"]
     me = httpx.get(f"{url}/api/current-user/whoami", headers={"Authorization": f"Token {token}"}, timeout=timeout)
     me.raise_for_status()
