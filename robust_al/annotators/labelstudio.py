@@ -148,6 +148,11 @@ class LabelStudioCrowd:
         self._closed_at: float | None = None
         self._gap: float | None = None
 
+    def _is_attached(self, project_id: int) -> bool:
+        """Is this the user's own project the campaign is attached to (its tasks are the pool, its settings the
+        user's)?"""
+        return self.attached is not None and int(project_id) == self.attached.project.id
+
     # -- bookkeeping shared with Crowd -----------------------------------------------------------------------
     @property
     def workers(self) -> list[str]:
@@ -272,7 +277,7 @@ class LabelStudioCrowd:
             self.store.set_meta("ls_settings", kept)
             before = now
         changed = [k for k in keys if now.get(k) != before.get(k)]
-        attached = self.attached is not None and proj.id == self.attached.project.id
+        attached = self._is_attached(proj.id)
         if changed and ("settings", proj.id, tuple(changed)) not in self._warned:
             self._warned.add(("settings", proj.id, tuple(changed)))
             log.warning("a member changed %s of Label Studio project %s%s", ", ".join(changed), proj.id,
@@ -311,13 +316,12 @@ class LabelStudioCrowd:
         mapping = dict(zip(have["item_id"].astype(int), have["task_id"].astype(int)))
         again = [int(i) for i in item_ids if mapping.get(int(i)) in closed]
         if again:  # taken back earlier, chosen again: served again, for this batch
-            attached_ = self.attached is not None and proj.id == self.attached.project.id
-            if not attached_:
+            if not self._is_attached(proj.id):
                 self.client.reopen_tasks([mapping[i] for i in again], proj.maximum_annotations)
             self.store.reassign_ls_tasks(proj.id, again, iteration, purpose)
             back[str(proj.id)] = sorted(closed - {mapping[i] for i in again})
             self.store.set_meta("ls_taken_back", back)
-        if self.attached is not None and proj.id == self.attached.project.id:
+        if self._is_attached(proj.id):
             ids = [int(i) for i in item_ids]
             self.store.set_ls_tasks(proj.id, ids, ids, iteration, purpose)
             self._queue(proj, ids, iteration)
@@ -502,7 +506,7 @@ class LabelStudioCrowd:
         """Which button people press: in an attached project the queue tab's "Label Tasks As Displayed" (its
         "Label All Tasks" serves any task, holdout tasks included); in a project the campaign made, whose
         tasks are all queries imported in priority order, "Label All Tasks"."""
-        if self.attached is not None and proj.id == self.attached.project.id:
+        if self._is_attached(proj.id):
             return LABEL_AS_DISPLAYED
         return 'press "Label All Tasks"'
 
@@ -529,7 +533,7 @@ class LabelStudioCrowd:
                 self._gap, self._closed_at = now - self._closed_at, None
             line = f"batch {iteration} added"
         try:
-            if self.attached is not None and proj.id == self.attached.project.id:
+            if self._is_attached(proj.id):
                 self.queue_view(proj, status=line)
             else:
                 self.client.http.patch(f"/api/projects/{proj.id}/",
@@ -590,7 +594,7 @@ class LabelStudioCrowd:
         (``before_campaign``). A version written by someone else than the labeler an annotation is already
         stored under is not applied: nobody's stored answer changes by another's hand."""
         new = 0
-        attached = self.attached is not None and int(project_id) == self.attached.project.id
+        attached = self._is_attached(project_id)
         for a in annotations:
             ext = self.external_id(project_id, a.annotation_id)
             worker = worker_name(a.writer)
@@ -687,7 +691,7 @@ class LabelStudioCrowd:
         """The annotations (read from the server) that lie on this campaign's tasks, each with the item the
         campaign put to its task (never what the task's data says: a member can edit task data), holdout items
         left out."""
-        attached = self.attached is not None and proj.id == self.attached.project.id
+        attached = self._is_attached(proj.id)
         if attached:  # its tasks are the pool: the task id is the item
             return [a for a in annotations if a.item_id not in self.forbidden]
         t = self.store.ls_tasks(proj.id)
@@ -706,7 +710,7 @@ class LabelStudioCrowd:
         organization."""
         if ann.item_id in self.forbidden:
             return f"item {ann.item_id} belongs to the secured holdout"
-        attached = self.attached is not None and project_id == self.attached.project.id  # its tasks are the pool
+        attached = self._is_attached(project_id)  # its tasks are the pool
         if not attached and ann.task_id is not None and asked.get(ann.item_id, (None,))[0] != ann.task_id:
             return f"task {ann.task_id} with item {ann.item_id} is not a task of this campaign"
         if not self._is_member(ann.writer):
@@ -723,7 +727,7 @@ class LabelStudioCrowd:
     def _unasked(self, proj, purpose: str) -> str:
         """Purpose of an answer on an item robust-al never asked about: in an attached project, people label
         its other tasks too; those are labels the project collected (``existing``), not bought by the campaign."""
-        return EXISTING if self.attached is not None and proj.id == self.attached.project.id else purpose
+        return EXISTING if self._is_attached(proj.id) else purpose
 
     def _asked_in(self, project_id: int) -> dict[int, tuple[int, int, str]]:
         """item -> (task id, iteration, purpose) of the task it was put to in this project."""
@@ -776,10 +780,7 @@ class LabelStudioCrowd:
             n_per_item: int | None = None, exclude: dict[int, set[str]] | None = None) -> list[Answer]:
         """Put the items to the project and wait (webhooks, polling as fallback) until each task holds n
         annotations or ``wait_seconds`` pass; returns the usable answers collected."""
-        item_ids = [int(i) for i in item_ids]
-        leaked = [i for i in item_ids if i in self.forbidden]
-        if leaked:
-            raise HoldoutLeak(f"item {leaked[0]} belongs to the secured holdout and must never reach an annotator")
+        item_ids = self._askable(item_ids)
         if not item_ids:
             return []
         n = self.k if n_per_item is None else n_per_item
@@ -814,7 +815,7 @@ class LabelStudioCrowd:
                 self.listener.wait(min(0.2, self.poll_seconds))  # a ring wakes the loop at once
             else:
                 time.sleep(min(0.2, self.poll_seconds))
-        if self.attached is not None and proj.id == self.attached.project.id:
+        if self._is_attached(proj.id):
             finished = [tasks[i] for i, h in held.items() if h >= n]
             self.retry_until(lambda: self._unqueue(finished), deadline + 60)
         self.asked += sum(len(a) for a in answers.values())
@@ -828,15 +829,20 @@ class LabelStudioCrowd:
         ``lookahead``, the next batch is in the project while the current one's model trains. Tasks are made
         once (a resumed run finds them in the store); a created project serves them after the tasks made
         before them, an attached one queues them after the earlier batches (:meth:`_queue`)."""
-        item_ids = [int(i) for i in item_ids]
-        leaked = [i for i in item_ids if i in self.forbidden]
-        if leaked:
-            raise HoldoutLeak(f"item {leaked[0]} belongs to the secured holdout and must never reach an annotator")
+        item_ids = self._askable(item_ids)
         if not item_ids:
             return
         deadline = time.time() + self.wait_seconds
         proj = self.retry_until(lambda: self.project("query" if purpose == "query" else "reexam", self.k), deadline)
         self._open(proj, item_ids, iteration, purpose, deadline)
+
+    def _askable(self, item_ids: Sequence[int]) -> list[int]:
+        """The items as ints; :class:`HoldoutLeak` if one belongs to the secured holdout."""
+        item_ids = [int(i) for i in item_ids]
+        leaked = [i for i in item_ids if i in self.forbidden]
+        if leaked:
+            raise HoldoutLeak(f"item {leaked[0]} belongs to the secured holdout and must never reach an annotator")
+        return item_ids
 
     def _open(self, proj, item_ids: list[int], iteration: int, purpose: str, deadline: float) -> dict[int, int]:
         """The batch's tasks (:meth:`tasks_for`); a query batch new to the project is announced to labelers."""
@@ -851,11 +857,10 @@ class LabelStudioCrowd:
         """Take back a batch put ahead that a stopped campaign will never use (:meth:`_take_back`, keeping only
         tasks someone answered); returns how many tasks were taken back."""
         item_ids = [int(i) for i in item_ids]
-        if not item_ids or self.store.get_meta("ls_projects", {}).get(f"{purpose}:{self.k}") is None:
+        settled = self._settle(item_ids, iteration, margin=0)
+        if settled is None:
             return 0
-        proj = self.project(purpose, self.k)
-        kept = self.retry_until(lambda: self._take_back(proj, item_ids, iteration, purpose, margin=0),
-                                time.time() + self.wait_seconds)
+        proj, kept = settled
         self.store.close_batch(iteration, purpose)
         gone = len(item_ids) - len(kept)
         self._say(f"{gone} task(s) of the batch queued ahead taken back from project {proj.id}: the campaign stopped")
@@ -867,21 +872,26 @@ class LabelStudioCrowd:
         known (someone may be answering those); take back the rest (:meth:`_take_back`). Returns the kept items,
         in the batch's order, then the items of tasks taken back earlier that have been answered since (someone
         had one open): paid for, they are asked to the end rather than left half answered."""
-        item_ids = [int(i) for i in item_ids]
-        if not item_ids or self.store.get_meta("ls_projects", {}).get(f"query:{self.k}") is None:
+        settled = self._settle([int(i) for i in item_ids], iteration, margin=max(1, len(self.workers)))
+        if settled is None:
             return []
-        proj = self.project("query", self.k)
-        # a server restart must not cost the campaign its batch: taking back again is harmless
-        kept = self.retry_until(lambda: self._take_back(proj, item_ids, iteration, "query",
-                                                        margin=max(1, len(self.workers))),
-                                time.time() + self.wait_seconds)
+        proj, kept = settled
         closed = set(self.store.get_meta("ls_taken_back", {}).get(str(proj.id), []))
         t = self.store.ls_tasks(proj.id)
         item_of = {int(task): int(i) for i, task in zip(t["item_id"], t["task_id"]) if int(task) in closed}
         _, held = self._answers(proj, {i: task for task, i in item_of.items()}, {}, lambda w: True)
         return kept + sorted(i for i, h in held.items() if h and i not in kept and i not in self.forbidden)
 
-    def _take_back(self, proj, item_ids: list[int], iteration: int, purpose: str, margin: int) -> list[int]:
+    def _settle(self, item_ids: list[int], iteration: int, margin: int) -> tuple[Any, list[int]] | None:
+        """:meth:`_take_back` on the query project (None when it has none, or nothing to settle), retried: a
+        server restart must not cost the campaign its batch, and taking back again is harmless."""
+        if not item_ids or self.store.get_meta("ls_projects", {}).get(f"query:{self.k}") is None:
+            return None
+        proj = self.project("query", self.k)
+        return proj, self.retry_until(lambda: self._take_back(proj, item_ids, iteration, margin),
+                                      time.time() + self.wait_seconds)
+
+    def _take_back(self, proj, item_ids: list[int], iteration: int, margin: int) -> list[int]:
         """Store every answer the items' tasks hold, then take back their tasks but the answered ones and the first
         ``margin`` unanswered ones (by task id: the order people are served): in a project the campaign made, a
         task still holding no annotation is closed (:meth:`LabelStudioClient.close_unanswered_tasks`; never
@@ -895,11 +905,11 @@ class LabelStudioCrowd:
         if not have:  # taken back already (a resumed run)
             return []
         self.drain_webhooks()
-        self.poll_answers(proj, have, iteration, purpose)
+        self.poll_answers(proj, have, iteration, "query")
         _, held = self._answers(proj, have, {}, lambda w: True)
         open_ = sorted((have[i], i) for i in have if held[i] == 0)
         drop = [(tid, i) for tid, i in open_[margin:]]
-        attached = self.attached is not None and proj.id == self.attached.project.id
+        attached = self._is_attached(proj.id)
         if attached:
             self._unqueue([tid for tid, _ in drop])
             gone = {i for _, i in drop}
@@ -917,7 +927,7 @@ class LabelStudioCrowd:
         new = 0
         started = time.strftime("%Y-%m-%dT%H:%M:%S+00:00", time.gmtime(time.time() - 1))
         for key, pid in sorted(self.store.get_meta("ls_projects", {}).items()):
-            attached = self.attached is not None and int(pid) == self.attached.project.id
+            attached = self._is_attached(pid)
             proj = self.attached.project if attached else self.client.get_project(int(pid))
             asked = self._asked_in(proj.id)
             for a in self._own(proj, self.client.export_annotations(proj, since=since)):

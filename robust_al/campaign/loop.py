@@ -10,9 +10,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from robust_al.annotators.labelstudio import EXISTING
 from robust_al.campaign.build import CampaignBuild
 from robust_al.campaign.hooks import PoisonHook
-from robust_al.annotators.labelstudio import EXISTING
 from robust_al.campaign.items import HOLDOUT, LABELED, RETIRED, ItemsMixin
 from robust_al.campaign.labels import LabelsMixin
 from robust_al.campaign.secured import SecuredMixin
@@ -105,6 +105,7 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
             metrics["ahead_items"] = 0 if ahead is None else int(len(ahead))
             if ahead is not None and metrics["stop"]:  # a target reached: nobody labels what will never be used
                 metrics["withdrawn"] = self.crowd.withdraw(ahead, iteration + 1, "query")
+                self.store.close_batch(iteration + 1, "ahead")
         return self._complete(iteration, metrics, post, still, vuln, t0)
 
     def _complete(self, iteration: int, metrics: dict, post, still: np.ndarray, vuln: np.ndarray,

@@ -54,11 +54,10 @@ class SelectionMixin:
             n = self.affordable(self.cfg.query.batch, iteration)
             picked = self._query(iteration, max(0, n - len(keep)), info, pending=keep if len(keep) else None)
             batch = np.concatenate([keep, picked[~np.isin(picked, keep)]])
-        if stored is not None and not np.array_equal(stored, batch):  # people were asked about these
-            log.warning("iteration %d: the resumed query differs from the stored batch; using the stored one",
-                        iteration)
-            batch = stored
+        batch = self._as_stored(stored, batch, iteration, "query")
         self.store.set_batch(iteration, "query", batch)
+        if ahead is not None:  # settled: what it held is this batch's or taken back (status stops showing it)
+            self.store.close_batch(iteration, "ahead")
         kill_point("batch-stored", iteration)
         if iteration > 0:
             self.record_predictions(iteration, batch)
@@ -80,19 +79,14 @@ class SelectionMixin:
         stored = self.store.batch(iteration + 1, "ahead")
         if stored is not None:  # made again all the same, then checked
             self.taken[self.pool.positions(stored)] = False
-        per_item = self.cfg.annotators.k + self.cfg.annotators.overlap
-        room = self.cfg.stop.budget - self.spent_before(iteration, "query") - len(batch) * per_item
-        n = max(0, min(self.cfg.query.batch, int(room / per_item)))
+        # what the budget buys beyond batch i, whose labels it keeps aside
+        n = max(0, self.affordable(self.cfg.query.batch + len(batch), iteration) - len(batch))
         if iteration == 0:
             cand = self.candidates()
             nxt = np.sort(self.rng_for("initial", "ahead").choice(cand, size=min(n, len(cand)), replace=False))
         else:  # its query's figures are not this iteration's (info): i+1 settles what is asked
             nxt = self._query(iteration, n, {}, pending=batch, rng_key=iteration + 1)
-        if stored is not None and not np.array_equal(stored, nxt):  # people were asked about these
-            log.warning("iteration %d: the resumed choice of the batch ahead differs from the stored one; using "
-                        "the stored one", iteration)
-        if stored is not None:
-            nxt = stored
+        nxt = self._as_stored(stored, nxt, iteration, "choice of the batch ahead")
         if len(nxt) == 0:
             return None
         self.store.set_batch(iteration + 1, "ahead", nxt)
@@ -100,6 +94,17 @@ class SelectionMixin:
         self.mark_posted(nxt)
         self.crowd.post(nxt, iteration + 1, "query")
         return nxt
+
+    @staticmethod
+    def _as_stored(stored: np.ndarray | None, chosen: np.ndarray, iteration: int, what: str) -> np.ndarray:
+        """A batch made again on resume is the stored one (people were asked about those); a difference is
+        reported."""
+        if stored is None:
+            return chosen
+        if not np.array_equal(stored, chosen):
+            log.warning("iteration %d: the resumed %s differs from the stored batch; using the stored one",
+                        iteration, what)
+        return stored
 
     def label_batch(self, iteration: int, batch: np.ndarray) -> np.ndarray:
         """Ask the crowd about the batch (and the overlap share); the answered items become labeled."""

@@ -225,6 +225,11 @@ def annotation_from_payload(annotation: dict, task: dict | None, project: Projec
         updated_by=None if annotation.get("updated_by") is None else _user_id(annotation["updated_by"]))
 
 
+def answered(task: dict) -> bool:
+    """Does a task (as ``GET /api/tasks/`` gives it) hold an annotation, a cancelled one included?"""
+    return bool(int(task.get("total_annotations") or 0) or int(task.get("cancelled_annotations") or 0))
+
+
 def annotations_from_export(rows: Iterable[dict], project: Project | Sequence[str]) -> list[LSAnnotation]:
     """Convert export rows: ``JSON_MIN`` (one row per annotation) or ``JSON`` (one row per task)."""
     names = tuple(project.class_names if isinstance(project, Project) else project)
@@ -517,8 +522,7 @@ class LabelStudioClient:
         for t in self._query_tasks(project, {"filter": "filter:tasks:id", "operator": "greater", "type": "Number",
                                             "value": int(after_task)}, page_size):
             data = t.get("data") or {}
-            if (data.get("import") != nonce or int(t.get("total_annotations") or 0)
-                    or int(t.get("cancelled_annotations") or 0)):
+            if data.get("import") != nonce or answered(t):
                 continue
             try:
                 row = int(data["row"])
@@ -540,8 +544,7 @@ class LabelStudioClient:
             if r.status_code == 404:
                 continue
             r.raise_for_status()
-            t = r.json()
-            if int(t.get("total_annotations") or 0) or int(t.get("cancelled_annotations") or 0):
+            if answered(r.json()):
                 continue
             self.http.patch(f"/api/tasks/{int(tid)}/", json={"overlap": 0}).raise_for_status()
             closed.append(int(tid))

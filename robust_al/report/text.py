@@ -59,13 +59,8 @@ def waiting_for(store: RunStore) -> list[tuple[int, str, int, int]]:
     per_task = {int(pid): int(str(key).split(":")[1]) for key, pid in (store.get_meta("ls_projects", {}) or {}).items()}
     tasks = store.ls_tasks()
     out = []
-    batches = store.open_batches()
-    settled = {it for it, p, _ in batches if p == "query"} | {
-        it for it in {it for it, p, _ in batches if p == "ahead"} if store.batch(it, "query") is not None}
-    for iteration, purpose, items in batches:
-        if purpose == "ahead":  # queued ahead (annotators.lookahead): its tasks are query tasks, until settled
-            if iteration in settled:
-                continue
+    for iteration, purpose, items in store.open_batches():
+        if purpose == "ahead":  # queued ahead, not settled yet (annotators.lookahead): its tasks are query tasks
             purpose = "query"
         mine = tasks[(tasks["iteration"] == iteration) & (tasks["purpose"] == purpose)
                      & tasks["item_id"].isin(items.tolist())]
