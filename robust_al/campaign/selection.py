@@ -68,8 +68,9 @@ class SelectionMixin:
         then queue behind it a batch for iteration i+1 chosen with F_{i-1}, the model at hand, so that people have
         tasks while F_i trains, is checked and crafts. Its items count as asked (stored as the ``ahead`` batch of
         i+1, never held out); i+1 settles it with F_i (:meth:`choose_batch`). Batch i's items count as labeled
-        for the choice (max-min keeps away from them); the one queued behind the first batch is drawn at random
-        like it (there is no model yet); the budget keeps its labels aside. Returns it, or None."""
+        for the choice (max-min keeps away from them); the one queued behind the first batch is chosen in the
+        untrained network's feature space by a strategy that can (``without_model``; else at random: there is
+        no model yet); the budget keeps its labels aside. Returns it, or None."""
         if not self.crowd.lookahead:
             return None
         self.mark_posted(batch)
@@ -81,11 +82,11 @@ class SelectionMixin:
             self.taken[self.pool.positions(stored)] = False
         # what the budget buys beyond batch i, whose labels it keeps aside
         n = max(0, self.affordable(self.cfg.query.batch + len(batch), iteration) - len(batch))
-        if iteration == 0:
+        if iteration == 0 and not self.strategy.without_model:
             cand = self.candidates()
             nxt = np.sort(self.rng_for("initial", "ahead").choice(cand, size=min(n, len(cand)), replace=False))
         else:  # its query's figures are not this iteration's (info): i+1 settles what is asked
-            nxt = self._query(iteration, n, {}, pending=batch, rng_key=iteration + 1)
+            nxt = self._query(iteration, n, {}, pending=batch, rng_key=iteration + 1, trained=iteration > 0)
         nxt = self._as_stored(stored, nxt, iteration, "choice of the batch ahead")
         if len(nxt) == 0:
             return None
@@ -118,12 +119,29 @@ class SelectionMixin:
         return answered
 
     def _query(self, iteration: int, n: int, info: dict, pending: np.ndarray | None = None,
-               rng_key: int | None = None) -> np.ndarray:
+               rng_key: int | None = None, trained: bool = True) -> np.ndarray:
         """Choose up to n unlabeled items with the configured strategy, in F_{i-1}'s feature space; ``pending``:
-        items asked about but not answered yet, counted as labeled (:meth:`post_ahead`)."""
+        items asked about but not answered yet, counted as labeled (:meth:`post_ahead`).
+
+        ``trained`` False: there is no model yet (the batch queued behind the random first one), so the
+        strategy measures distances in the untrained network's feature space (for a frozen pretrained trunk,
+        its features; for a network trained from scratch, a random projection of the input, which keeps its
+        distances roughly) and sees no class probabilities and no errors on S. Measured with a simulated crowd
+        (docs/performance.md#bench-lookahead): that batch drawn at random instead cost lookahead 13 % more
+        labels to the target."""
         cand = self.candidates()
         if len(cand) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
+        if not trained:
+            with self.timed_stage("embed"):
+                E = self.learner.embed(self.pool.X)
+            kept = self.mind
+            self.mind = MinDistance(E, self.cfg.query.chunk_size)
+            self.mind.add_positions(self.pool.positions(pending if pending is not None else []))
+            try:
+                return self._choose(iteration if rng_key is None else rng_key, cand, n, info, trained=False)
+            finally:  # the next iteration measures in F_i's space, built anew
+                self.mind = kept
         with self.timed_stage("embed"):
             self._refresh_distances(iteration)
         if pending is not None and self.mind is not None:
@@ -133,20 +151,24 @@ class SelectionMixin:
                 return self._query(iteration, n, info, rng_key=rng_key)
             finally:
                 self.mind.d = kept
+        return self._choose(iteration if rng_key is None else rng_key, cand, n, info, trained=True)
+
+    def _choose(self, key: int, cand: np.ndarray, n: int, info: dict, trained: bool) -> np.ndarray:
+        """The strategy's n picks among ``cand`` with ``self.mind`` as the distances to what is labeled; an
+        untrained model's probabilities and errors on S are not shown to it."""
         pos = self.pool.positions(cand)
         S = self.pool.subset(self.ids_with(HOLDOUT))
-        prev_aug = self.prev_state.get("vulnerability", {})
+        prev_aug = self.prev_state.get("vulnerability", {}) if trained else {}
         v_ids = np.array([int(k) for k in prev_aug], dtype=np.int64)
         v_norm = np.array(list(prev_aug.values()), dtype=float)
         ctx = QueryContext(
-            positions=pos, embed=None, rng=self.rng_for("query", iteration if rng_key is None else rng_key),
-            proba=self.learner.predict_proba(self.pool.X[pos]) if self.strategy.needs_proba else None,
-            mind=self.mind, secured_embed=self.learner.embed(S.X),
-            secured_correct=self.learner.predict(S.X) == S.y,
+            positions=pos, embed=None, rng=self.rng_for("query", key),
+            proba=self.learner.predict_proba(self.pool.X[pos]) if trained and self.strategy.needs_proba else None,
+            mind=self.mind, secured_embed=self.learner.embed(S.X) if trained else None,
+            secured_correct=self.learner.predict(S.X) == S.y if trained else None,
             vuln_embed=self.mind.E[self.pool.positions(v_ids)] if len(v_ids) else None,
             vuln_norm=v_norm if len(v_ids) else None, info=info)
-        picked = cand[self.strategy.query(ctx, n)]
-        return picked
+        return cand[self.strategy.query(ctx, n)]
 
     def _refresh_distances(self, iteration: int) -> None:
         """Keep min distances to the labeled set; re-embed every ``query.refresh_every`` iterations.

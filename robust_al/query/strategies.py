@@ -50,6 +50,13 @@ class QueryStrategy(ABC):
         """Does ``query`` read ``ctx.proba``? (the caller computes the model's probabilities only then)"""
         return False
 
+    @property
+    def without_model(self) -> bool:
+        """Can ``query`` choose before any model is trained, from distances in an untrained network's feature
+        space with no ``proba`` (the batch a lookahead campaign queues behind its random first one)? Otherwise
+        that batch is drawn at random."""
+        return False
+
     @abstractmethod
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         """Indices into ``ctx.positions`` of the ``n`` candidates to label next."""
@@ -147,6 +154,8 @@ def _greedy_farthest(ctx: QueryContext, members: np.ndarray, n: int, weight: np.
 class CoreSet(QueryStrategy):
     """Greedy k-center core-set (Sener & Savarese 2018): max-min over the whole pool, no clusters."""
 
+    without_model = True
+
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         return np.array(_greedy_farthest(ctx, np.arange(len(ctx.positions)), n), dtype=np.int64)
 
@@ -209,6 +218,8 @@ class ClusterMaxMin(QueryStrategy):
     @property
     def needs_proba(self) -> bool:
         return self.uncertainty > 0
+
+    without_model = True
 
     def query(self, ctx: QueryContext, n: int) -> np.ndarray:
         if n <= 0 or len(ctx.positions) == 0:
