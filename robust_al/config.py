@@ -251,6 +251,18 @@ class PoisonConfig(_Strict):
                          "training items plus the poisons")
 
 
+class PoisonFilterConfig(_Strict):
+    """The poison filter, between labeling and training (robust_al.filter): a newly labeled item whose label few
+    of its ``k`` nearest trusted items in F_{i-1}'s feature space share is kept out of training."""
+    enabled: bool = Field(False, description="off until its cost on clean campaigns is measured small (docs)")
+    k: int = Field(10, ge=1, description="trusted neighbours that vote")
+    min_share: float = Field(0.2, gt=0, le=1, description="an item is kept when at least this share of them, or "
+                             "their plurality, carries its label")
+    votes_from: Literal["secured", "secured+earlier"] = Field(
+        "secured+earlier", description="who votes: the secured holdout S only, or S and the items accepted in "
+        "earlier iterations (never the batch being judged)")
+
+
 class StopConfig(_Strict):
     budget: int = Field(600, ge=1, description="labels (annotations) the campaign may buy")
     target_accuracy: float | None = Field(None, gt=0, le=1, description="accuracy on S that ends the campaign")
@@ -272,6 +284,7 @@ class CampaignConfig(_Strict):
     trust: TrustConfig = Field(default_factory=TrustConfig)
     stop: StopConfig = Field(default_factory=StopConfig)
     poison: PoisonConfig = Field(default_factory=PoisonConfig)
+    poison_filter: PoisonFilterConfig = Field(default_factory=PoisonFilterConfig)
 
     @model_validator(mode="after")
     def _labelstudio_data_source(self) -> CampaignConfig:

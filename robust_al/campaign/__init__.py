@@ -10,16 +10,18 @@ budget. Everything is written to the run's SQLite store as it happens; a killed 
 stopped without asking any annotator again.
 
 The loop is :class:`Campaign` (``loop``); each stage is a module of its own: ``selection`` (what is asked, of
-whom), ``labels`` (inference, trust evidence, training, augmentation), ``secured`` (S, re-examination, audit,
-quarantine), ``hooks`` (poison injection), ``stopping`` (stop criteria), ``items`` (statuses and budget) and
-``build`` (assembly, create / resume). ``docs/architecture.md`` draws how they call each other.
+whom), ``labels`` (inference, trust evidence, training, augmentation), ``filtering`` (the poison filter, between
+labeling and training), ``secured`` (S, re-examination, audit, quarantine), ``hooks`` (poison injection),
+``stopping`` (stop criteria), ``items`` (statuses and budget) and ``build`` (assembly, create / resume).
+``docs/architecture.md`` draws how they call each other.
 """
 from robust_al.campaign.build import check_startable, versions
-from robust_al.campaign.items import DISCARDED, HOLDOUT, LABELED, QUARANTINED, RETIRED, stage_key
+from robust_al.campaign.items import DISCARDED, FILTERED, HOLDOUT, LABELED, QUARANTINED, RETIRED, stage_key
 from robust_al.campaign.loop import VOLATILE_METRICS, Campaign, IterationResult, format_metrics, peak_rss_mib
 
 __all__ = [
            "DISCARDED",
+           "FILTERED",
            "HOLDOUT",
            "LABELED",
            "QUARANTINED",

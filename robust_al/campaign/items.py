@@ -10,6 +10,7 @@ from robust_al.annotators.labelstudio import EXISTING
 
 LABELED, DISCARDED, HOLDOUT, RETIRED = "labeled", "discarded", "holdout", "retired"
 QUARANTINED = "quarantined"  # labels confirmed, yet training on them fails the secured check: suspected poison
+FILTERED = "filtered"  # kept out of training by the poison filter (robust_al.filter): its place contradicts its label
 
 
 def stage_key(purpose: str) -> tuple[int, str]:

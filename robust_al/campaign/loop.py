@@ -12,6 +12,7 @@ import pandas as pd
 
 from robust_al.annotators.labelstudio import EXISTING
 from robust_al.campaign.build import CampaignBuild
+from robust_al.campaign.filtering import FilterMixin
 from robust_al.campaign.hooks import PoisonHook
 from robust_al.campaign.items import HOLDOUT, LABELED, RETIRED, ItemsMixin
 from robust_al.campaign.labels import LabelsMixin
@@ -34,7 +35,7 @@ class IterationResult:
     stop: str | None
 
 
-class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMixin, PoisonHook):
+class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, FilterMixin, SecuredMixin, PoisonHook):
     """One labeling campaign, persisted in ``run_dir``. Use :meth:`create` or :meth:`resume`, then :meth:`run`."""
 
     def load_state(self) -> int:
@@ -85,6 +86,8 @@ class Campaign(CampaignBuild, ItemsMixin, SelectionMixin, LabelsMixin, SecuredMi
             ahead = self.post_ahead(iteration, batch)
         with self.timed_stage("annotate"):
             answered = self.label_batch(iteration, batch)
+        with self.timed_stage("filter"):
+            answered = self.filter_poisons(iteration, answered, info)
         with self.timed_stage("train"):
             post = self.train_model(iteration, 0, prev_model)
         with self.timed_stage("secured_check"):

@@ -139,13 +139,16 @@ def _detect(c, expected_poison_share: float) -> dict[str, dict]:
 
     from art.defences.detector.poison import ActivationDefence, SpectralSignatureDefense
 
-    from robust_al.campaign import DISCARDED, HOLDOUT, LABELED, QUARANTINED
+    from robust_al.campaign import DISCARDED, FILTERED, HOLDOUT, LABELED, QUARANTINED
 
     injected = c.injected_ids()
     status = c.status
-    entered = np.array([i for i in injected if status.get(int(i)) in (LABELED, QUARANTINED, DISCARDED)], np.int64)
+    entered = np.array([i for i in injected if status.get(int(i)) in (LABELED, QUARANTINED, DISCARDED, FILTERED)],
+                       np.int64)
     caught = np.array([i for i, s in status.items() if s in (QUARANTINED, DISCARDED)], np.int64)
     report = {"secured check": precision_recall(caught, entered)}
+    if c.cfg.poison_filter.enabled:
+        report["poison filter"] = precision_recall(c.store.filtered()["item_id"].to_numpy(np.int64), entered)
 
     labeled = c.ids_with(LABELED)
     post = c.inferred_labels()

@@ -120,14 +120,29 @@ def trust_figure(history: pd.DataFrame, threshold: float, routing: bool):
     return fig
 
 
+def filtered_html(store, limit: int = 200) -> str:
+    """The poison filter's removals, each with its reason (the first ``limit``; all are in the store)."""
+    rows = store.filtered()
+    if rows.empty:
+        return ""
+    keys = store.item_keys()  # the user's own ids, where the pool has them
+    body = [[r.iteration, keys.get(int(r.item_id), int(r.item_id)), r.reason] for r in rows.head(limit).itertuples()]
+    more = (f'<p class="note">{len(rows) - limit} more in the store (<code>filtered</code>).</p>'
+            if len(rows) > limit else "")
+    return ("\n<h2>Kept out of training by the poison filter</h2>"
+            + table_html(["iteration", "item", "reason"], body) + more)
+
+
 def checks_figure(metrics: list[dict]):
-    """Per iteration: items re-examined, discarded and quarantined after a failed secured check."""
+    """Per iteration: items re-examined, discarded and quarantined after a failed secured check, and kept out of
+    training by the poison filter."""
     from matplotlib.ticker import MaxNLocator
 
     it = np.array([m["iteration"] for m in metrics])
     series = {"re-examined": [m.get("reexamined", 0) for m in metrics],
               "discarded": [m.get("discarded", 0) for m in metrics],
               "quarantined": [m.get("quarantined", 0) or 0 for m in metrics],
+              "poison filter": [m.get("filtered", 0) for m in metrics],
               "labelers flagged": [len(m.get("flagged") or []) for m in metrics]}
     fig = figure_html(6.4, 3.8)
     ax = fig.add_subplot()
@@ -137,7 +152,8 @@ def checks_figure(metrics: list[dict]):
     top = max(max(v) for v in series.values()) if len(it) else 0
     ax.set_ylim(0, max(1, top) * 1.15)  # no negative axis when nothing failed
     if top == 0:
-        ax.text(0.5, 0.5, "the secured check never failed", transform=ax.transAxes, ha="center", color="0.4")
+        ax.text(0.5, 0.5, "the secured check never failed, the filter removed nothing", transform=ax.transAxes,
+                ha="center", color="0.4")
     ax.set_xlabel("iteration")
     ax.set_ylabel("items / labelers")
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
@@ -200,7 +216,8 @@ def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None
          "dashed line a labeler gets no more queries" + ("" if routing else " (routing is off in this run)") + "."),
         ("labels_per_labeler.png", labels_figure(store, list(workers["worker"]), routed),
          "Answers stored per labeler, least trusted on top."),
-        ("checks.png", checks_figure(metrics), "What each failed secured check cost and removed."),
+        ("checks.png", checks_figure(metrics),
+         "What each failed secured check cost and removed, and what the poison filter kept out."),
         ("classes.png", classes_figure(labels, class_names), "Inferred labels of the last iteration per class."),
     ]
     for name, fig, _ in figures:
@@ -214,6 +231,8 @@ def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None
                ["items labeled (passed the secured check)", int(counts.get("labeled", 0))],
                ["items discarded", int(counts.get("discarded", 0))],
                ["items quarantined", int(counts.get("quarantined", 0))],
+               ["items kept out of training by the poison filter",
+                int(counts.get("filtered", 0)) if cfg.get("poison_filter", {}).get("enabled") else "filter off"],
                ["secured set S", f"{int(counts.get('holdout', 0))} items"],
                ["accuracy on S", format_value(last["secured_acc"])], ["test accuracy", format_value(last["test_acc"])],
                ["inferred-label accuracy", format_value(last.get("label_acc"))],
@@ -236,6 +255,7 @@ def write_campaign_report(run_dir: Path | str, out_dir: Path | str | None = None
             f"seed {esc(cfg.get('seed'))}; generated {esc(generated)}</p>\n"
             + table_html(["summary", "value"], summary) + f'\n<h2>Figures</h2><div class="grid">{figs}</div>\n'
             f"<h2>Labelers</h2>" + table_html(whead, wrows)
+            + filtered_html(store)
             + "\n<h2>Iterations</h2>" + table_html(["iteration", "labels used", "S acc", "test acc", "label acc",
                                                  "secured check", "stop"], irows)
             + f'\n<h2>Next</h2><p class="note"><code>robust-al export {esc(run_dir)}</code> writes the labels, '

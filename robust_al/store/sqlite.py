@@ -71,6 +71,9 @@ CREATE TABLE IF NOT EXISTS injected (
     item_id INTEGER PRIMARY KEY, iteration INTEGER NOT NULL, kind TEXT NOT NULL, y INTEGER NOT NULL,
     x BLOB NOT NULL);  -- items an experiment put into the pool (poisons); ground truth y = the honest label
 CREATE TABLE IF NOT EXISTS item_keys (item_id INTEGER PRIMARY KEY, key TEXT NOT NULL);  -- the user's own item ids
+CREATE TABLE IF NOT EXISTS filtered (
+    iteration INTEGER NOT NULL, item_id INTEGER NOT NULL, reason TEXT NOT NULL, score REAL,
+    PRIMARY KEY (iteration, item_id));  -- kept out of training by the poison filter, and why
 CREATE TABLE IF NOT EXISTS inferred (
     iteration INTEGER NOT NULL, item_id INTEGER NOT NULL, label INTEGER, confidence REAL,
     n_answers INTEGER NOT NULL, status TEXT NOT NULL, PRIMARY KEY (iteration, item_id));
@@ -87,7 +90,8 @@ def describe_sqlite_error(e: sqlite3.Error) -> str:
 
 
 # tables holding derived rows keyed by iteration, dropped for an iteration that did not complete
-DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations", "inferred")
+DERIVED = ("predictions", "model_confusions", "items", "trust_events", "flags", "augmentations", "inferred",
+           "filtered")
 
 
 SCHEMA_VERSION = 5  # PRAGMA user_version; 0 = a store from before versioning (schema 1); older ones are
@@ -358,6 +362,17 @@ class RunStore(LabelStudioTables):
         with self.transaction():
             self.db.executemany("INSERT INTO items (item_id, iteration, status) VALUES (?, ?, ?)",
                                 [(int(i), int(iteration), status) for i in item_ids])
+
+    def add_filtered(self, iteration: int, rows: Iterable[tuple[int, str, float]]) -> None:
+        """Items the poison filter kept out of training at ``iteration``: (item_id, reason, score) rows."""
+        with self.transaction():
+            self.db.executemany("INSERT OR REPLACE INTO filtered VALUES (?, ?, ?, ?)",
+                                [(int(iteration), int(i), str(r), float(sc)) for i, r, sc in rows])
+
+    def filtered(self) -> pd.DataFrame:
+        """Every removal by the poison filter: iteration, item_id, reason, score."""
+        return pd.read_sql_query("SELECT iteration, item_id, reason, score FROM filtered ORDER BY iteration, item_id",
+                                 self.db)
 
     def statuses(self) -> dict[int, str]:
         """Current status per item (the latest event wins)."""
