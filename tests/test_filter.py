@@ -84,7 +84,8 @@ def test_in_the_loop_the_poisons_are_kept_out_of_training(tmp_path, enabled):
     if not enabled:
         assert not out
         return
-    assert removed["reason"].str.startswith("trusted-knn").all() and (removed["score"] < 0.2).all()
+    assert removed["reason"].str.startswith("trusted-knn").all()
+    assert (removed["score"] < c.cfg.poison_filter.min_share).all()
     assert len(out & poisons) >= 0.9 * len((out | labeled) & poisons) > 0
     assert len(out - poisons) <= 0.02 * len((out | labeled) - poisons)
     assert not (labeled & out)  # a filtered item is not trained on

@@ -37,7 +37,7 @@ class TrustedKNN:
     """
 
     k: int = 10
-    min_share: float = 0.2
+    min_share: float = 0.1
 
     def shares(self, Z: np.ndarray, y: np.ndarray, Z_ref: np.ndarray, y_ref: np.ndarray, n_classes: int
                ) -> tuple[np.ndarray, np.ndarray]:
