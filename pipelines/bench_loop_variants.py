@@ -141,7 +141,7 @@ def main() -> None:
 
     raw = {"args": {k: v for k, v in vars(args).items() if k not in ("out", "summary", "summarize")},
            "command": "python pipelines/bench_loop_variants.py " + " ".join(sys.argv[1:]),
-           "commit": git_commit(), "versions": versions(), "runs": []}
+           "commit": git_commit(Path(__file__).parent), "versions": versions(), "runs": []}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     for seed in range(args.first_seed, args.first_seed + args.seeds):
         for v in args.variants:
