@@ -18,6 +18,7 @@ from pathlib import Path
 import pandas as pd
 
 from robust_al.data.pretrain import CIFAR2, pretrain_cifar, source_classes, source_ids
+from robust_al.reproducible import cpu_threads
 
 
 def main() -> None:
@@ -29,11 +30,14 @@ def main() -> None:
                     help="source images (a stratified sample: 2000 per class by default; 0 = all 40,000)")
     ap.add_argument("--lr", type=float, default=0.1)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1, help="torch CPU threads: 1 gives the same weights on any "
+                    "machine of one CPU kind (more threads sum in another order; 0 = torch's default)")
     ap.add_argument("--cache", default="results/pretrained")
     ap.add_argument("--out", default="results/pretrained/cifar8-resnet18.pt")
     args = ap.parse_args()
-    path, meta = pretrain_cifar(source_classes(args.target), args.arch, args.epochs, lr=args.lr, seed=args.seed,
-                                cache_dir=args.cache, n_train=args.n_train or None)
+    with cpu_threads(args.threads):
+        path, meta = pretrain_cifar(source_classes(args.target), args.arch, args.epochs, lr=args.lr,
+                                    seed=args.seed, cache_dir=args.cache, n_train=args.n_train or None)
     out = Path(args.out)
     if out.resolve() != path.resolve():
         out.parent.mkdir(parents=True, exist_ok=True)
