@@ -210,3 +210,8 @@ def test_attack_success_table_gives_wilson_intervals_and_the_paired_test():
     assert "| 9 | 2/9 = 0.22 (0.06-0.55) |" in prop  # Wilson 95 % interval of 2 in 9
     assert "9 seeds: 0 fell only here, 7 only under random, p = 0.0156" in prop  # exact McNemar, 2 x 0.5^7
     assert "| 10 | 10/10 = 1.00 (0.72-1.00) | - | 1/3 |" in rand
+    # with the poison filter: paired against the same method without it, not against random
+    results += [run("proposed-filter", i, False) for i in range(9)]
+    table = poison_tables(results, ["proposed", "proposed-filter", "random"])["Attack success"]
+    filt = next(line for line in table.splitlines() if line.startswith("| proposed-filter"))
+    assert "| 9 | 0/9 = 0.00 (0.00-0.30) | 9 seeds: 0 fell only here, 2 only under proposed, p = 0.5 |" in filt

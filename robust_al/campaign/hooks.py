@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 
 from robust_al.annotators.factory import build_annotators
-from robust_al.campaign.items import DISCARDED, LABELED, QUARANTINED
+from robust_al.campaign.items import DISCARDED, FILTERED, LABELED, QUARANTINED
 from robust_al.crowd import NetworkTrainer
 from robust_al.reproducible import seeded
 
@@ -91,4 +91,4 @@ class PoisonHook:
         st = [self.status.get(int(i)) for i in meta["item_ids"]]
         return {"poison_target_pred": pred, "poison_success": pred == meta["base_class"],
                 "poisons_labeled": st.count(LABELED), "poisons_quarantined": st.count(QUARANTINED),
-                "poisons_discarded": st.count(DISCARDED)}
+                "poisons_discarded": st.count(DISCARDED), "poisons_filtered": st.count(FILTERED)}

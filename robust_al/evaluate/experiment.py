@@ -33,6 +33,8 @@ METHODS = {
     # before model.targets: trust became the default (commit cfd279a): every inferred label with weight 1
     "proposed-hard": ["model.targets=hard"],
 }
+# the poison filter (robust_al.filter) on top of a method: Q3 pairs each against the method without it
+METHODS |= {f"{m}-filter": [*METHODS[m], "poison_filter.enabled=true"] for m in ("proposed", "random")}
 QUESTIONS = {"q1": ["proposed", "random", "uncertainty", "coreset"],
              "q2": ["proposed", "random", "proposed-norouting"],
              "q3": ["proposed", "random", "uncertainty"]}
@@ -151,6 +153,7 @@ def one_run(job: dict) -> dict:
         campaign = Campaign.resume(run_dir, echo=None)
         result["poison"] = {"success": bool(last["poison_success"]), "labeled": last["poisons_labeled"],
                             "quarantined": last["poisons_quarantined"], "discarded": last["poisons_discarded"],
+                            "filtered": last.get("poisons_filtered", 0),
                             **{k: v for k, v in campaign.store.get_meta("poison").items()
                                if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
         result["detection"] = detection_report(campaign)
@@ -266,9 +269,10 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
     from scipy.stats import binomtest
 
     out = {}
-    rows = ["| Method | runs with poisons | attack success rate (95 % CI, Wilson) | vs random, paired by seed "
+    rows = ["| Method | runs with poisons | attack success rate (95 % CI, Wilson) | vs random (a -filter method: vs "
+            "the method without it), paired by seed "
             "(exact McNemar) | of the successes, target missed also without the poisons | poisons labeled (mean) "
-            "| quarantined (mean) |", "|---|---:|---:|---|---:|---:|---:|"]
+            "| quarantined (mean) | filtered (mean) |", "|---|---:|---:|---|---:|---:|---:|---:|"]
     won = {s: {r["seed"]: bool(r["poison"]["success"]) for r in results
                if r["method"] == s and r.get("poison", {}).get("success") is not None} for s in methods}
     for s in methods:
@@ -278,16 +282,18 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
         k = int(sum(p["success"] for p in ps))
         ci = binomtest(k, len(ps)).proportion_ci(method="wilson")
         paired = "-"
-        if s != "random" and won.get("random"):
-            both = sorted(set(won[s]) & set(won["random"]))
-            b = sum(won[s][i] and not won["random"][i] for i in both)  # only this method's model fell
-            c = sum(won["random"][i] and not won[s][i] for i in both)
+        ref = s.removesuffix("-filter") if s.endswith("-filter") else "random"  # a filter against its method
+        if s != ref and won.get(ref):
+            both = sorted(set(won[s]) & set(won[ref]))
+            b = sum(won[s][i] and not won[ref][i] for i in both)  # only this method's model fell
+            c = sum(won[ref][i] and not won[s][i] for i in both)
             p_val = binomtest(b, b + c).pvalue if b + c else 1.0
-            paired = f"{len(both)} seeds: {b} fell only here, {c} only under random, p = {p_val:.3g}"
+            paired = f"{len(both)} seeds: {b} fell only here, {c} only under {ref}, p = {p_val:.3g}"
         control = [p["success_without_poisons"] for p in ps if p["success"] and "success_without_poisons" in p]
         rows.append(f"| {s} | {len(ps)} | {k}/{len(ps)} = {k / len(ps):.2f} ({ci.low:.2f}-{ci.high:.2f}) | {paired} | "
                     f"{f'{sum(control)}/{len(control)}' if control else '-'} | "
-                    f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} |")
+                    f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} | "
+                    f"{np.mean([p.get('filtered', 0) for p in ps]):.1f} |")
     out["Attack success"] = "\n".join(rows)
     rows = ["| Method | Detector | precision (mean) | recall (mean) | flagged (mean) |", "|---|---|---:|---:|---:|"]
     for s in methods:
