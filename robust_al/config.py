@@ -228,9 +228,16 @@ class TrustConfig(_Strict):
 
 
 class PoisonConfig(_Strict):
-    """Q3 of the robust-active-learning evaluation: targeted clean-label poisons (ART feature collision) crafted
-    against the model of iteration ``at_iteration - 1`` and injected into the unlabeled pool."""
+    """Q3 of the robust-active-learning evaluation: targeted clean-label poisons (feature collision or Bullseye
+    Polytope) crafted against the model of iteration ``at_iteration - 1`` and injected into the unlabeled pool."""
     enabled: bool = False
+    attack: Literal["feature-collision", "bullseye-polytope"] = Field(
+        "feature-collision", description="feature collision (Shafahi et al. 2018: each poison's features onto the "
+        "target's, plus a watermark) or Bullseye Polytope (Aghakhani et al. 2021: the poisons' mean feature onto "
+        "the target's, each within epsilon of its base)")
+    epsilon: float = Field(8 / 255, gt=0, le=1, description="bullseye-polytope: L-inf bound on each poison's change "
+                           "from its base image (8/255 as in its paper)")
+    bp_learning_rate: float = Field(0.04, gt=0, description="bullseye-polytope: Adam's step (its paper's and ART's)")
     at_iteration: int = Field(1, ge=1, description="poisons enter the pool before this iteration's query")
     target_class: int = Field(1, ge=0, description="class of the target (a test instance it should misclassify)")
     base_class: int = Field(0, ge=0, description="class the poisons look like and are honestly labeled as")

@@ -18,7 +18,7 @@ class PoisonHook:
         return self.store.injected_ids()
 
     def inject_poisons(self, iteration: int) -> None:
-        """Q3: craft feature-collision poisons against the current model F_{i-1} and put them into the
+        """Q3: craft clean-label poisons (``poison.attack``) against the current model F_{i-1} and put them into the
         unlabeled pool, labeled honestly (as their base class) by whoever is asked. Done once per campaign."""
         p = self.cfg.poison
         if not p.enabled or iteration != p.at_iteration or self.store.get_meta("poison") is not None:
@@ -61,8 +61,9 @@ class PoisonHook:
 
         ps = craft_verified(self.net.model, self.pool.input_shape, self.pool.n_classes,
                             [(T.X[t], p.target_class) for t in order], base_X, free, p.base_class,
-                            list(p.watermarks), p.learning_rate, p.similarity_coeff, p.max_iter,
-                            verify if p.verify else None)
+                            list(p.watermarks), p.learning_rate if p.attack == "feature-collision"
+                            else p.bp_learning_rate, p.similarity_coeff, p.max_iter,
+                            verify if p.verify else None, attack=p.attack, epsilon=p.epsilon)
         if ps is None:
             self.store.set_meta("poison", {"crafted": False, "targets_tried": [int(t) for t in order]})
             return
@@ -73,7 +74,7 @@ class PoisonHook:
                 "item_ids": [int(i) for i in ids], "base_ids": [int(i) for i in ps.base_ids], **ps.info}
         if clean_p is not None:  # what the clean model gave the target: the poisons moved it from there
             meta["target_clean_p"] = clean_p[target]
-        self.store.add_injected(iteration, ids, "feature-collision", ps.X, ps.y, ("poison", meta))
+        self.store.add_injected(iteration, ids, p.attack, ps.X, ps.y, ("poison", meta))
         self.dataset.train = self.pool = self.pool.extended(ids, ps.X, ps.y)
         self.taken = np.concatenate([self.taken, np.zeros(len(ids), dtype=bool)])
         if self.annotators:  # simulated / replayed labelers learn the new items' (honest) answers
