@@ -259,16 +259,21 @@ class PoisonConfig(_Strict):
 
 
 class PoisonFilterConfig(_Strict):
-    """The poison filter, between labeling and training (robust_al.filter): a newly labeled item whose label few
-    of its ``k`` nearest trusted items in F_{i-1}'s feature space share is kept out of training."""
+    """The poison filter, between labeling and training (robust_al.filter), in F_{i-1}'s feature space:
+    ``trusted-knn`` removes a newly labeled item whose label none of its ``k`` nearest trusted items carries;
+    ``clump`` removes labeled items at the core of an unusually tight same-label clump."""
     enabled: bool = Field(False, description="off until its cost on clean campaigns is measured small (docs)")
-    k: int = Field(10, ge=1, description="trusted neighbours that vote")
-    min_share: float = Field(0.1, gt=0, le=1, description="an item is kept when at least this share of them, or "
-                             "their plurality, carries its label (0.1 with k = 10: removed only when none does; "
-                             "0.2 removed 10-17 % of honest items on clean digits campaigns)")
+    rules: list[Literal["trusted-knn", "clump"]] = Field(default_factory=lambda: ["trusted-knn", "clump"],
+                                                        description="an item any rule flags is removed")
+    k: int = Field(20, ge=1, description="trusted-knn: trusted neighbours that vote")
+    min_share: float = Field(0.05, gt=0, le=1, description="trusted-knn: an item is kept when at least this share of "
+                             "them, or their plurality, carries its label (0.05 with k = 20: removed only when none "
+                             "does; k = 10 at 0.2 removed 10-17 % of honest items on clean digits campaigns)")
     votes_from: Literal["secured", "secured+earlier"] = Field(
-        "secured+earlier", description="who votes: the secured holdout S only, or S and the items accepted in "
-        "earlier iterations (never the batch being judged)")
+        "secured+earlier", description="trusted-knn: who votes: the secured holdout S only, or S and the items "
+        "accepted in earlier iterations (never the batch being judged)")
+    clump_m: int = Field(5, ge=1, description="clump: tightness = similarity to the m-th nearest same-label item")
+    clump_z: float = Field(1.5, gt=0, description="clump: flagged above median + z (decile 9 - median) of it")
 
 
 class StopConfig(_Strict):

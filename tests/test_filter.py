@@ -35,7 +35,7 @@ def planted():
 
 def test_trusted_votes_remove_the_clump_and_keep_hard_honest_items(planted):
     Z, y, kind, S_Z, S_y = planted
-    flagged, share = TrustedKNN(k=10, min_share=0.2).flag(Z, y, S_Z, S_y, 2)
+    flagged, share = TrustedKNN(k=10, min_share=0.1).flag(Z, y, S_Z, S_y, 2)
     assert flagged[kind == "poison"].all() and (share[kind == "poison"] == 0).all()
     assert not flagged[kind == "hard"].any() and not flagged[kind == "ordinary"].any()
 
@@ -43,7 +43,7 @@ def test_trusted_votes_remove_the_clump_and_keep_hard_honest_items(planted):
 def test_without_poisons_nothing_is_removed(planted):
     Z, y, kind, S_Z, S_y = planted
     clean = kind != "poison"
-    flagged, _ = TrustedKNN(k=10, min_share=0.2).flag(Z[clean], y[clean], S_Z, S_y, 2)
+    flagged, _ = TrustedKNN(k=10, min_share=0.1).flag(Z[clean], y[clean], S_Z, S_y, 2)
     assert not flagged.any()
 
 
@@ -54,6 +54,24 @@ def test_deep_knn_over_the_training_set_is_out_voted_by_the_clump(planted):
     allZ, ally = np.concatenate([Z, S_Z]), np.concatenate([y, S_y])
     assert not deep_knn_flags(allZ, ally, 10, 2)[: len(Z)][kind == "poison"].any()
     assert deep_knn_flags(allZ, ally, 70, 2)[: len(Z)][kind == "poison"].all()  # k above twice the poisons
+
+
+def test_the_clump_rule_flags_the_colliding_poisons_and_no_honest_item():
+    """Without any trusted vote: 25 poisons among 600 honest items (4 %, as in a campaign: 2.5 % on CIFAR-2) are the
+    only items far tighter than the others of their label."""
+    from robust_al.filter import SameLabelClump
+
+    rng = np.random.default_rng(1)
+    Z = np.concatenate([_at(np.full(25, 60.0), rng, noise=0.005), _at(rng.uniform(2, 43, 300), rng),
+                        _at(rng.uniform(47, 88, 300), rng)])
+    y = np.concatenate([np.zeros(325, np.int64), np.ones(300, np.int64)])
+    kind = np.array(["poison"] * 25 + ["honest"] * 600)
+    flagged, _ = SameLabelClump(m=5, z=1.5).flag(Z, y)
+    # measured: 25 of 25 poisons, 2 of 600 honest items; without the poisons 12 of 600 (the rule always takes the
+    # tail above its threshold: its cost on clean campaigns is measured in docs/performance.md)
+    assert flagged[kind == "poison"].all() and flagged[kind != "poison"].mean() <= 0.01
+    clean = kind != "poison"
+    assert SameLabelClump(m=5, z=1.5).flag(Z[clean], y[clean])[0].mean() <= 0.025
 
 
 def test_a_label_most_trusted_neighbours_share_is_kept_at_any_min_share():
@@ -84,8 +102,9 @@ def test_in_the_loop_the_poisons_are_kept_out_of_training(tmp_path, enabled):
     if not enabled:
         assert not out
         return
-    assert removed["reason"].str.startswith("trusted-knn").all()
-    assert (removed["score"] < c.cfg.poison_filter.min_share).all()
+    knn = removed["reason"].str.startswith("trusted-knn")
+    assert (knn | removed["reason"].str.startswith("clump")).all()
+    assert (removed.loc[knn, "score"] < c.cfg.poison_filter.min_share).all()
     assert len(out & poisons) >= 0.9 * len((out | labeled) & poisons) > 0
     assert len(out - poisons) <= 0.02 * len((out | labeled) - poisons)
     assert not (labeled & out)  # a filtered item is not trained on
@@ -93,4 +112,5 @@ def test_in_the_loop_the_poisons_are_kept_out_of_training(tmp_path, enabled):
     from robust_al.report.campaign import write_campaign_report
 
     page = write_campaign_report(tmp_path / "run", tmp_path / "report").read_text()
-    assert "Kept out of training by the poison filter" in page and page.count("trusted-knn k=10") == len(out)
+    assert "Kept out of training by the poison filter" in page
+    assert page.count("trusted-knn k=20") + page.count("clump m=5") == len(out)

@@ -1,43 +1,51 @@
-"""The poison filter stage, between labeling and training: newly labeled items whose label their trusted
-neighbours in F_{i-1}'s feature space contradict are kept out of training (status ``filtered``), each removal
-stored with its reason and score."""
+"""The poison filter stage, between labeling and training: labeled items whose place in F_{i-1}'s feature space
+contradicts their label (``trusted-knn``) or that sit in an unusually tight same-label clump (``clump``) are kept out
+of training (status ``filtered``), each removal stored with its reason and score."""
 from __future__ import annotations
 
 import numpy as np
 
 from robust_al.campaign.items import FILTERED, HOLDOUT, LABELED
-from robust_al.filter import TrustedKNN
+from robust_al.filter import SameLabelClump, TrustedKNN
 
 
 class FilterMixin:
     """The poison filter for a :class:`~robust_al.campaign.Campaign` (``poison_filter`` in the config)."""
 
     def filter_poisons(self, iteration: int, answered: np.ndarray, info: dict) -> np.ndarray:
-        """Judge this iteration's newly labeled items with F_{i-1} (the model the attacker crafted against, and
-        the one at hand before training); returns the answered items still labeled. Votes come from S with its
-        trusted labels and (``votes_from``) from items accepted in earlier iterations with their inferred labels,
-        never from the batch judged. The first iteration has no model to judge with: nothing is filtered."""
+        """Judge with F_{i-1} (the model the attacker crafted against, and the one at hand before training);
+        returns the answered items still labeled. ``trusted-knn`` judges this iteration's items by votes from S
+        with its trusted labels and (``votes_from``) from items accepted in earlier iterations, never from the
+        batch judged; ``clump`` judges every labeled item (a clump grows over batches). The first iteration has no
+        model to judge with: nothing is filtered."""
         f = self.cfg.poison_filter
         if not f.enabled or iteration == 0 or len(answered) == 0:
             return answered
         post = self.inferred_labels(self._annotations())
-        judged = answered[np.isin(answered, post.index.to_numpy())]
-        if len(judged) == 0:
-            return answered
-        S = self.pool.subset(self.ids_with(HOLDOUT))
-        ref_ids, ref_y = S.ids, S.y
-        if f.votes_from == "secured+earlier":
-            earlier = self.ids_with(LABELED)
-            earlier = earlier[~np.isin(earlier, answered) & np.isin(earlier, post.index.to_numpy())]
-            ref_ids = np.concatenate([ref_ids, earlier])
-            ref_y = np.concatenate([ref_y, post.loc[earlier].to_numpy().argmax(1)])
-        y = post.loc[judged].to_numpy().argmax(1)
-        Z = self.learner.embed(self.pool.X[self.pool.positions(judged)])
-        Z_ref = self.learner.embed(self.pool.X[self.pool.positions(ref_ids)])
-        mask, share = TrustedKNN(f.k, f.min_share).flag(Z, y, Z_ref, ref_y, self.pool.n_classes)
-        out = judged[mask]
-        self.store.add_filtered(iteration, [(int(i), f"trusted-knn k={f.k}: {s:.2f} of the votes for its label",
-                                             float(s)) for i, s in zip(out, share[mask])])
-        self.set_status(out, FILTERED, iteration)
-        info["filtered"] = int(len(out))
-        return answered[~np.isin(answered, out)]
+        known = post.index.to_numpy()
+        labeled = self.ids_with(LABELED)
+        labeled = labeled[np.isin(labeled, known)]
+        y_all = post.loc[labeled].to_numpy().argmax(1)
+        Z_all = self.learner.embed(self.pool.X[self.pool.positions(labeled)])
+        in_batch = np.isin(labeled, answered)
+        out: dict[int, tuple[str, float]] = {}
+        if "trusted-knn" in f.rules and in_batch.any():
+            S = self.pool.subset(self.ids_with(HOLDOUT))
+            Z_ref, y_ref = self.learner.embed(S.X), S.y
+            if f.votes_from == "secured+earlier":
+                Z_ref = np.concatenate([Z_ref, Z_all[~in_batch]])
+                y_ref = np.concatenate([y_ref, y_all[~in_batch]])
+            mask, share = TrustedKNN(f.k, f.min_share).flag(Z_all[in_batch], y_all[in_batch], Z_ref, y_ref,
+                                                            self.pool.n_classes)
+            for i, s in zip(labeled[in_batch][mask], share[mask]):
+                out[int(i)] = (f"trusted-knn k={f.k}: {s:.2f} of the votes for its label", float(s))
+        if "clump" in f.rules:
+            mask, t = SameLabelClump(f.clump_m, f.clump_z).flag(Z_all, y_all)
+            for i, s in zip(labeled[mask], t[mask]):
+                out.setdefault(int(i), (f"clump m={f.clump_m}: similarity {s:.3f} to its {f.clump_m}th nearest "
+                                        "same-label item", float(s)))
+        ids = np.array(sorted(out), dtype=np.int64)
+        self.store.add_filtered(iteration, [(i, *out[int(i)]) for i in ids])
+        self.set_status(ids, FILTERED, iteration)
+        info["filtered"] = int(len(ids))
+        return answered[~np.isin(answered, ids)]

@@ -36,8 +36,8 @@ class TrustedKNN:
     ``k``: neighbours that vote; ``min_share``: the least share of them with the item's own label that keeps it.
     """
 
-    k: int = 10
-    min_share: float = 0.1
+    k: int = 20
+    min_share: float = 0.05
 
     def shares(self, Z: np.ndarray, y: np.ndarray, Z_ref: np.ndarray, y_ref: np.ndarray, n_classes: int
                ) -> tuple[np.ndarray, np.ndarray]:
@@ -65,3 +65,47 @@ class TrustedKNN:
 def _unit(Z: np.ndarray) -> np.ndarray:
     Z = np.asarray(Z, dtype=np.float32)
     return Z / np.maximum(np.linalg.norm(Z, axis=1, keepdims=True), 1e-12)
+
+
+@dataclass
+class SameLabelClump:
+    """Flag items at the core of an unusually tight clump of items with the same label.
+
+    Feature-collision poisons crafted for one target are pulled towards one point, so they sit far closer to each
+    other than honest items of a class do; the clump shows even where the feature space is too weak for trusted
+    votes to speak (random features: poisons' trusted share 0.36 vs honest 0.68, a poor separation). With
+    t_i = the cosine similarity of item i to its m-th nearest other labeled item with the same label,
+
+        flag(i)  <=>  t_i > median(t) + z (q_0.9(t) - median(t))
+
+    over the labeled items (median and decile move little while poisons are a few per cent of them). Measured on
+    a CIFAR-2 random-feature Q3 campaign (1,368 labeled, 34 poisons): z = 1.5 flagged 26 poisons and 2 honest
+    items. Bullseye Polytope poisons do not clump (their mean, not each, is pulled to the target)."""
+
+    m: int = 5
+    z: float = 1.5
+
+    def tightness(self, Z: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """t_i for every row (-1 where fewer than m other rows share its label)."""
+        Zu = _unit(Z)
+        y = np.asarray(y, dtype=np.int64)
+        t = np.full(len(Zu), -1.0)
+        for c in np.unique(y):
+            rows = np.flatnonzero(y == c)
+            if len(rows) <= self.m:
+                continue
+            for s in range(0, len(rows), 2048):  # rows x class size at a time, not class size squared
+                part = rows[s:s + 2048]
+                sim = Zu[part] @ Zu[rows].T
+                sim[np.arange(len(part)), np.arange(s, s + len(part))] = -np.inf  # not itself
+                t[part] = np.partition(sim, len(rows) - self.m, axis=1)[:, len(rows) - self.m]
+        return t
+
+    def flag(self, Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(mask of flagged rows, t)."""
+        t = self.tightness(Z, y)
+        known = t[t > -1]
+        if len(known) < 10:
+            return np.zeros(len(t), dtype=bool), t
+        med = float(np.median(known))
+        return t > med + self.z * (float(np.quantile(known, 0.9)) - med), t
