@@ -44,7 +44,7 @@ def config(seed: int, variant: str, args: argparse.Namespace) -> dict:
             "augment": {"attacks": ["deepfool"], "noise_copies": 1},
             "model": {"epochs": 20, "hidden": [128]},
             "stop": {"budget": args.budget, "max_iterations": 200},
-            "poison_filter": {"enabled": variant == "filter", "min_share": args.min_share}}
+            "poison_filter": {"enabled": variant == "filter"}}  # its defaults: what the measurement is about
 
 
 def one_run(seed: int, variant: str, args: argparse.Namespace) -> dict:
@@ -109,8 +109,8 @@ def summary(raw: dict) -> dict:
                   f"S of 100, an MLP (20 epochs) with DeepFool augmentation, a budget of {a['budget']} labels. "
                   "`sync`: today's default. `lookahead`: `annotators.lookahead: 1` with every queued item "
                   "answered before the model it waited for is ready (the worst case, and the Label Studio "
-                  "benchmark's at one answer a second). `filter`: `poison_filter.enabled` "
-                  f"(min_share {a['min_share']}); there are no poisons, so every item it removes is honest "
+                  "benchmark's at one answer a second). `filter`: `poison_filter.enabled` with its defaults "
+                  "(trusted-knn and clump); there are no poisons, so every item it removes is honest "
                   "(counted when the majority of its answers is the true label)."),
         "command": [raw["command"]], "config": {"file": None, "overrides": [], "data": "scikit-learn's digits"},
         "seeds": seeds, "commit": raw["commit"], "versions": raw["versions"],
@@ -128,7 +128,6 @@ def main() -> None:
     ap.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=VARIANTS)
     ap.add_argument("--batch", type=int, default=10)
     ap.add_argument("--budget", type=int, default=450)
-    ap.add_argument("--min-share", type=float, default=0.1)
     ap.add_argument("--targets", type=float, nargs="+", default=[0.93, 0.95])
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--summary", type=Path)
