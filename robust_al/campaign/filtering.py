@@ -16,8 +16,8 @@ class FilterMixin:
         """Judge with F_{i-1} (the model the attacker crafted against, and the one at hand before training);
         returns the answered items still labeled. ``trusted-knn`` judges this iteration's items by votes from S
         with its trusted labels and (``votes_from``) from items accepted in earlier iterations, never from the
-        batch judged; ``clump`` judges every labeled item (a clump grows over batches). The first iteration has no
-        model to judge with: nothing is filtered."""
+        batch judged; ``clump`` measures tightness among all labeled items (a clump grows over batches) and judges
+        this iteration's. The first iteration has no model to judge with: nothing is filtered."""
         f = self.cfg.poison_filter
         if not f.enabled or iteration == 0 or len(answered) == 0:
             return answered
@@ -39,8 +39,10 @@ class FilterMixin:
                                                             self.pool.n_classes)
             for i, s in zip(labeled[in_batch][mask], share[mask]):
                 out[int(i)] = (f"trusted-knn k={f.k}: {s:.2f} of the votes for its label", float(s))
-        if "clump" in f.rules:
+        if "clump" in f.rules:  # measured over every labeled item, judged on this batch's: re-judging the
+            # accepted ones each iteration would take the tail above the threshold again and again
             mask, t = SameLabelClump(f.clump_m, f.clump_z).flag(Z_all, y_all)
+            mask &= in_batch
             for i, s in zip(labeled[mask], t[mask]):
                 out.setdefault(int(i), (f"clump m={f.clump_m}: similarity {s:.3f} to its {f.clump_m}th nearest "
                                         "same-label item", float(s)))
