@@ -209,3 +209,19 @@ def test_kill_9_in_a_campaign_that_queues_the_next_batch_ahead_then_resume_is_id
         assert killed.returncode == -signal.SIGKILL, f"{point} was never reached:\n{killed.stdout}{killed.stderr}"
         _resume_to_the_end(run_dir, want)
         assert RunStore(run_dir).predictions().equals(want_pred), point
+
+
+def test_kill_9_after_the_poison_filter_removed_items_then_resume_is_identical(tmp_path):
+    """The filter's removals (statuses and the ``filtered`` table) are derived: killed while training on what it
+    kept, the resumed run judges the batch again and ends with the same removals, reasons and model."""
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump({**CONFIG, "poison_filter": {"enabled": True},
+                                   "stop": {**CONFIG["stop"], "max_iterations": 4}}))
+    assert _cli([str(cfg), "--run-dir", str(tmp_path / "whole")]).returncode == 0
+    want = snapshot(tmp_path / "whole")
+    removed = RunStore(tmp_path / "whole").filtered()
+    assert len(removed) and 2 in set(removed["iteration"]), "the filter removed nothing at iteration 2"
+    killed = _cli([str(cfg), "--run-dir", str(tmp_path / "run")], kill_at="training@2")
+    assert killed.returncode == -signal.SIGKILL, killed.stdout + killed.stderr
+    _resume_to_the_end(tmp_path / "run", want)
+    assert RunStore(tmp_path / "run").filtered().equals(removed)
