@@ -218,7 +218,7 @@ def _mean_distance(model: ClassifierNet, target_x: np.ndarray, X: np.ndarray) ->
     from robust_al.crowd.network import penultimate
 
     t, p = penultimate(model, target_x[None]), penultimate(model, X)
-    return float(np.linalg.norm(p.mean(0) - t[0]) / max(np.linalg.norm(t), 1e-8))
+    return float(np.linalg.norm(p.mean(0) - t[0])) / max(float(np.linalg.norm(t)), 1e-8)
 
 
 def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes: int,
