@@ -29,6 +29,7 @@ import yaml
 
 from robust_al.campaign import Campaign
 from robust_al.config import load_config
+from robust_al.evaluate.experiment import labels_to_reach
 from robust_al.versions import git_commit, versions
 
 VARIANTS = ("sync", "lookahead", "filter")
@@ -69,7 +70,8 @@ def one_run(seed: int, variant: str, args: argparse.Namespace) -> dict:
 
 
 def labels_to(curve: list, target: float) -> int | None:
-    return next((int(n) for n, s, _ in curve if s >= target), None)
+    """Labels in the model when S accuracy first reached ``target`` (None: never)."""
+    return labels_to_reach([(int(n), s) for n, s, _ in curve], target)
 
 
 def mean_s(curve: list, lo: int, hi: int, step: int) -> float:
@@ -88,9 +90,9 @@ def summary(raw: dict) -> dict:
         row = [v, len(mine)]
         for t in a["targets"]:
             reached = [labels_to(r["curve"], t) for r in mine]
-            both = [(labels_to(by[("sync", r["seed"])]["curve"], t), x) for r, x in zip(mine, reached)
-                    if x is not None and ("sync", r["seed"]) in by
-                    and labels_to(by[("sync", r["seed"])]["curve"], t) is not None]
+            sync = [labels_to(by[("sync", r["seed"])]["curve"], t) if ("sync", r["seed"]) in by else None
+                    for r in mine]
+            both = [(b, x) for b, x in zip(sync, reached) if b is not None and x is not None]
             row += [sum(x is not None for x in reached),
                     round(statistics.mean(x for _, x in both) / statistics.mean(s for s, _ in both), 3)
                     if both else "n/a"]

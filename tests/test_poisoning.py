@@ -335,19 +335,19 @@ def test_bullseye_polytope_puts_the_target_at_the_poisons_mean_within_epsilon_of
     """Bullseye Polytope (hand-written: ART 1.20.1's pulls the poisons to their own bases' features): the
     poisons' mean feature lands on the target's while each stays within epsilon of its base image; with a
     smaller epsilon it cannot get as close (the bound binds)."""
-    from robust_al.augment.poison import _mean_distance, bullseye_polytope
+    from robust_al.augment.poison import bullseye_polytope, feature_distance
 
     rng = np.random.default_rng(0)
     base = rng.uniform(size=(8, 3, 8, 8)).astype(np.float32)
     target = rng.uniform(size=(3, 8, 8)).astype(np.float32)
     model = _tiny_net()
     flags = [p.requires_grad for p in model.parameters()]
-    before = _mean_distance(model, target, base)
+    before = feature_distance(model, target, base, of_mean=True)
     far = {}
     for eps in (0.1, 0.005):
         P = bullseye_polytope(model, (3, 8, 8), target, base, eps, 0.04, 300)
         assert np.abs(P - base).max() <= eps + 1e-6 and P.min() >= 0 and P.max() <= 1
-        far[eps] = _mean_distance(model, target, P)
+        far[eps] = feature_distance(model, target, P, of_mean=True)
     # measured: 0.52 at the bases, 0.21 at epsilon 0.1 (0.3 gets no closer in 300 steps), 0.49 at 0.005
     assert far[0.1] < 0.5 * before and far[0.005] > 2 * far[0.1], (before, far)
     assert [p.requires_grad for p in model.parameters()] == flags  # the model is left as it was

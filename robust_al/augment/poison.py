@@ -205,20 +205,15 @@ def _collide(feats, f_t, base: np.ndarray, lr0: float, similarity_coeff: float, 
     return old
 
 
-def feature_distance(model: ClassifierNet, target_x: np.ndarray, X: np.ndarray) -> float:
-    """Mean L2 distance of X's penultimate features to the target's, relative to the target's norm."""
+def feature_distance(model: ClassifierNet, target_x: np.ndarray, X: np.ndarray, of_mean: bool = False) -> float:
+    """Mean L2 distance of X's penultimate features to the target's, relative to the target's norm; ``of_mean``:
+    the distance of X's mean feature instead (what Bullseye Polytope brings to the target)."""
     from robust_al.crowd.network import penultimate
 
     t, p = penultimate(model, target_x[None]), penultimate(model, X)
-    return float(np.linalg.norm(p - t, axis=1).mean() / max(np.linalg.norm(t), 1e-8))
-
-
-def _mean_distance(model: ClassifierNet, target_x: np.ndarray, X: np.ndarray) -> float:
-    """L2 distance of X's mean penultimate feature to the target's, relative to the target's norm."""
-    from robust_al.crowd.network import penultimate
-
-    t, p = penultimate(model, target_x[None]), penultimate(model, X)
-    return float(np.linalg.norm(p.mean(0) - t[0])) / max(float(np.linalg.norm(t)), 1e-8)
+    if of_mean:
+        p = p.mean(0, keepdims=True)
+    return float(np.linalg.norm(p - t, axis=1).mean()) / max(float(np.linalg.norm(t)), 1e-8)
 
 
 def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes: int,
@@ -246,10 +241,9 @@ def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes
                                        max_iter)
                 P = watermarked(collided, target_x, wm)
             y = np.full(len(P), base_class, dtype=np.int64)
-            d = feature_distance(model, target_x, P)
+            # what each attack brings to the target: every poison's feature, or (Bullseye) their mean
+            d = feature_distance(model, target_x, P, of_mean=attack == "bullseye-polytope")
             ok = verify is None or verify(P, y, target_x)
-            if attack == "bullseye-polytope":  # what it optimizes: the poisons' mean feature to the target's
-                d = _mean_distance(model, target_x, P)
             tried.append({"watermark": wm, "target_class": target_class, "feature_distance": d, "success": ok})
             log.info("%s: watermark %.2f, relative feature distance %.3f, success %s", attack, wm, d, ok)
             if ok:

@@ -127,11 +127,12 @@ class SelectionMixin:
         strategy measures distances in the untrained network's feature space (for a frozen pretrained trunk,
         its features; for a network trained from scratch, a random projection of the input, which keeps its
         distances roughly) and sees no class probabilities and no errors on S. Measured with a simulated crowd
-        (docs/performance.md#bench-lookahead): that batch drawn at random instead cost lookahead 13 % more
-        labels to the target."""
+        (docs/results/performance.md#bench-loop-variants, notes): that batch drawn at random instead cost
+        lookahead 13 % more labels to the target."""
         cand = self.candidates()
         if len(cand) == 0 or n == 0:
             return np.zeros(0, dtype=np.int64)
+        key = iteration if rng_key is None else rng_key
         if not trained:
             with self.timed_stage("embed"):
                 E = self.learner.embed(self.pool.X)
@@ -139,7 +140,7 @@ class SelectionMixin:
             self.mind = MinDistance(E, self.cfg.query.chunk_size)
             self.mind.add_positions(self.pool.positions(pending if pending is not None else []))
             try:
-                return self._choose(iteration if rng_key is None else rng_key, cand, n, info, trained=False)
+                return self._choose(key, cand, n, info, trained=False)
             finally:  # the next iteration measures in F_i's space, built anew
                 self.mind = kept
         with self.timed_stage("embed"):
@@ -151,7 +152,7 @@ class SelectionMixin:
                 return self._query(iteration, n, info, rng_key=rng_key)
             finally:
                 self.mind.d = kept
-        return self._choose(iteration if rng_key is None else rng_key, cand, n, info, trained=True)
+        return self._choose(key, cand, n, info, trained=True)
 
     def _choose(self, key: int, cand: np.ndarray, n: int, info: dict, trained: bool) -> np.ndarray:
         """The strategy's n picks among ``cand`` with ``self.mind`` as the distances to what is labeled; an
