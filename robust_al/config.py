@@ -231,12 +231,15 @@ class PoisonConfig(_Strict):
     """Q3 of the robust-active-learning evaluation: targeted clean-label poisons (feature collision or Bullseye
     Polytope) crafted against the model of iteration ``at_iteration - 1`` and injected into the unlabeled pool."""
     enabled: bool = False
-    attack: Literal["feature-collision", "bullseye-polytope"] = Field(
+    attack: Literal["feature-collision", "bullseye-polytope", "gradient-matching"] = Field(
         "feature-collision", description="feature collision (Shafahi et al. 2018: each poison's features onto the "
-        "target's, plus a watermark) or Bullseye Polytope (Aghakhani et al. 2021: the poisons' mean feature onto "
-        "the target's, each within epsilon of its base)")
-    epsilon: float = Field(8 / 255, gt=0, le=1, description="bullseye-polytope: L-inf bound on each poison's change "
-                           "from its base image (8/255 as in its paper)")
+        "target's, plus a watermark), Bullseye Polytope (Aghakhani et al. 2021: the poisons' mean feature onto "
+        "the target's, each within epsilon of its base) or gradient matching (Geiping et al. 2021, ART's "
+        "Witches' Brew: the poisons' training gradient aligned with the target's adversarial one, within epsilon; "
+        "max_iter epochs, one restart)")
+    epsilon: float = Field(8 / 255, gt=0, le=1, description="bullseye-polytope, gradient-matching: L-inf bound on "
+                           "each poison's change from its base image (8/255 as in Bullseye's paper; Witches' Brew "
+                           "uses 16/255)")
     bp_learning_rate: float = Field(0.04, gt=0, description="bullseye-polytope: Adam's step (its paper's and ART's)")
     at_iteration: int = Field(1, ge=1, description="poisons enter the pool before this iteration's query")
     target_class: int = Field(1, ge=0, description="class of the target (a test instance it should misclassify)")
@@ -245,7 +248,8 @@ class PoisonConfig(_Strict):
     watermarks: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3], description="opacities tried in order")
     learning_rate: float = Field(1.0, gt=0, description="ART's default (500*255) with similarity 256 barely moves")
     similarity_coeff: float = Field(0.5, gt=0)
-    max_iter: int = Field(120, ge=1)
+    max_iter: int = Field(120, ge=1, description="steps of feature collision and Bullseye Polytope; epochs of "
+                          "gradient matching (ART's default 250)")
     max_targets: int = Field(3, ge=1, description="targets tried before giving up")
     targets: Literal["random", "vulnerable"] = Field(
         "random", description="which target instances the attacker tries: 'random' (Shafahi et al.: random test "

@@ -9,6 +9,8 @@ trained on all clean training items plus the poisons are kept (as the paper does
 """
 from __future__ import annotations
 
+import contextlib
+import io
 import logging
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -148,6 +150,60 @@ def bullseye_polytope(model: nn.Module, input_shape: tuple[int, ...], target_x: 
     return x.detach().cpu().numpy().reshape((len(base_X), *input_shape)).astype(np.float32)
 
 
+def gradient_matching(model: nn.Module, input_shape: tuple[int, ...], n_classes: int, target_x: np.ndarray,
+                      base_X: np.ndarray, base_class: int, epsilon: float, max_epochs: int = 250,
+                      restarts: int = 1) -> np.ndarray:
+    """Witches' Brew (Geiping et al. 2021, "Witches' Brew: Industrial Scale Data Poisoning via Gradient
+    Matching"), through ART's ``GradientMatchingAttack``: perturbations Delta of the base images (labeled, as
+    honest labelers would, as the base class y_b) whose training gradient points where the gradient of the
+    adversarial loss on the target does (their eq. 3):
+
+        min_Delta  1 - < grad_theta L(F(t), y_b), sum_j grad_theta L(F(b_j + Delta_j), y_b) >
+                       / ( ||grad_theta L(F(t), y_b)|| ||sum_j grad_theta L(F(b_j + Delta_j), y_b)|| )
+        s.t.  ||Delta_j||_inf <= epsilon,  b_j + Delta_j in [0, 1]
+
+    (signed Adam on tanh-bounded noise, ART's learning-rate schedule scaled to ``max_epochs``; ``restarts``
+    = ART's ``max_trials``, the best alignment kept). theta = the parameters training changes: ART
+    differentiates every parameter of the module it is given, and a frozen trunk's weights have no gradient,
+    so it is given a view that registers only the trainable ones. Draws from the global generators (the
+    caller seeds them). The model's weights are not changed."""
+    import torch
+    from art.attacks.poisoning import GradientMatchingAttack
+    from art.estimators.classification import PyTorchClassifier
+
+    class _Trainable(nn.Module):
+        net: nn.Module
+
+        def __init__(self, net: nn.Module):
+            super().__init__()
+            self.theta = nn.ParameterList([prm for prm in net.parameters() if prm.requires_grad])
+            object.__setattr__(self, "net", net)  # not a submodule: its frozen weights stay out of theta
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return self.net(x)
+
+    was_training = model.training
+    model.eval()  # dropout off while matching, as ART intends (it calls eval() on what it is given)
+    dev = next(model.parameters()).device
+    clf = PyTorchClassifier(model=_Trainable(model), loss=nn.CrossEntropyLoss(), input_shape=tuple(input_shape),
+                            nb_classes=int(n_classes), clip_values=(0.0, 1.0),
+                            device_type="gpu" if dev.type == "cuda" else "cpu")
+    milestones = [max(1, round(max_epochs * f)) for f in (0.4, 0.6, 0.8, 0.88)]  # ART's 100/150/200/220 of 250
+    attack = GradientMatchingAttack(clf, percent_poison=1.0, epsilon=epsilon, max_trials=restarts,
+                                    max_epochs=max_epochs, learning_rate_schedule=([1e-1, 1e-2, 1e-3, 1e-4],
+                                                                                   milestones),
+                                    batch_size=max(1, len(base_X)), clip_values=(0.0, 1.0), verbose=0)
+    base = np.asarray(base_X, np.float32)
+    try:  # ART always draws a progress bar over its trials: kept out of the campaign's log
+        with contextlib.redirect_stderr(io.StringIO()):
+            P, _ = attack.poison(target_x[None].astype(np.float32), np.array([base_class]), base,
+                                 np.full(len(base), base_class, dtype=np.int64))
+    finally:
+        model.train(was_training)
+    # the tanh bound keeps |Delta| < epsilon; clip for float rounding only
+    return np.clip(np.clip(P, base - epsilon, base + epsilon), 0.0, 1.0).astype(np.float32)
+
+
 def watermarked(P: np.ndarray, target_x: np.ndarray, watermark: float) -> np.ndarray:
     """The last step of :func:`feature_collision` (ART's too): x + watermark * t, clipped to [0, 1]. The collision
     before it does not depend on the watermark, so one collision serves every watermark tried."""
@@ -225,16 +281,19 @@ def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes
     accepts (``verify(poisons_X, poisons_y, target_x)`` = the attack succeeds against a baseline trained on
     all training items plus the poisons), or None. Without ``verify`` the first crafted set is returned.
 
-    ``attack``: "feature-collision" (:func:`collide`, then each watermark) or "bullseye-polytope"
-    (:func:`bullseye_polytope` within ``epsilon`` of the bases, its own ``learning_rate``; no watermark: 0)."""
+    ``attack``: "feature-collision" (:func:`collide`, then each watermark), "bullseye-polytope"
+    (:func:`bullseye_polytope` within ``epsilon`` of the bases, its own ``learning_rate``) or "gradient-matching"
+    (:func:`gradient_matching` within ``epsilon``, ``max_iter`` epochs); these two add no watermark (0)."""
     tried = []
-    if attack == "bullseye-polytope":
+    if attack != "feature-collision":
         watermarks = [0.0]
     for rank, (target_x, target_class) in enumerate(targets):
         collided = None
         for wm in watermarks:
             if attack == "bullseye-polytope":
                 P = bullseye_polytope(model, input_shape, target_x, base_X, epsilon, learning_rate, max_iter)
+            elif attack == "gradient-matching":
+                P = gradient_matching(model, input_shape, n_classes, target_x, base_X, base_class, epsilon, max_iter)
             else:
                 if collided is None:  # once per target: the watermark is added after the collision
                     collided = collide(model, input_shape, target_x, base_X, learning_rate, similarity_coeff,
