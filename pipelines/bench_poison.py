@@ -56,8 +56,9 @@ def main() -> None:
         c.load_state()
         c.iterate(0)
         p, T, model = cfg.poison, c.dataset.test, c.net.model
-        ok = np.where((T.y == p.target_class) & (c.learner.predict(T.X) == p.target_class))[0]
-        free = c.pool.ids[(~c.taken) & (c.pool.y == p.base_class)][:args.n_base]
+        target_class, base_class = c.poison_classes()
+        ok = np.where((T.y == target_class) & (c.learner.predict(T.X) == target_class))[0]
+        free = c.pool.ids[(~c.taken) & (c.pool.y == base_class)][:args.n_base]
         B, t = c.pool.X[c.pool.positions(free)], T.X[ok[0]]
         wm = p.watermarks[0]
         start = time.perf_counter()

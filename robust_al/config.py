@@ -242,8 +242,14 @@ class PoisonConfig(_Strict):
                            "uses 16/255)")
     bp_learning_rate: float = Field(0.04, gt=0, description="bullseye-polytope: Adam's step (its paper's and ART's)")
     at_iteration: int = Field(1, ge=1, description="poisons enter the pool before this iteration's query")
-    target_class: int = Field(1, ge=0, description="class of the target (a test instance it should misclassify)")
-    base_class: int = Field(0, ge=0, description="class the poisons look like and are honestly labeled as")
+    bound_collision: bool = Field(False, description="feature-collision: keep each poison within epsilon of its base "
+                                  "too (watermark included), as the benchmark of Schwarzschild et al. 2021 bounds "
+                                  "every attack; Shafahi et al. and ART do not")
+    target_class: int | None = Field(1, ge=0, description="class of the target (a test instance it should "
+                                     "misclassify); null: drawn from the campaign's seed, as the benchmark of "
+                                     "Schwarzschild et al. 2021 draws it per trial")
+    base_class: int | None = Field(0, ge=0, description="class the poisons look like and are honestly labeled as; "
+                                   "null: drawn from the campaign's seed, never the target class")
     n_base: int = Field(50, ge=1, description="base instances per target (the first free pool items of base_class)")
     watermarks: list[float] = Field(default_factory=lambda: [0.1, 0.2, 0.3], description="opacities tried in order")
     learning_rate: float = Field(1.0, gt=0, description="ART's default (500*255) with similarity 256 barely moves")

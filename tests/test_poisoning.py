@@ -418,3 +418,33 @@ def test_a_campaign_injects_each_attacks_poisons_within_epsilon_of_their_bases(t
     B = c.pool.X[c.pool.positions(meta["base_ids"])]
     assert len(P) == 60 and 0 < np.abs(P - B).max() <= eps + 1e-6
     assert (c.pool.y[c.pool.positions(meta["item_ids"])] == 0).all()
+
+
+def test_poison_classes_drawn_from_the_seed_differ_and_a_class_outside_the_data_is_refused(tmp_path, tiny):
+    """poison.target_class / base_class null: drawn from the campaign's seed (the same again for that seed),
+    never equal, and across seeds both vary; a class the data set lacks is refused in one line naming the key."""
+    drawn = {}
+    for seed in range(8):
+        cfg = tiny(**{"data.name": "digits", "seed": seed, "poison.target_class": None, "poison.base_class": None})
+        c = Campaign.create(cfg, tmp_path / f"run{seed}", echo=None)
+        drawn[seed] = c.poison_classes()
+        assert c.poison_classes() == drawn[seed] and drawn[seed][0] != drawn[seed][1]
+    assert len({t for t, _ in drawn.values()}) > 2 and len({b for _, b in drawn.values()}) > 2
+    c = Campaign.create(tiny(**{"data.name": "digits", "poison.base_class": 10}), tmp_path / "bad", echo=None)
+    with pytest.raises(ValueError, match=r"poison.base_class = 10, but the data set has 10 classes"):
+        c.poison_classes()
+
+
+def test_a_bounded_collision_stays_within_epsilon_and_still_moves_toward_the_target():
+    """bound_collision: feature collision's poisons, watermark included, stay within epsilon of their bases
+    (unbounded, the same steps move them far beyond it), and still come closer to the target's features."""
+    from robust_al.augment.poison import craft_verified, feature_distance
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(size=(6, 3, 8, 8)).astype(np.float32)
+    target = rng.uniform(size=(3, 8, 8)).astype(np.float32)
+    model = _tiny_net()
+    sets = {b: craft_verified(model, (3, 8, 8), 2, [(target, 1)], base, np.arange(6), 0, [0.1], 0.05, 0.01, 60,
+                              None, epsilon=8 / 255, bound_collision=b) for b in (True, False)}
+    assert np.abs(sets[True].X - base).max() <= 8 / 255 + 1e-6 < np.abs(sets[False].X - base).max()
+    assert feature_distance(model, target, sets[True].X) < feature_distance(model, target, base)

@@ -50,8 +50,8 @@ def feature_collision(model: nn.Module, input_shape: tuple[int, ...], n_classes:
 
 def collide(model: nn.Module, input_shape: tuple[int, ...], target_x: np.ndarray, base_X: np.ndarray,
             learning_rate: float, similarity_coeff: float, max_iter: int, feature_layer: str = "features",
-            decay_coeff: float = 0.5, num_old_obj: int = 40, stopping_tol: float = 1e-10, batch_size: int = 64
-            ) -> np.ndarray:
+            decay_coeff: float = 0.5, num_old_obj: int = 40, stopping_tol: float = 1e-10, batch_size: int = 64,
+            epsilon: float | None = None) -> np.ndarray:
     """Poisons from ``base_X`` whose penultimate features (``feature_layer``, a top-level child of ``model``)
     collide with ``target_x``'s: Shafahi et al. 2018, Algorithm 1 (forward-backward splitting), step for step
     as ART's ``FeatureCollisionAttack`` takes it, for all base images at once.
@@ -67,7 +67,9 @@ def collide(model: nn.Module, input_shape: tuple[int, ...], target_x: np.ndarray
     the frozen ResNet18 of configs/eval-cifar2-transfer.yaml took 23.8 s on one core, so one poison set of 50
     was ~4 min and a campaign tries up to 9. Batched, 50 images took 25.8 s, against 37.3 s for 8 with ART in
     the same run (``pipelines/bench_poison.py``: 0.11x the time per image; relative feature distance to the
-    target 0.205 vs ART's 0.197 on those 8, from 1.06 at the base images). One deliberate difference: ART
+    target 0.205 vs ART's 0.197 on those 8, from 1.06 at the base images). ``epsilon``: the backward step also
+    projects onto the L-inf ball of that radius around the base (Schwarzschild et al. 2021 bound every attack
+    of their benchmark by 8/255; Shafahi et al. and ART do not bound it). One deliberate difference: ART
     keeps the learning rate it halved on one base image for all later ones (state on the attack object), so
     late poisons move less than early ones; here each base image has its own, as if ART were run once per image
     (the reference test compares with exactly that). The model's weights are not changed."""
@@ -90,7 +92,7 @@ def collide(model: nn.Module, input_shape: tuple[int, ...], target_x: np.ndarray
         _, f_t = feats(target_x[None])
         f_t = f_t.detach()
         out = [_collide(feats, f_t, np.asarray(base_X[s:s + batch_size], np.float32), learning_rate,
-                        similarity_coeff, max_iter, decay_coeff, num_old_obj, stopping_tol)
+                        similarity_coeff, max_iter, decay_coeff, num_old_obj, stopping_tol, epsilon)
                for s in range(0, len(base_X), batch_size)]
     finally:
         hook.remove()
@@ -211,7 +213,7 @@ def watermarked(P: np.ndarray, target_x: np.ndarray, watermark: float) -> np.nda
 
 
 def _collide(feats, f_t, base: np.ndarray, lr0: float, similarity_coeff: float, max_iter: int, decay: float,
-             m: int, tol: float) -> np.ndarray:
+             m: int, tol: float, epsilon: float | None = None) -> np.ndarray:
     """One batch of :func:`feature_collision` (before the watermark); each row keeps its own step size, history
     and stopping, exactly as ART's loop body for one image (including its in-place forward step, which a refused
     step keeps: ART throws out only the proximal step)."""
@@ -241,6 +243,8 @@ def _collide(feats, f_t, base: np.ndarray, lr0: float, similarity_coeff: float, 
         old[rows] -= lr[rows].astype(np.float32).reshape(shape) * x_t.grad.cpu().numpy()
         step = (lr[rows] * beta).astype(np.float32).reshape(shape)
         new = np.clip((old[rows] + step * base[rows]) / (1 + step), 0.0, 1.0).astype(np.float32)
+        if epsilon is not None:
+            new = np.clip(new, base[rows] - epsilon, base[rows] + epsilon)
         change = np.linalg.norm(flat(new - old[rows]), axis=1) / np.maximum(np.linalg.norm(flat(new), axis=1), 1e-30)
         done = change < tol
         active[rows[done]] = False
@@ -276,14 +280,17 @@ def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes
                    targets: list[tuple[np.ndarray, int]], base_X: np.ndarray, base_ids: np.ndarray,
                    base_class: int, watermarks: list[float], learning_rate: float, similarity_coeff: float,
                    max_iter: int, verify: Callable[[np.ndarray, np.ndarray, np.ndarray], bool] | None,
-                   attack: str = "feature-collision", epsilon: float = 8 / 255) -> PoisonSet | None:
+                   attack: str = "feature-collision", epsilon: float = 8 / 255, bound_collision: bool = False
+                   ) -> PoisonSet | None:
     """Try targets in order and watermarks from the smallest; return the first poison set that ``verify``
     accepts (``verify(poisons_X, poisons_y, target_x)`` = the attack succeeds against a baseline trained on
     all training items plus the poisons), or None. Without ``verify`` the first crafted set is returned.
 
     ``attack``: "feature-collision" (:func:`collide`, then each watermark), "bullseye-polytope"
     (:func:`bullseye_polytope` within ``epsilon`` of the bases, its own ``learning_rate``) or "gradient-matching"
-    (:func:`gradient_matching` within ``epsilon``, ``max_iter`` epochs); these two add no watermark (0)."""
+    (:func:`gradient_matching` within ``epsilon``, ``max_iter`` epochs); these two add no watermark (0).
+    ``bound_collision``: feature collision's poisons too stay within ``epsilon`` of their bases (the watermark
+    included)."""
     tried = []
     if attack != "feature-collision":
         watermarks = [0.0]
@@ -297,8 +304,10 @@ def craft_verified(model: ClassifierNet, input_shape: tuple[int, ...], n_classes
             else:
                 if collided is None:  # once per target: the watermark is added after the collision
                     collided = collide(model, input_shape, target_x, base_X, learning_rate, similarity_coeff,
-                                       max_iter)
+                                       max_iter, epsilon=epsilon if bound_collision else None)
                 P = watermarked(collided, target_x, wm)
+                if bound_collision:  # a refused step keeps its forward step (ART's), and the watermark adds more
+                    P = np.clip(P, base_X - epsilon, base_X + epsilon)
             y = np.full(len(P), base_class, dtype=np.int64)
             # what each attack brings to the target: every poison's feature, or (Bullseye) their mean
             d = feature_distance(model, target_x, P, of_mean=attack == "bullseye-polytope")

@@ -26,12 +26,27 @@ class PoisonHook:
         with seeded(self.global_seed("poison", iteration)):
             self._craft_poisons(iteration)
 
+    def poison_classes(self) -> tuple[int, int]:
+        """(target class, base class): the config's, or (where null) drawn from the campaign's seed, distinct."""
+        p, n = self.cfg.poison, self.pool.n_classes
+        for key, c in (("target_class", p.target_class), ("base_class", p.base_class)):
+            if c is not None and c >= n:
+                raise ValueError(f"poison.{key} = {c}, but the data set has {n} classes (0..{n - 1})")
+        rng = self.rng_for("poison", "classes")
+        target = p.target_class if p.target_class is not None else int(
+            rng.choice([c for c in range(n) if c != p.base_class]))
+        base = p.base_class if p.base_class is not None else int(rng.choice([c for c in range(n) if c != target]))
+        if target == base:
+            raise ValueError(f"poison.target_class and poison.base_class are both {target}: they must differ")
+        return target, base
+
     def _craft_poisons(self, iteration: int) -> None:
         from robust_al.augment.poison import craft_verified
 
         p = self.cfg.poison
+        target_class, base_class = self.poison_classes()
         T = self.dataset.test
-        ok = np.where((T.y == p.target_class) & (self.learner.predict(T.X) == p.target_class))[0]
+        ok = np.where((T.y == target_class) & (self.learner.predict(T.X) == target_class))[0]
         clean = self.pool.y >= 0
 
         def baseline(PX: np.ndarray, Py: np.ndarray) -> NetworkTrainer:
@@ -47,23 +62,24 @@ class PoisonHook:
         if p.targets == "vulnerable":
             # targets the clean model still gets right with p >= margin, least sure first: ones the poisons can
             # move, but that the boundary alone does not flip
-            pt = baseline(T.X[:0], T.y[:0]).predict_proba(T.X[ok])[:, p.target_class]
+            pt = baseline(T.X[:0], T.y[:0]).predict_proba(T.X[ok])[:, target_class]
             sure = pt >= p.target_margin
             order = ok[sure][np.argsort(pt[sure], kind="stable")][:p.max_targets]
             clean_p = dict(zip(ok.tolist(), pt.tolist()))
         else:
             order = ok[self.rng_for("poison", "targets").permutation(len(ok))][:p.max_targets]
-        free = self.pool.ids[(~self.taken) & (self.pool.y == p.base_class)][:p.n_base]
+        free = self.pool.ids[(~self.taken) & (self.pool.y == base_class)][:p.n_base]
         base_X = self.pool.X[self.pool.positions(free)]
 
         def verify(PX: np.ndarray, Py: np.ndarray, target_x: np.ndarray) -> bool:
-            return bool(baseline(PX, Py).predict_proba(target_x[None]).argmax(1)[0] == p.base_class)
+            return bool(baseline(PX, Py).predict_proba(target_x[None]).argmax(1)[0] == base_class)
 
         ps = craft_verified(self.net.model, self.pool.input_shape, self.pool.n_classes,
-                            [(T.X[t], p.target_class) for t in order], base_X, free, p.base_class,
+                            [(T.X[t], target_class) for t in order], base_X, free, base_class,
                             list(p.watermarks), p.learning_rate if p.attack == "feature-collision"
                             else p.bp_learning_rate, p.similarity_coeff, p.max_iter,
-                            verify if p.verify else None, attack=p.attack, epsilon=p.epsilon)
+                            verify if p.verify else None, attack=p.attack, epsilon=p.epsilon,
+                            bound_collision=p.bound_collision)
         if ps is None:
             self.store.set_meta("poison", {"crafted": False, "targets_tried": [int(t) for t in order]})
             return
