@@ -215,3 +215,20 @@ def test_attack_success_table_gives_wilson_intervals_and_the_paired_test():
     table = poison_tables(results, ["proposed", "proposed-filter", "random"])["Attack success"]
     filt = next(line for line in table.splitlines() if line.startswith("| proposed-filter"))
     assert "| 9 | 0/9 = 0.00 (0.00-0.30) | 9 seeds: 0 fell only here, 2 only under proposed, p = 0.5 |" in filt
+
+
+def test_the_filter_cost_table_pairs_each_filter_run_with_the_run_without_it():
+    """Honest items removed (mean, share, worst run) and the paired clean-accuracy difference of a -filter method
+    against its method on the same seeds; a seed run by only one of the two is left out."""
+    from robust_al.evaluate.experiment import filter_cost_table
+
+    def run(method, seed, acc, honest_filtered=0):
+        return {"method": method, "seed": seed, "final_acc": acc,
+                "poison": {"success": False, "honest_filtered": honest_filtered, "honest_labeled": 100}}
+
+    results = [run("proposed", s, 0.90) for s in range(4)] + [run("proposed-filter", s, 0.89, s) for s in range(4)]
+    results.append(run("proposed-filter", 9, 0.5, 50))  # no partner: not in the table
+    table = filter_cost_table(results, ["proposed", "proposed-filter"])
+    row = next(line for line in table.splitlines() if line.startswith("| proposed-filter vs proposed"))
+    assert "| 4 | 1.5 (1.5 %), 3.0 % | 0.8900 / 0.9000 | -1.00 ± 0.00 |" in row
+    assert filter_cost_table(results, ["proposed"]) == ""  # no filter method: no table

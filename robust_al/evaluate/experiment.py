@@ -148,7 +148,7 @@ def one_run(job: dict) -> dict:
               "peak_rss_mib": max((m.get("peak_rss_mib", 0.0) for m in metrics), default=0.0)}
     last = metrics[-1] if metrics else {}
     if "poison_success" in last:
-        from robust_al.evaluate.poisoning import detection_report, target_without_poisons
+        from robust_al.evaluate.poisoning import detection_report, filter_cost, target_without_poisons
 
         campaign = Campaign.resume(run_dir, echo=None)
         result["poison"] = {"success": bool(last["poison_success"]), "labeled": last["poisons_labeled"],
@@ -157,6 +157,7 @@ def one_run(job: dict) -> dict:
                             **{k: v for k, v in campaign.store.get_meta("poison").items()
                                if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
         result["detection"] = detection_report(campaign)
+        result["poison"].update(filter_cost(campaign))
         if result["poison"]["success"]:
             result["poison"]["success_without_poisons"] = target_without_poisons(campaign)  # reloads its state
     elif job.get("poison"):
@@ -295,6 +296,9 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
                     f"{np.mean([p['labeled'] for p in ps]):.1f} | {np.mean([p['quarantined'] for p in ps]):.1f} | "
                     f"{np.mean([p.get('filtered', 0) for p in ps]):.1f} |")
     out["Attack success"] = "\n".join(rows)
+    cost = filter_cost_table(results, methods)
+    if cost:
+        out["What the poison filter cost"] = cost
     rows = ["| Method | Detector | precision (mean) | recall (mean) | flagged (mean) |", "|---|---|---:|---:|---:|"]
     for s in methods:
         dets: dict[str, list] = {}
@@ -309,6 +313,32 @@ def poison_tables(results: list[dict], methods: list[str]) -> dict[str, str]:
             rows.append(f"| {s} | {d} | {mean('precision')} | {mean('recall')} | {mean('flagged')} |")
     out["Detection of the injected poisons"] = "\n".join(rows)
     return out
+
+
+def filter_cost_table(results: list[dict], methods: list[str]) -> str:
+    """Each -filter method against the method without it, paired by seed: honest labeled items the filter kept
+    out of training (mean count and share of the honest items labeled, and the largest share in one run), and
+    the final clean test accuracy (mean of each, paired difference in points with its 95 % half-width)."""
+    by = {(r["method"], r["seed"]): r for r in results}
+    rows = ["| Method vs without | seeds | honest items removed: mean (share), worst run | final test accuracy: "
+            "filter / without | difference, points (95 %) |", "|---|---:|---|---|---|"]
+    for m in [m for m in methods if m.endswith("-filter")]:
+        ref = m.removesuffix("-filter")
+        seeds = sorted(s for (mm, s) in by if mm == m and (ref, s) in by
+                       and by[m, s].get("final_acc") is not None and by[ref, s].get("final_acc") is not None)
+        if not seeds:
+            continue
+        ps = [by[m, s].get("poison", {}) for s in seeds]
+        share = [p["honest_filtered"] / p["honest_labeled"] for p in ps if p.get("honest_labeled")]
+        removed = (f"{np.mean([p['honest_filtered'] for p in ps if 'honest_filtered' in p]):.1f} "
+                   f"({100 * np.mean(share):.1f} %), {100 * max(share):.1f} %" if share else "-")
+        a = np.array([by[m, s]["final_acc"] for s in seeds])
+        b = np.array([by[ref, s]["final_acc"] for s in seeds])
+        d = (a - b) * 100
+        half = 1.96 * d.std(ddof=1) / np.sqrt(len(d)) if len(d) > 1 else 0.0
+        rows.append(f"| {m} vs {ref} | {len(seeds)} | {removed} | {a.mean():.4f} / {b.mean():.4f} | "
+                    f"{d.mean():+.2f} ± {half:.2f} |")
+    return "\n".join(rows) if len(rows) > 2 else ""
 
 
 def accuracy_at(curve: list, n: int) -> float:

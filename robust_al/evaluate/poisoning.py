@@ -126,6 +126,18 @@ def target_without_poisons(campaign) -> bool:
     return bool(int(c.learner.predict(T.X[[meta["target_test_index"]]])[0]) == meta["base_class"])
 
 
+def filter_cost(campaign) -> dict[str, int]:
+    """What the poison filter cost honest labelers' work on a finished campaign: ``honest_filtered`` (items
+    that are not injected, kept out of training by the filter) of ``honest_labeled`` (every item not injected
+    that got its labels: used, filtered, quarantined or discarded)."""
+    from robust_al.campaign import DISCARDED, FILTERED, LABELED, QUARANTINED
+
+    injected = {int(i) for i in campaign.injected_ids()}
+    honest = [s for i, s in campaign.status.items() if int(i) not in injected]
+    return {"honest_filtered": sum(s == FILTERED for s in honest),
+            "honest_labeled": sum(s in (LABELED, FILTERED, QUARANTINED, DISCARDED) for s in honest)}
+
+
 def detection_report(campaign, expected_poison_share: float = 0.1) -> dict[str, dict]:
     """Precision/recall of each detector on a finished (resumed, not run) campaign with injected poisons."""
     campaign.load_state()
