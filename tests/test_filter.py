@@ -103,7 +103,7 @@ def test_in_the_loop_the_poisons_are_kept_out_of_training(tmp_path, enabled):
         assert not out
         from robust_al.evaluate.poisoning import filter_cost
 
-        assert filter_cost(c)["honest_filtered"] == 0 < filter_cost(c)["honest_labeled"]
+        assert filter_cost(c.store)["honest_filtered"] == 0 < filter_cost(c.store)["honest_labeled"]
         return
     knn = removed["reason"].str.startswith("trusted-knn")
     assert (knn | removed["reason"].str.startswith("clump")).all()
@@ -114,7 +114,7 @@ def test_in_the_loop_the_poisons_are_kept_out_of_training(tmp_path, enabled):
     assert {m.get("filtered", 0) for m in c.store.metrics()} - {0}
     from robust_al.evaluate.poisoning import filter_cost
 
-    assert filter_cost(c) == {"honest_filtered": len(out - poisons), "honest_labeled": len((out | labeled) - poisons)}
+    assert filter_cost(c.store) == {"honest_filtered": len(out - poisons), "honest_labeled": len((out | labeled) - poisons)}
     from robust_al.report.campaign import write_campaign_report
 
     page = write_campaign_report(tmp_path / "run", tmp_path / "report").read_text()

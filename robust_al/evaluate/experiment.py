@@ -157,7 +157,7 @@ def one_run(job: dict) -> dict:
                             **{k: v for k, v in campaign.store.get_meta("poison").items()
                                if k in ("watermark", "target_test_index", "learning_rate", "similarity_coeff")}}
         result["detection"] = detection_report(campaign)
-        result["poison"].update(filter_cost(campaign))
+        result["poison"].update(filter_cost(campaign.store))
         if result["poison"]["success"]:
             result["poison"]["success_without_poisons"] = target_without_poisons(campaign)  # reloads its state
     elif job.get("poison"):

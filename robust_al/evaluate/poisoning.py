@@ -126,14 +126,15 @@ def target_without_poisons(campaign) -> bool:
     return bool(int(c.learner.predict(T.X[[meta["target_test_index"]]])[0]) == meta["base_class"])
 
 
-def filter_cost(campaign) -> dict[str, int]:
-    """What the poison filter cost honest labelers' work on a finished campaign: ``honest_filtered`` (items
-    that are not injected, kept out of training by the filter) of ``honest_labeled`` (every item not injected
-    that got its labels: used, filtered, quarantined or discarded)."""
+def filter_cost(store) -> dict[str, int]:
+    """What the poison filter cost honest labelers' work, read from a finished campaign's store (a
+    :class:`~robust_al.store.RunStore`): ``honest_filtered`` (items that are not injected, kept out of training
+    by the filter) of ``honest_labeled`` (every item not injected that got its labels: used, filtered,
+    quarantined or discarded)."""
     from robust_al.campaign import DISCARDED, FILTERED, LABELED, QUARANTINED
 
-    injected = {int(i) for i in campaign.injected_ids()}
-    honest = [s for i, s in campaign.status.items() if int(i) not in injected]
+    injected = {int(i) for i in store.injected_ids()}
+    honest = [s for i, s in store.statuses().items() if int(i) not in injected]
     return {"honest_filtered": sum(s == FILTERED for s in honest),
             "honest_labeled": sum(s in (LABELED, FILTERED, QUARANTINED, DISCARDED) for s in honest)}
 
