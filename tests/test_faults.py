@@ -215,7 +215,7 @@ def test_kill_9_after_the_poison_filter_removed_items_then_resume_is_identical(t
     """The filter's removals (statuses and the ``filtered`` table) are derived: killed while training on what it
     kept, the resumed run judges the batch again and ends with the same removals, reasons and model."""
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text(yaml.safe_dump({**CONFIG, "poison_filter": {"enabled": True},
+    cfg.write_text(yaml.safe_dump({**CONFIG, "poison_filter": {"enabled": True, "rules": ["trusted-knn", "clump"]},
                                    "stop": {**CONFIG["stop"], "max_iterations": 4}}))
     assert _cli([str(cfg), "--run-dir", str(tmp_path / "whole")]).returncode == 0
     want = snapshot(tmp_path / "whole")

@@ -74,6 +74,29 @@ def test_the_clump_rule_flags_the_colliding_poisons_and_no_honest_item():
     assert SameLabelClump(m=5, z=1.5).flag(Z[clean], y[clean])[0].mean() <= 0.025
 
 
+def test_a_clump_found_in_a_batch_takes_its_earlier_members_and_no_tight_honest_item_elsewhere():
+    """Poisons that arrived before there were m of them were accepted; when this batch's poisons show the clump,
+    clump_of reaches them through same-label nearest neighbours above the threshold, and not honest items that
+    are above it elsewhere (a tight honest group far from the clump)."""
+    from robust_al.filter import SameLabelClump
+
+    rng = np.random.default_rng(2)
+    Z = np.concatenate([_at(np.full(12, 60.0), rng, noise=0.005),  # 4 accepted earlier, 8 in this batch
+                        _at(np.full(6, 20.0), rng, noise=0.004),  # tight honest items of class 0, far away
+                        _at(rng.uniform(2, 43, 300), rng), _at(rng.uniform(47, 88, 300), rng)])
+    y = np.concatenate([np.zeros(12 + 6 + 300, np.int64), np.ones(300, np.int64)])
+    kind = np.array(["earlier"] * 4 + ["batch"] * 8 + ["tight honest"] * 6 + ["honest"] * 600)
+    rule = SameLabelClump(m=5, z=1.5)
+    above, _ = rule.flag(Z, y)
+    assert above[kind == "tight honest"].all()  # the tail a threshold alone cannot tell from a clump
+    seeds = above & (kind == "batch")
+    assert seeds.sum() == 8
+    clump = rule.clump_of(Z, y, seeds, above)
+    assert clump[kind == "earlier"].all() and clump[kind == "batch"].all()
+    assert not clump[(kind == "tight honest") | (kind == "honest")].any()
+    assert not rule.clump_of(Z, y, np.zeros(len(Z), bool), above).any()  # nothing flagged: nothing taken
+
+
 def test_a_label_most_trusted_neighbours_share_is_kept_at_any_min_share():
     """min_share: an item is removed only when the plurality of its trusted neighbours is another class too."""
     Z_ref = np.eye(3, dtype=np.float32)[[0, 0, 0, 1, 1, 2]]
@@ -114,9 +137,33 @@ def test_in_the_loop_the_poisons_are_kept_out_of_training(tmp_path, enabled):
     assert {m.get("filtered", 0) for m in c.store.metrics()} - {0}
     from robust_al.evaluate.poisoning import filter_cost
 
-    assert filter_cost(c.store) == {"honest_filtered": len(out - poisons), "honest_labeled": len((out | labeled) - poisons)}
+    assert filter_cost(c.store) == {"honest_filtered": len(out - poisons),
+                                    "honest_labeled": len((out | labeled) - poisons)}
     from robust_al.report.campaign import write_campaign_report
 
     page = write_campaign_report(tmp_path / "run", tmp_path / "report").read_text()
     assert "Kept out of training by the poison filter" in page
     assert page.count("trusted-knn k=20") + page.count("clump m=5") == len(out)
+
+
+def test_poisons_arriving_a_few_per_batch_are_removed_once_their_clump_shows(tmp_path):
+    """Random sampling in small batches brings a few poisons at a time (here about 4 per batch of 40), fewer
+    than the clump rule's m at first, so the first ones are accepted; once the clump shows, they are taken out
+    of training too, with a reason that says so."""
+    from test_poisoning import _tiny, blobs, poisoned_config
+
+    from robust_al.campaign import FILTERED, LABELED, Campaign
+
+    over = {"poison_filter.enabled": True, "poison_filter.rules": ["clump"], "query.batch": 40,
+            "stop.max_iterations": 6, "trust.epsilon": 1.0}  # no rollback: every poison asked is labeled
+    c = Campaign.create(poisoned_config(_tiny, **over), tmp_path / "run", dataset=blobs(), echo=None)
+    c.run(progress=False)
+    poisons = set(c.store.get_meta("poison")["item_ids"])
+    removed = c.store.filtered()
+    out, labeled = set(removed["item_id"]), set(c.ids_with(LABELED).tolist())
+    got = (out | labeled) & poisons
+    # measured: 15 of 17 out, 7 of them taken out after they had been accepted (without clump_of: 8 of 17)
+    assert len(got) >= 10 and len(out & poisons) >= 0.8 * len(got)
+    later = set(removed.loc[removed["reason"].str.contains("accepted earlier"), "item_id"]) & poisons
+    assert len(later) >= 0.25 * len(got)
+    assert set(c.ids_with(FILTERED).tolist()) == out and not (labeled & out)

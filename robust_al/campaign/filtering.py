@@ -39,13 +39,20 @@ class FilterMixin:
                                                             self.pool.n_classes)
             for i, s in zip(labeled[in_batch][mask], share[mask]):
                 out[int(i)] = (f"trusted-knn k={f.k}: {s:.2f} of the votes for its label", float(s))
-        if "clump" in f.rules:  # measured over every labeled item, judged on this batch's: re-judging the
-            # accepted ones each iteration would take the tail above the threshold again and again
-            mask, t = SameLabelClump(f.clump_m, f.clump_z).flag(Z_all, y_all)
-            mask &= in_batch
+        if "clump" in f.rules:  # measured over every labeled item, judged on this batch's: re-judging every
+            # accepted one each iteration would take the tail above the threshold again and again; only the
+            # members of a clump this batch's items are found in go with them (poisons that came before there
+            # were m of them)
+            rule = SameLabelClump(f.clump_m, f.clump_z)
+            above, t = rule.flag(Z_all, y_all)
+            mask = above & in_batch
+            earlier = rule.clump_of(Z_all, y_all, mask, above) & ~in_batch if mask.any() else mask
             for i, s in zip(labeled[mask], t[mask]):
                 out.setdefault(int(i), (f"clump m={f.clump_m}: similarity {s:.3f} to its {f.clump_m}th nearest "
                                         "same-label item", float(s)))
+            for i, s in zip(labeled[earlier], t[earlier]):
+                out.setdefault(int(i), (f"clump m={f.clump_m}: accepted earlier, in the clump of an item of this "
+                                        f"batch (similarity {s:.3f})", float(s)))
         ids = np.array(sorted(out), dtype=np.int64)
         self.store.add_filtered(iteration, [(i, *out[int(i)]) for i in ids])
         self.set_status(ids, FILTERED, iteration)

@@ -80,7 +80,8 @@ class SameLabelClump:
 
     over the labeled items (median and decile move little while poisons are a few per cent of them). Measured on
     a CIFAR-2 random-feature Q3 campaign (1,368 labeled, 34 poisons): z = 1.5 flagged 26 poisons and 2 honest
-    items. Bullseye Polytope poisons do not clump (their mean, not each, is pulled to the target)."""
+    items. Bullseye Polytope poisons do not clump (their mean, not each, is pulled to the target).
+    :meth:`clump_of` extends a flag to the rest of its clump."""
 
     m: int = 5
     z: float = 1.5
@@ -109,3 +110,29 @@ class SameLabelClump:
             return np.zeros(len(t), dtype=bool), t
         med = float(np.median(known))
         return t > med + self.z * (float(np.quantile(known, 0.9)) - med), t
+
+    def clump_of(self, Z: np.ndarray, y: np.ndarray, seeds: np.ndarray, above: np.ndarray) -> np.ndarray:
+        """Rows reachable from the ``seeds`` rows through rows of ``above`` (both masks), one step being to one of
+        a row's m nearest other rows with its label: the whole clump a flagged item belongs to. Poisons that
+        arrive a few per batch (random sampling) are not tight while they are fewer than m, and pass; once the
+        clump is found, its earlier members are found with it."""
+        Zu = _unit(Z)
+        y = np.asarray(y, dtype=np.int64)
+        out = np.asarray(seeds, dtype=bool).copy()
+        frontier = np.flatnonzero(out)
+        while len(frontier):
+            nxt = []
+            for c in np.unique(y[frontier]):
+                rows = np.flatnonzero(y == c)
+                src = frontier[y[frontier] == c]
+                sim = Zu[src] @ Zu[rows].T
+                sim[rows[None, :] == src[:, None]] = -np.inf  # not itself
+                m = min(self.m, len(rows) - 1)
+                if m < 1:
+                    continue
+                nxt.append(rows[np.argpartition(-sim, m - 1, axis=1)[:, :m]].ravel())
+            cand = np.unique(np.concatenate(nxt)) if nxt else np.zeros(0, np.int64)
+            cand = cand[above[cand] & ~out[cand]]
+            out[cand] = True
+            frontier = cand
+        return out
