@@ -38,6 +38,7 @@ from robust_al.evaluate.experiment import (METHODS, PROFILES, QUESTIONS, SCENARI
                                            poison_tables, run_all, run_overrides, scenario_overrides, table,
                                            target_accuracy)
 from robust_al.report.schema import write_summary
+from robust_al.versions import git_commit
 
 
 def main() -> None:
@@ -96,6 +97,12 @@ def main() -> None:
     if "random" in methods:
         extra.update({f"Paired by seed, against random, labels to reach {f:g} x target":
                       paired_table(results, methods, f * args.target) for f in args.fractions})
+    for m in methods:  # the poison filter's cost in labels: each -filter method against its method
+        base = m.removesuffix("-filter")
+        if m.endswith("-filter") and base in methods:
+            extra.update({f"Paired by seed, {m} against {base}, labels to reach {f:g} x target":
+                          paired_table(results, [base, m], f * args.target, baseline=base)
+                          for f in (1.0, *args.fractions)})
     extra.update(poison_tables(results, methods) if args.question == "q3" else {})
     print(tab)
     for name, t in extra.items():
@@ -109,6 +116,7 @@ def main() -> None:
         "question": args.question.upper(), "scenario": args.scenario, "dataset": cfg.data.name,
         "config": args.config, "overrides": args.set, "target": args.target, "seeds": list(range(reps)),
         "methods": methods, "method_overrides": {m: METHODS[m] for m in methods}, "versions": versions(),
+        "commit": git_commit(Path(__file__).resolve().parent),
         "wall_seconds": wall, "failures": failures, "workers": args.workers, "ray_address": args.ray_address,
         "table": tab, "extra_tables": extra})
     print(f"wall time {wall:.0f} s; written to {out}")

@@ -203,7 +203,7 @@ def test_the_runner_writes_what_the_report_reads_and_refuses_what_it_would_refus
     root = Path(__file__).resolve().parents[1]
     out = tmp_path / "eval"
     done = subprocess.run([sys.executable, str(root / "pipelines" / "robust_al_eval.py"), "q1",
-                           str(root / "configs" / "digits.yaml"), "--methods", "random", "--reps", "1",
+                           str(root / "configs" / "digits.yaml"), "--methods", "random", "random-filter", "--reps", "1",
                            "--workers", "1", "--target", "0.9", "--set", "stop.budget=120", "--set", "model.epochs=3",
                            "--out", str(out)],
                           capture_output=True, text=True, cwd=tmp_path)
@@ -219,6 +219,9 @@ def test_the_runner_writes_what_the_report_reads_and_refuses_what_it_would_refus
             write_result(tmp_path / "bad", bad)
         assert not (tmp_path / "bad" / "result.json").exists()
     summary = json.loads(next(out.rglob("summary.json")).read_text())
+    # the filter's cost in labels, paired with the method without it; the code's commit beside the figures
+    assert any(k.startswith("Paired by seed, random-filter against random") for k in summary["extra_tables"])
+    assert summary["commit"] is None or len(summary["commit"]) == 40
     with pytest.raises(ValueError, match="summary.json: 'target' must be a number"):
         write_summary(tmp_path / "summary.json", {**summary, "target": "0.9"})
     assert not (tmp_path / "summary.json").exists()

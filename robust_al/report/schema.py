@@ -22,6 +22,7 @@ SUMMARY_FIELDS: dict[str, Any] = {
     "question": str, "scenario": str, "dataset": str, "config": str, "overrides": list, "target": NUMBER,
     "seeds": list, "methods": list, "method_overrides": dict, "versions": dict, "wall_seconds": NUMBER,
     "failures": list, "workers": NUMBER, "ray_address": (str, type(None)), "table": str, "extra_tables": dict,
+    "commit": (str, type(None)),  # of the code that ran (None outside a git checkout)
 }
 RESULT_FIELDS: dict[str, Any] = {
     "method": str, "rep": NUMBER, "seed": NUMBER, "curve": list, "labels_to_target": OPTIONAL_NUMBER,
