@@ -512,8 +512,11 @@ RESULTS_RULES = (
     "Every table here is generated from a small committed summary, `docs/results/<name>.json`; the raw runs are not "
     "in the repository. A table is kept only if all its rows were made by one commit's code and the runs can be "
     "made again from the repository: the command is in `pipelines/`, the data comes from `../shared/datasets` "
-    "(or scikit-learn's digits) and no pretrained weights file is involved (retraining "
-    "`pipelines/pretrain_backbone.py`'s trunk does not reproduce its weights). The figures are those of the "
+    "(or scikit-learn's digits) and a pretrained trunk only where the repository makes it again: "
+    "`pipelines/pretrain_backbone.py` with one thread (its default since commit 98fb96c) gave the same weights "
+    "file twice on the AMD EPYC development machine (sha256 `3062b935...`), and a table measured through it "
+    "names that digest (another CPU kind may give weights that differ in the last bits, and then other "
+    "figures). The figures are those of the "
     "commit named under each table, not necessarily of today's code: to check one, run its command in a "
     "checkout of that commit (`git worktree add ../at-COMMIT COMMIT`).")
 
