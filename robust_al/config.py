@@ -123,8 +123,11 @@ class QueryConfig(_Strict):
     chunk_size: int = Field(65536, ge=1)
 
 
+AdversarialAttack = Literal["deepfool", "cw", "pgd", "bim"]
+
+
 class AugmentConfig(_Strict):
-    attacks: list[Literal["deepfool", "cw", "pgd", "bim"]] = Field(default_factory=lambda: ["deepfool"])
+    attacks: list[AdversarialAttack] = Field(default_factory=lambda: list[AdversarialAttack](["deepfool"]))
     eps: float = Field(0.5, gt=0, description="L2 radius for pgd/bim")
     noise_scale: float = Field(0.05, ge=0)
     noise_copies: int = Field(1, ge=0)
@@ -277,7 +280,7 @@ class PoisonFilterConfig(_Strict):
     ``clump`` removes labeled items at the core of an unusually tight same-label clump, and the earlier-accepted
     members of a clump found in a batch."""
     enabled: bool = Field(False, description="off until its cost on clean campaigns is measured small (docs)")
-    rules: list[FilterRule] = Field(default_factory=lambda: ["clump"],
+    rules: list[FilterRule] = Field(default_factory=lambda: list[FilterRule](["clump"]),
                                     description="an item any rule flags is removed; trusted-knn is not in the "
                                     "default: in the first Q3 campaigns through the CIFAR-8-pretrained trunk it "
                                     "removed 9 and 43 honest items and no poison (docs/results/evaluation.md)")
