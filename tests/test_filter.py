@@ -91,10 +91,11 @@ def test_a_clump_found_in_a_batch_takes_its_earlier_members_and_no_tight_honest_
     assert above[kind == "tight honest"].all()  # the tail a threshold alone cannot tell from a clump
     seeds = above & (kind == "batch")
     assert seeds.sum() == 8
-    clump = rule.clump_of(Z, y, seeds, above)
+    nn = rule.neighbours(Z, y)[1]
+    clump = rule.clump_of(nn, seeds, above)
     assert clump[kind == "earlier"].all() and clump[kind == "batch"].all()
     assert not clump[(kind == "tight honest") | (kind == "honest")].any()
-    assert not rule.clump_of(Z, y, np.zeros(len(Z), bool), above).any()  # nothing flagged: nothing taken
+    assert not rule.clump_of(nn, np.zeros(len(Z), bool), above).any()  # nothing flagged: nothing taken
 
 
 def test_a_label_most_trusted_neighbours_share_is_kept_at_any_min_share():

@@ -44,9 +44,10 @@ class FilterMixin:
             # members of a clump this batch's items are found in go with them (poisons that came before there
             # were m of them)
             rule = SameLabelClump(f.clump_m, f.clump_z)
-            above, t = rule.flag(Z_all, y_all)
+            t, nn = rule.neighbours(Z_all, y_all)
+            above = rule.above(t)
             mask = above & in_batch
-            earlier = rule.clump_of(Z_all, y_all, mask, above) & ~in_batch if mask.any() else mask
+            earlier = rule.clump_of(nn, mask, above) & ~in_batch
             for i, s in zip(labeled[mask], t[mask]):
                 out.setdefault(int(i), (f"clump m={f.clump_m}: similarity {s:.3f} to its {f.clump_m}th nearest "
                                         "same-label item", float(s)))

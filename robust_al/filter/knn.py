@@ -86,11 +86,13 @@ class SameLabelClump:
     m: int = 5
     z: float = 1.5
 
-    def tightness(self, Z: np.ndarray, y: np.ndarray) -> np.ndarray:
-        """t_i for every row (-1 where fewer than m other rows share its label)."""
+    def neighbours(self, Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(t, nn): t_i for every row (-1 where fewer than m other rows share its label) and nn[i], the rows of
+        its m nearest other rows with its label (-1 there)."""
         Zu = _unit(Z)
         y = np.asarray(y, dtype=np.int64)
         t = np.full(len(Zu), -1.0)
+        nn = np.full((len(Zu), self.m), -1, dtype=np.int64)
         for c in np.unique(y):
             rows = np.flatnonzero(y == c)
             if len(rows) <= self.m:
@@ -99,39 +101,34 @@ class SameLabelClump:
                 part = rows[s:s + 2048]
                 sim = Zu[part] @ Zu[rows].T
                 sim[np.arange(len(part)), np.arange(s, s + len(part))] = -np.inf  # not itself
-                t[part] = np.partition(sim, len(rows) - self.m, axis=1)[:, len(rows) - self.m]
-        return t
+                near = np.argpartition(-sim, self.m - 1, axis=1)[:, :self.m]
+                nn[part] = rows[near]
+                t[part] = np.take_along_axis(sim, near, axis=1).min(1)  # the m-th nearest's similarity
+        return t, nn
+
+    def above(self, t: np.ndarray) -> np.ndarray:
+        """The rows whose tightness t is over the threshold (none while fewer than 10 rows have a t)."""
+        known = t[t > -1]
+        if len(known) < 10:
+            return np.zeros(len(t), dtype=bool)
+        med = float(np.median(known))
+        return t > med + self.z * (float(np.quantile(known, 0.9)) - med)
 
     def flag(self, Z: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(mask of flagged rows, t)."""
-        t = self.tightness(Z, y)
-        known = t[t > -1]
-        if len(known) < 10:
-            return np.zeros(len(t), dtype=bool), t
-        med = float(np.median(known))
-        return t > med + self.z * (float(np.quantile(known, 0.9)) - med), t
+        t = self.neighbours(Z, y)[0]
+        return self.above(t), t
 
-    def clump_of(self, Z: np.ndarray, y: np.ndarray, seeds: np.ndarray, above: np.ndarray) -> np.ndarray:
+    def clump_of(self, nn: np.ndarray, seeds: np.ndarray, above: np.ndarray) -> np.ndarray:
         """Rows reachable from the ``seeds`` rows through rows of ``above`` (both masks), one step being to one of
-        a row's m nearest other rows with its label: the whole clump a flagged item belongs to. Poisons that
-        arrive a few per batch (random sampling) are not tight while they are fewer than m, and pass; once the
-        clump is found, its earlier members are found with it."""
-        Zu = _unit(Z)
-        y = np.asarray(y, dtype=np.int64)
+        a row's m nearest other rows with its label (``nn`` of :meth:`neighbours`): the whole clump a flagged
+        item belongs to. Poisons that arrive a few per batch (random sampling) are not tight while they are fewer
+        than m, and pass; once the clump is found, its earlier members are found with it."""
         out = np.asarray(seeds, dtype=bool).copy()
         frontier = np.flatnonzero(out)
         while len(frontier):
-            nxt = []
-            for c in np.unique(y[frontier]):
-                rows = np.flatnonzero(y == c)
-                src = frontier[y[frontier] == c]
-                sim = Zu[src] @ Zu[rows].T
-                sim[rows[None, :] == src[:, None]] = -np.inf  # not itself
-                m = min(self.m, len(rows) - 1)
-                if m < 1:
-                    continue
-                nxt.append(rows[np.argpartition(-sim, m - 1, axis=1)[:, :m]].ravel())
-            cand = np.unique(np.concatenate(nxt)) if nxt else np.zeros(0, np.int64)
+            cand = np.unique(nn[frontier])
+            cand = cand[cand >= 0]
             cand = cand[above[cand] & ~out[cand]]
             out[cand] = True
             frontier = cand
